@@ -1,0 +1,84 @@
+"""Root ``batchscale`` group: lazily loaded subcommands and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from batchscale import __version__
+from batchscale.errors import InputError
+
+# name -> "module:attribute"; each module is imported only when its command runs (or --help lists it).
+SUBCOMMANDS: dict[str, str] = {
+    "derive": "batchscale.cli.derive:derive",
+    "predict": "batchscale.cli.predict:predict",
+    "measure": "batchscale.cli.measure:measure",
+    "sweep": "batchscale.cli.sweep:sweep",
+    "runs": "batchscale.cli.runs:runs",
+    "workloads": "batchscale.cli.workloads:workloads",
+}
+
+SHORT_HELP: dict[str, str] = {
+    "derive": "Exact symbolic results: accounting, update moments, accumulation, staleness.",
+    "predict": "Analytical predictions: noisy quadratic model, noise scale, stability.",
+    "measure": "Measure gradient statistics and update moments on a real network.",
+    "sweep": "Train many runs: steps-to-target per batch size, LR x batch grids.",
+    "runs": "Inspect and export a sweep's results database.",
+    "workloads": "List the built-in workloads with their sizes and parameter counts.",
+}
+
+
+class CliInputError(click.ClickException):
+    """Printed as a single ``Error: ...`` line with exit code 2 (click's usage-error code)."""
+
+    exit_code = 2
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def _available(self) -> list[str]:
+        return [n for n, t in self.lazy.items() if importlib.util.find_spec(t.split(":")[0])]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name in self._available():
+            module_name, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            raise CliInputError(str(exc).splitlines()[0] if str(exc) else "bad input") from None
+
+
+@click.group(cls=LazyGroup, lazy=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchscale")
+def cli() -> None:
+    """Predict and measure how the minibatch size changes SGD training."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="batchscale")
+
+
+if __name__ == "__main__":
+    main()

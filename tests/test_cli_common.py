@@ -1,0 +1,33 @@
+import click
+import pytest
+from click.testing import CliRunner
+
+from batchscale.cli.common import parse_int_list, parse_log_grid
+from batchscale.cli.main import cli
+
+
+def test_power_of_two_ranges():
+    assert parse_int_list("4..64") == [4, 8, 16, 32, 64]
+    assert parse_int_list("3..20") == [4, 8, 16]
+    assert parse_int_list("1,2,16..32") == [1, 2, 16, 32]
+    assert len(parse_int_list("4..2097152")) == 20
+
+
+@pytest.mark.parametrize("text", ["", "a", "8..4", "0..4", "1,,x"])
+def test_bad_int_lists(text):
+    with pytest.raises(click.BadParameter):
+        parse_int_list(text)
+
+
+def test_log_grid():
+    assert parse_log_grid("-5:0.5:100") == (-5.0, 0.5, 100)
+    for bad in ["-5:0.5", "1:0:3", "a:b:c", "0:1:0"]:
+        with pytest.raises(click.BadParameter):
+            parse_log_grid(bad)
+
+
+def test_root_help_and_unknown_command():
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--help"]).exit_code == 0
+    result = runner.invoke(cli, ["no-such-command"])
+    assert result.exit_code == 2
