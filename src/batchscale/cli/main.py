@@ -11,23 +11,29 @@ import click
 from batchscale import __version__
 from batchscale.errors import InputError
 
-# name -> "module:attribute"; each module is imported only when its command runs (or --help lists it).
-SUBCOMMANDS: dict[str, str] = {
-    "derive": "batchscale.cli.derive:derive",
-    "predict": "batchscale.cli.predict:predict",
-    "measure": "batchscale.cli.measure:measure",
-    "sweep": "batchscale.cli.sweep:sweep",
-    "runs": "batchscale.cli.runs:runs",
-    "workloads": "batchscale.cli.workloads:workloads",
-}
-
-SHORT_HELP: dict[str, str] = {
-    "derive": "Exact symbolic results: accounting, update moments, accumulation, staleness.",
-    "predict": "Analytical predictions: noisy quadratic model, noise scale, stability.",
-    "measure": "Measure gradient statistics and update moments on a real network.",
-    "sweep": "Train many runs: steps-to-target per batch size, LR x batch grids.",
-    "runs": "Inspect and export a sweep's results database.",
-    "workloads": "List the built-in workloads with their sizes and parameter counts.",
+# name -> ("module:attribute", short help); a module is imported only when its command runs.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "derive": (
+        "batchscale.cli.derive:derive",
+        "Exact symbolic results: accounting, update moments, accumulation, staleness.",
+    ),
+    "predict": (
+        "batchscale.cli.predict:predict",
+        "Analytical predictions: noisy quadratic model, noise scale, stability.",
+    ),
+    "measure": (
+        "batchscale.cli.measure:measure",
+        "Measure gradient statistics and update moments on a real network.",
+    ),
+    "sweep": (
+        "batchscale.cli.sweep:sweep",
+        "Train many runs: steps-to-target per batch size, LR x batch grids.",
+    ),
+    "runs": ("batchscale.cli.runs:runs", "Inspect and export a sweep's results database."),
+    "workloads": (
+        "batchscale.cli.workloads:workloads",
+        "List the built-in workloads with their sizes and parameter counts.",
+    ),
 }
 
 
@@ -38,26 +44,33 @@ class CliInputError(click.ClickException):
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use.
 
-    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+    ``lazy`` maps a command name to ``("module:attribute", short help)``. Commands whose module is not
+    installed are left out of the listing.
+    """
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]], **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
     def _available(self) -> list[str]:
-        return [n for n, t in self.lazy.items() if importlib.util.find_spec(t.split(":")[0])]
+        return [n for n, (t, _) in self.lazy.items() if importlib.util.find_spec(t.split(":")[0])]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._available()))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy and name in self._available():
-            module_name, attr = self.lazy[name].split(":")
+            module_name, attr = self.lazy[name][0].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        rows = [
+            (name, self.lazy[name][1] if name in self.lazy else self.commands[name].get_short_help_str())
+            for name in self.list_commands(ctx)
+        ]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
