@@ -31,3 +31,17 @@ def test_root_help_and_unknown_command():
     assert runner.invoke(cli, ["--help"]).exit_code == 0
     result = runner.invoke(cli, ["no-such-command"])
     assert result.exit_code == 2
+
+
+def test_key_values():
+    from batchscale.cli.common import parse_key_values
+
+    assert parse_key_values(["n=3", "lr=0.5", "hidden=256,256", "flag=true", "name=x"]) == {
+        "n": 3,
+        "lr": 0.5,
+        "hidden": (256, 256),
+        "flag": True,
+        "name": "x",
+    }
+    with pytest.raises(click.BadParameter):
+        parse_key_values(["novalue"])

@@ -127,3 +127,53 @@ def parse_log_grid(text: str, name: str = "grid") -> tuple[float, float, int]:
 def echo_err(message: str) -> None:
     """Write a line to stderr."""
     sys.stderr.write(message + "\n")
+
+
+def workload_options(default: str = "mnist1d-mlp"):
+    """``--workload NAME`` and repeatable ``--workload-option KEY=VALUE`` (see :func:`parse_key_values`)."""
+
+    def decorate(func: Callable) -> Callable:
+        func = click.option(
+            "--workload-option",
+            "-W",
+            "workload_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Workload option, repeatable (e.g. -W n_samples=20000 -W hidden=256,256).",
+        )(func)
+        return click.option(
+            "--workload",
+            default=default,
+            show_default=True,
+            help="Built-in workload name (see `batchscale workloads`) or package.module:function.",
+        )(func)
+
+    return decorate
+
+
+def parse_scalar(text: str) -> Any:
+    """``'3'`` -> 3, ``'0.5'`` -> 0.5, ``'true'`` -> True, ``'256,256'`` -> (256, 256), else the text."""
+    if "," in text:
+        return tuple(parse_scalar(p) for p in text.split(",") if p)
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_key_values(items: Sequence[str], name: str = "--workload-option") -> dict[str, Any]:
+    """``['a=1', 'b=x,y']`` -> ``{'a': 1, 'b': ('x', 'y')}``; malformed items are a BadParameter."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=name)
+        out[key.strip()] = parse_scalar(value.strip())
+    return out
