@@ -1,0 +1,252 @@
+"""One training run as data: its configuration (:class:`TrainConfig`) and its outcome (:class:`TrialResult`).
+
+A *trial* is one training run of one workload with one batch size, learning rate, optimizer and seed.
+Everything that determines its numbers is in :class:`TrainConfig`; :meth:`TrainConfig.trial_id` hashes
+it, so a sweep store can tell at once whether a trial was already run. :func:`run_trials` runs many
+trials, grouping those that can share one stacked model (see ``docs/training.md``).
+
+This module imports no torch at import time, so stores and the CLI can use the types cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from batchscale.errors import InputError, require
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "adam")
+LOSS_FORMS: tuple[str, ...] = ("mean", "sum")
+SCHEDULES: tuple[str, ...] = ("constant", "warmup_linear_decay")
+TARGET_METRICS: tuple[str, ...] = ("error", "loss")
+STATUSES: tuple[str, ...] = ("complete", "incomplete", "diverged", "pruned")
+
+ADAM_DEFAULT_BETA1 = 0.9  # Adam's beta1 when ``momentum`` is 0
+ADAM_BETA2 = 0.999
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; everything that determines its numbers.
+
+    Attributes:
+        workload: registry name or ``package.module:function`` (see :mod:`batchscale.empirical.workloads`).
+        workload_options: sorted ``(key, value)`` pairs passed to ``get_workload`` (hashable).
+        batch_size: examples per update, m.
+        learning_rate: the learning rate eta (``loss_form="mean"``) or the base learning rate
+            eta~ = eta / m (``loss_form="sum"``); the update is ``w -= eta * mean_i g_i`` or
+            ``w -= eta~ * sum_i g_i``.
+        optimizer: ``sgd`` | ``momentum`` (heavy ball) | ``nesterov`` | ``adam``, with torch.optim's
+            update rules (``torch.optim.SGD`` with dampening 0; ``torch.optim.Adam``).
+        momentum: heavy-ball / Nesterov coefficient (must be > 0 for those two; ignored by ``sgd``);
+            for ``adam`` it is beta1, with 0 meaning the default 0.9 (beta2 = 0.999, eps = 1e-8).
+        loss_form: ``mean`` or ``sum`` of the per-example losses of the batch.
+        schedule: ``constant`` or ``warmup_linear_decay`` (linear warm-up over ``warmup_steps`` updates,
+            then linear decay to 0 at ``max_steps``); see :func:`batchscale.empirical.train.lr_factor`.
+        warmup_steps: length of the warm-up (``warmup_linear_decay`` only).
+        weight_decay: L2 coefficient added to the gradient (torch.optim's ``weight_decay``).
+        seed: model initialisation and batch order.
+        data_seed: passed to ``get_workload(seed=...)`` (data generation and train/test split).
+        max_steps: the run stops after this many updates.
+        target_metric: ``error`` (1 - accuracy) or ``loss`` (mean per-example loss) on the test set.
+        target: the run is complete at the first step where the metric is <= target; None trains to
+            ``max_steps`` and reports the final metrics (learning rate x batch size grids).
+        eval_subset: evaluate on the first N test examples (None: all of them).
+        drop_last: drop the last partial batch of each epoch (floor(M/m) steps per epoch).
+        device: ``cpu`` or ``cuda[:i]``.
+    """
+
+    workload: str = "mnist1d-mlp"
+    workload_options: tuple[tuple[str, Any], ...] = ()
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    loss_form: str = "mean"
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    seed: int = 0
+    data_seed: int = 0
+    max_steps: int = 10_000
+    target_metric: str = "error"
+    target: float | None = 0.2
+    eval_subset: int | None = None
+    drop_last: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        options = self.workload_options
+        if isinstance(options, Mapping):
+            options = options.items()
+        object.__setattr__(self, "workload_options", tuple(sorted((str(k), v) for k, v in options)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; ``workload_options`` becomes a plain dict."""
+        d = asdict(self)
+        d["workload_options"] = dict(self.workload_options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        require(not unknown, f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        return cls(**dict(d))
+
+    def trial_id(self) -> str:
+        """16 hex digits of the sha256 of the canonical JSON of :meth:`to_dict`."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` on a bad value (checks needing the data happen at load time)."""
+        require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"learning rate must be a positive number, got {self.learning_rate}",
+        )
+        _require_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _require_choice("loss form", self.loss_form, LOSS_FORMS)
+        _require_choice("schedule", self.schedule, SCHEDULES)
+        _require_choice("target metric", self.target_metric, TARGET_METRICS)
+        require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        require(
+            self.optimizer not in ("momentum", "nesterov") or self.momentum > 0,
+            f"optimizer {self.optimizer!r} needs momentum > 0, got {self.momentum}",
+        )
+        require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        require(self.max_steps >= 1, f"max steps must be >= 1, got {self.max_steps}")
+        require(
+            0 <= self.warmup_steps < self.max_steps or self.schedule == "constant",
+            f"warm-up steps must be in [0, max steps = {self.max_steps}), got {self.warmup_steps}",
+        )
+        require(
+            self.target is None or math.isfinite(self.target),
+            f"target must be a finite number or None, got {self.target}",
+        )
+        require(
+            self.eval_subset is None or self.eval_subset >= 1,
+            f"eval subset must be >= 1 or None, got {self.eval_subset}",
+        )
+
+    def group_key(self) -> tuple:
+        """What trials must share to run as one stacked model (everything but lr, momentum, wd, seed)."""
+        per_copy = {"learning_rate", "momentum", "weight_decay", "seed"}
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in per_copy)
+
+
+def _require_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    require(value in choices, f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The outcome of one trial.
+
+    Attributes:
+        config: the configuration that produced it.
+        status: ``complete`` (target met, or ``target`` None and ``max_steps`` reached), ``incomplete``
+            (``max_steps`` without the target), ``diverged`` (non-finite training loss, or test loss
+            above ``DIVERGENCE_FACTOR`` times its initial value) or ``pruned`` (stopped far behind
+            the best trial of its group).
+        steps: the first step at which the target was met (``complete`` with a target only), resolved
+            to within 1% of the first crossing (see ``docs/training.md``).
+        final_metric, final_loss: test metric and test loss at the last evaluation (None if diverged).
+        best_metric: the best (lowest) metric over the evaluations.
+        history: ``(step, metric, loss)`` at each evaluation, by step (non-finite values as None).
+        wall_time: seconds (for a stacked group: the group's time shared equally among its trials).
+        device: where it ran.
+        stop_step: the step at which training of this trial stopped.
+    """
+
+    config: TrainConfig
+    status: str
+    steps: int | None
+    final_metric: float | None
+    final_loss: float | None
+    best_metric: float | None
+    history: tuple[tuple[int, float | None, float | None], ...] = ()
+    wall_time: float = 0.0
+    device: str = "cpu"
+    stop_step: int | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (the config nested as a dict, history as lists)."""
+        d = asdict(self)
+        d["config"] = self.config.to_dict()
+        d["history"] = [list(h) for h in self.history]
+        d["notes"] = list(self.notes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialResult:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["config"] = TrainConfig.from_dict(d["config"])
+        d["history"] = tuple(tuple(h) for h in d.get("history", ()))
+        d["notes"] = tuple(d.get("notes", ()))
+        return cls(**d)
+
+
+def run_trials(
+    configs: Sequence[TrainConfig],
+    *,
+    on_result: Callable[[TrialResult], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+    prune: bool = False,
+    strategy: str = "auto",
+    num_threads: int | None = None,
+    workloads: Mapping[tuple, Any] | None = None,
+) -> list[TrialResult]:
+    """Run every config; return the results in input order.
+
+    Trials that share :meth:`TrainConfig.group_key` form a group. A group runs as one stacked model
+    (``strategy="batched"``), one trial at a time (``"sequential"``), or by batch size (``"auto"``:
+    stacked below :data:`batchscale.empirical.batched.BATCHED_MAX_BATCH`, measured in
+    ``docs/perf-training.md``).
+
+    Args:
+        configs: the trials; each is validated first (:class:`InputError` on a bad value).
+        on_result: called with each result as soon as its trial ends (store it there).
+        progress: called with a one-line message as trials end.
+        prune: stop trials far behind the best of their group as ``pruned`` (see ``docs/training.md``).
+        strategy: ``auto`` | ``batched`` | ``sequential``.
+        num_threads: torch intra-op threads for the duration of the call (None: leave as is).
+        workloads: ``{(workload, workload_options, data_seed, device): Workload}`` to use instead of
+            loading by name (tests, user objects).
+    """
+    from batchscale.empirical.batched import run_groups
+
+    for config in configs:
+        config.validate()
+    require(strategy in ("auto", "batched", "sequential"), f"unknown strategy {strategy!r}")
+    return run_groups(
+        list(configs),
+        on_result=on_result,
+        progress=progress,
+        prune=prune,
+        strategy=strategy,
+        num_threads=num_threads,
+        workloads=workloads,
+    )
+
+
+__all__ = [
+    "InputError",
+    "OPTIMIZERS",
+    "LOSS_FORMS",
+    "SCHEDULES",
+    "STATUSES",
+    "TARGET_METRICS",
+    "TrainConfig",
+    "TrialResult",
+    "run_trials",
+]

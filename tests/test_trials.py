@@ -1,0 +1,91 @@
+"""TrainConfig / TrialResult: round trips, ids, validation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from batchscale.empirical.trials import TrainConfig, TrialResult
+from batchscale.errors import InputError
+
+
+def test_config_round_trips_through_json():
+    config = TrainConfig(workload_options={"n_samples": 5000}, batch_size=8, target=None, eval_subset=100)
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    assert again.trial_id() == config.trial_id()
+
+
+def test_workload_options_are_sorted_and_hashable():
+    a = TrainConfig(workload_options=(("b", 1), ("a", 2)))
+    b = TrainConfig(workload_options={"a": 2, "b": 1})
+    assert a == b and hash(a) == hash(b)
+    assert a.workload_options == (("a", 2), ("b", 1))
+
+
+def test_trial_id_is_16_hex_and_changes_with_any_field():
+    base = TrainConfig()
+    assert len(base.trial_id()) == 16 and int(base.trial_id(), 16) >= 0
+    ids = {base.trial_id(), TrainConfig(seed=1).trial_id(), TrainConfig(learning_rate=0.2).trial_id()}
+    assert len(ids) == 3
+
+
+def test_trial_id_is_stable_across_interpreters():
+    code = "from batchscale.empirical.trials import TrainConfig; print(TrainConfig(batch_size=3).trial_id())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == TrainConfig(batch_size=3).trial_id()
+
+
+def test_trials_module_does_not_import_torch():
+    code = "import sys, batchscale.empirical.trials; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"batch_size": 0}, "batch size"),
+        ({"learning_rate": 0.0}, "learning rate"),
+        ({"learning_rate": float("nan")}, "learning rate"),
+        ({"optimizer": "rmsprop"}, "rmsprop"),
+        ({"loss_form": "median"}, "median"),
+        ({"schedule": "cosine"}, "cosine"),
+        ({"target_metric": "f1"}, "f1"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"optimizer": "nesterov", "momentum": 0.0}, "momentum"),
+        ({"weight_decay": -1.0}, "weight decay"),
+        ({"max_steps": 0}, "max steps"),
+        ({"schedule": "warmup_linear_decay", "warmup_steps": 100, "max_steps": 100}, "warm-up"),
+        ({"eval_subset": 0}, "eval subset"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_validate_names_the_bad_value(changes, words):
+    with pytest.raises(InputError, match=words):
+        TrainConfig(**changes).validate()
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(InputError, match="colour"):
+        TrainConfig.from_dict({"colour": "red"})
+
+
+def test_result_round_trips_through_json():
+    result = TrialResult(
+        config=TrainConfig(batch_size=4),
+        status="complete",
+        steps=17,
+        final_metric=0.19,
+        final_loss=0.5,
+        best_metric=0.19,
+        history=((0, 0.9, 2.3), (17, 0.19, 0.5)),
+        wall_time=1.5,
+        device="cpu",
+        stop_step=17,
+    )
+    again = TrialResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result
