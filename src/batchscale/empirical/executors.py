@@ -1,0 +1,294 @@
+"""Where chunks of trials run: a local process pool, this process, submitit (Slurm) or Ray.
+
+An executor runs a module-level function on picklable payloads (a chunk of trial configs) and hands each
+result back to the parent as soon as its chunk ends; the parent writes it to the results store. All
+executors share one small interface (:class:`Executor`): ``submit``, ``submit_many``, ``wait``,
+``result``, ``shutdown``, and ``capacity`` (how many chunks it is worth keeping in flight).
+
+- ``local`` (default): a ``spawn`` process pool with one worker per core; each worker trains with
+  ``torch.set_num_threads(threads)`` (1 by default) and exits by itself if the parent dies (SIGKILL).
+- ``inline``: runs every chunk in this process, one at a time (debugging, tiny sweeps).
+- ``submitit``: one job per chunk (a Slurm job array when several chunks are ready at once) through
+  ``submitit.AutoExecutor``; ``cluster=local`` or ``cluster=debug`` run here without Slurm. Extra: ``slurm``.
+- ``ray``: one Ray task per chunk on ``ray.init(address=...)`` (default: a local instance). Extra: ``ray``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib.util
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchscale.errors import InputError
+
+EXECUTORS = ("local", "inline", "submitit", "ray")
+EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}  # executor -> (module, pip extra)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How to run chunks: the executor's name, its parallelism and engine-specific options.
+
+    ``workers`` None means one per core (``local``) or as many as the engine accepts (``submitit``,
+    ``ray``: 2 * cores chunks in flight). ``options`` are KEY=VALUE pairs passed to the engine:
+    ``cluster``, ``timeout_min``, ``slurm_partition``, ... for submitit; ``address`` for Ray.
+    """
+
+    name: str = "local"
+    workers: int | None = None
+    threads: int = 1
+    folder: str = "batchscale-out/executor"
+    options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+
+    def validate(self) -> ExecutorConfig:
+        """Raise :class:`InputError` on an unknown executor, bad counts or a missing extra."""
+        if self.name not in EXECUTORS:
+            raise InputError(f"unknown executor {self.name!r}; expected one of {', '.join(EXECUTORS)}")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
+        if self.threads < 1:
+            raise InputError(f"threads per worker must be >= 1, got {self.threads}")
+        require_extra(self.name)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored with sweep results)."""
+        return {
+            "name": self.name,
+            "workers": self.workers,
+            "threads": self.threads,
+            "options": dict(self.options),
+        }
+
+
+def require_extra(name: str) -> None:
+    """Raise a one-line :class:`InputError` naming the pip extra when an executor's engine is missing."""
+    if name not in EXTRAS:
+        return
+    module, extra = EXTRAS[name]
+    if importlib.util.find_spec(module) is None:
+        raise InputError(
+            f"--executor {name} needs the optional package {module!r}: pip install 'batchscale[{extra}]'"
+        )
+
+
+def cpu_count() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int) -> None:
+    """Limit torch (and BLAS through the environment) to ``threads`` threads in this process."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def probe(payload: Any) -> dict[str, Any]:
+    """A tiny task for checking an executor: where it ran, its torch threads, and ``payload`` echoed."""
+    import torch
+
+    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "payload": payload}
+
+
+class Executor:
+    """Interface shared by every executor (see the module docstring)."""
+
+    capacity: int = 1
+
+    def submit(self, fn: Callable[[Any], Any], payload: Any) -> Any:
+        raise NotImplementedError
+
+    def submit_many(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> list[Any]:
+        """Submit several payloads at once (a job array where the engine has one)."""
+        return [self.submit(fn, p) for p in payloads]
+
+    def wait(self, handles: Sequence[Any], timeout: float = 1.0) -> list[Any]:
+        """The handles among ``handles`` that have finished, waiting up to ``timeout`` s for one."""
+        raise NotImplementedError
+
+    def result(self, handle: Any) -> Any:
+        """The finished handle's return value (re-raises the task's exception)."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Release the workers (idempotent)."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+
+class InlineExecutor(Executor):
+    """Runs each chunk immediately in this process."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.capacity = 1
+
+    def submit(self, fn: Callable[[Any], Any], payload: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(payload))
+        except Exception as exc:  # noqa: BLE001 - handed back through the future like a pool would
+            future.set_exception(exc)
+        return future
+
+    def wait(self, handles: Sequence[Any], timeout: float = 1.0) -> list[Any]:
+        return [h for h in handles if h.done()]
+
+    def result(self, handle: cf.Future) -> Any:
+        return handle.result()
+
+
+def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Exit this worker as soon as its parent is gone (the parent was killed)."""
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(interval)
+
+
+def _init_local_worker(parent_pid: int, threads: int) -> None:
+    set_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+class LocalExecutor(Executor):
+    """A ``spawn`` process pool; workers use ``threads`` torch threads and die with their parent."""
+
+    def __init__(self, workers: int, threads: int):
+        self.capacity = workers
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_local_worker,
+            initargs=(os.getpid(), threads),
+        )
+
+    def submit(self, fn: Callable[[Any], Any], payload: Any) -> cf.Future:
+        return self._pool.submit(fn, payload)
+
+    def wait(self, handles: Sequence[Any], timeout: float = 1.0) -> list[Any]:
+        done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return [h for h in handles if h in done]
+
+    def result(self, handle: cf.Future) -> Any:
+        return handle.result()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SubmititExecutor(Executor):
+    """One submitit job per chunk; several chunks submitted together form a job array."""
+
+    def __init__(self, folder: str, workers: int, threads: int, options: dict[str, Any]):
+        import submitit
+
+        options = dict(options)
+        cluster = options.pop("cluster", None)
+        self._executor = submitit.AutoExecutor(folder=Path(folder) / "submitit", cluster=cluster)
+        parameters = {"timeout_min": 60, "cpus_per_task": threads} | options
+        if cluster in ("local", "debug"):
+            parameters.pop("cpus_per_task")
+        try:
+            self._executor.update_parameters(**parameters)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"bad submitit option: {str(exc).splitlines()[0]}") from None
+        self.capacity = workers
+
+    def submit(self, fn: Callable[[Any], Any], payload: Any) -> Any:
+        return self._executor.submit(fn, payload)
+
+    def submit_many(self, fn: Callable[[Any], Any], payloads: Sequence[Any]) -> list[Any]:
+        if len(payloads) <= 1:
+            return [self.submit(fn, p) for p in payloads]
+        return list(self._executor.map_array(fn, list(payloads)))
+
+    def wait(self, handles: Sequence[Any], timeout: float = 1.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [h for h in handles if h.done()]
+            if done or time.monotonic() >= deadline:
+                return done
+            time.sleep(min(0.2, timeout))
+
+    def result(self, handle: Any) -> Any:
+        return handle.result()
+
+    def shutdown(self) -> None:
+        """Jobs keep their results on disk; nothing to release."""
+
+
+class RayExecutor(Executor):
+    """One Ray task per chunk on ``ray.init(address=...)``."""
+
+    def __init__(self, workers: int, threads: int, options: dict[str, Any]):
+        import ray
+
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False)
+        self._threads = threads
+        self._remotes: dict[Callable, Any] = {}
+        self.capacity = workers
+
+    def _remote(self, fn: Callable[[Any], Any]) -> Any:
+        if fn not in self._remotes:
+            self._remotes[fn] = self._ray.remote(num_cpus=self._threads)(fn)
+        return self._remotes[fn]
+
+    def submit(self, fn: Callable[[Any], Any], payload: Any) -> Any:
+        return self._remote(fn).remote(payload)
+
+    def wait(self, handles: Sequence[Any], timeout: float = 1.0) -> list[Any]:
+        ready, _ = self._ray.wait(list(handles), num_returns=1, timeout=timeout)
+        ready_set = set(ready)
+        return [h for h in handles if h in ready_set]
+
+    def result(self, handle: Any) -> Any:
+        return self._ray.get(handle)
+
+
+def make_executor(config: ExecutorConfig) -> Executor:
+    """The executor described by ``config`` (validated first); use it as a context manager."""
+    config.validate()
+    cores = cpu_count()
+    if config.name == "inline":
+        return InlineExecutor(config.threads)
+    if config.name == "local":
+        return LocalExecutor(config.workers or max(1, cores // config.threads), config.threads)
+    if config.name == "submitit":
+        workers = config.workers or 2 * cores
+        return SubmititExecutor(config.folder, workers, config.threads, dict(config.options))
+    return RayExecutor(config.workers or 2 * cores, config.threads, dict(config.options))
+
+
+def map_unordered(
+    executor: Executor, fn: Callable[[Any], Any], payloads: Sequence[Any], timeout: float = 1.0
+):
+    """Yield ``(index, result)`` as each payload's task ends, keeping ``executor.capacity`` in flight."""
+    pending = list(enumerate(payloads))
+    running: dict[Any, int] = {}
+    while pending or running:
+        free = max(0, executor.capacity - len(running))
+        batch, pending = pending[:free], pending[free:]
+        for (index, _), handle in zip(batch, executor.submit_many(fn, [p for _, p in batch]), strict=True):
+            running[handle] = index
+        for handle in executor.wait(list(running), timeout):
+            yield running.pop(handle), executor.result(handle)
