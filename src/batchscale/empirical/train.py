@@ -1,0 +1,448 @@
+"""Training one model, and the steps-to-target protocol shared by every way of running trials.
+
+Read top to bottom:
+
+1. the pieces every run uses: the learning-rate schedule (:func:`lr_factor`), the batch order
+   (:class:`BatchOrder`: each trial reshuffles its own index permutation every epoch, no DataLoader), the
+   minibatch loss (:func:`batch_loss`) and the test metric (:func:`metric_and_loss`);
+2. :class:`SingleRun`: one ``nn.Module`` trained with ``torch.optim``, the plain loop;
+3. :func:`drive`: the protocol that turns a run into results. It evaluates on a geometric schedule
+   (:func:`next_eval_step`), stops diverged runs at once, and, when an evaluation first meets the
+   target, replays the last interval from a checkpoint, evaluating every :func:`refine_interval` steps,
+   so the reported step is within 1% of the first crossing in that interval.
+
+The stacked engine (:mod:`batchscale.empirical.batched`) runs K trials as one model through the same
+:func:`drive`. ``docs/training.md`` describes the protocol; ``docs/perf-training.md`` its speed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import nn
+
+from batchscale.empirical.trials import ADAM_BETA2, ADAM_DEFAULT_BETA1, ADAM_EPS, TrainConfig, TrialResult
+from batchscale.empirical.workloads import Workload
+from batchscale.errors import InputError, require
+
+DIVERGENCE_FACTOR = 10.0  # diverged when the test loss exceeds this multiple of its initial value
+EVAL_GROWTH = 1.1  # evaluations at steps 0, 1, 2, ..., 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, ...
+REFINE_FRACTION = 0.01  # re-evaluate every ceil(1% of the step) when resolving a crossing
+PRUNE_MIN_STEP = 20  # no pruning before this step
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pieces every run uses
+# ---------------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int) -> float:
+    """Multiplier of the learning rate at update ``step`` (0-based: the first update is step 0).
+
+    ``constant``: 1. ``warmup_linear_decay``: (step + 1) / warmup during the first ``warmup_steps``
+    updates, then linear decay (max_steps - step) / (max_steps - warmup), reaching 1/(max_steps - warmup)
+    at the last update.
+    """
+    if schedule == "constant":
+        return 1.0
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (max_steps - step) / (max_steps - warmup_steps))
+
+
+def next_eval_step(step: int) -> int:
+    """The evaluation after ``step``: every step up to 10, then steps growing by :data:`EVAL_GROWTH`."""
+    return max(step + 1, math.floor(step * EVAL_GROWTH))
+
+
+def refine_interval(step: int) -> int:
+    """Evaluation spacing when resolving a crossing found after an evaluation at ``step``: ceil(1% step).
+
+    A crossing at true step t in (step, next] is reported at t' with 0 <= t' - t < 1% * step <= 1% * t.
+    """
+    return max(1, math.ceil(REFINE_FRACTION * step))
+
+
+def batch_loss(per_example: torch.Tensor, loss_form: str) -> torch.Tensor:
+    """Mean (``mean``) or sum (``sum``) of per-example losses over the last axis."""
+    return per_example.mean(dim=-1) if loss_form == "mean" else per_example.sum(dim=-1)
+
+
+def adam_beta1(momentum: float) -> float:
+    """Adam's beta1: ``momentum``, or :data:`ADAM_DEFAULT_BETA1` when it is 0."""
+    return momentum if momentum > 0 else ADAM_DEFAULT_BETA1
+
+
+class BatchOrder:
+    """The batch order of K trials: trial k reshuffles its own permutation of the M training indices
+    each epoch with ``torch.randperm(M, generator=torch.Generator().manual_seed(seeds[k]))``.
+
+    All K trials share the batch size, so they share the position in the epoch; batch ``i`` of an
+    epoch is ``perm[i*m : (i+1)*m]`` (the last one shorter, or dropped with ``drop_last``).
+    """
+
+    def __init__(self, n: int, batch_size: int, seeds: Sequence[int], drop_last: bool, device: torch.device):
+        self.n, self.batch_size, self.drop_last, self.device = n, batch_size, drop_last, device
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.perms = torch.empty(len(seeds), 0, dtype=torch.long, device=device)  # (K, M)
+        self.pos = n  # start of the next batch; n means "new epoch"
+
+    def epoch_over(self) -> bool:
+        left = self.n - self.pos
+        return left <= 0 or (self.drop_last and left < self.batch_size)
+
+    def next(self) -> torch.Tensor:
+        """Indices of the next batch of every trial, (K, B)."""
+        if self.epoch_over():
+            perms = [torch.randperm(self.n, generator=g) for g in self.generators]
+            self.perms = torch.stack(perms).to(self.device)  # (K, M)
+            self.pos = 0
+        idx = self.perms[:, self.pos : self.pos + self.batch_size]  # (K, B)
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> tuple:
+        return self.perms.clone(), self.pos, [g.get_state() for g in self.generators]
+
+    def restore(self, state: tuple, rows: Sequence[int]) -> None:
+        """Load ``state`` for the trials at ``rows`` of the state (in that order)."""
+        perms, self.pos, gen_states = state
+        self.perms = perms[list(rows)].clone() if perms.numel() else perms[: len(rows)]
+        self.generators = [torch.Generator().set_state(gen_states[r]) for r in rows]
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep the trials at ``rows``."""
+        self.restore(self.state(), rows)
+
+
+def metric_and_loss(
+    output: torch.Tensor, target: torch.Tensor, loss: str, metric: str
+) -> tuple[float, float]:
+    """Test metric (``error`` = 1 - accuracy, or ``loss``) and mean per-example loss of one model."""
+    from batchscale.empirical.workloads import per_example_loss
+
+    mean_loss = float(per_example_loss(loss, output, target).mean())
+    if metric == "loss":
+        return mean_loss, mean_loss
+    error = float((output.argmax(dim=-1) != target).float().mean())
+    return error, mean_loss
+
+
+def load_workload(config: TrainConfig) -> Workload:
+    """The workload of ``config`` (``get_workload`` by name, data seed and options)."""
+    from batchscale.empirical.device import resolve_device
+    from batchscale.empirical.workloads import get_workload
+
+    device = resolve_device(config.device)
+    options = dict(config.workload_options)
+    return get_workload(config.workload, device=device, seed=config.data_seed, **options)
+
+
+def check_fits(config: TrainConfig, workload: Workload) -> None:
+    """InputError when the config cannot run on the workload (batch too large, error metric on mse)."""
+    require(
+        config.batch_size <= workload.n_train,
+        f"batch size {config.batch_size} is larger than the training set ({workload.n_train})",
+    )
+    require(
+        config.target_metric == "loss" or workload.loss == "cross_entropy",
+        f"target metric 'error' needs a classification workload; {workload.name!r} has loss "
+        f"{workload.loss!r} (use target_metric='loss')",
+    )
+
+
+def eval_data(config: TrainConfig, workload: Workload) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``eval_subset`` test examples (all of them when None)."""
+    n = workload.n_test if config.eval_subset is None else min(config.eval_subset, workload.n_test)
+    return workload.x_test[:n], workload.y_test[:n]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plain loop: one nn.Module, torch.optim
+# ---------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The torch.optim optimizer of ``config`` (learning rate set per step by the run)."""
+    params, lr, wd = model.parameters(), config.learning_rate, config.weight_decay
+    if config.optimizer == "adam":
+        betas = (adam_beta1(config.momentum), ADAM_BETA2)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=ADAM_EPS, weight_decay=wd)
+    momentum = 0.0 if config.optimizer == "sgd" else config.momentum
+    nesterov = config.optimizer == "nesterov"
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+
+
+class Snapshot(NamedTuple):
+    """Everything needed to replay a run from an evaluation: step, weights, optimizer, batch order."""
+
+    step: int
+    trials: tuple[int, ...]
+    state: Any
+    order: tuple
+
+
+class Run(Protocol):
+    """What :func:`drive` needs of a run of one or more trials (``trials``: their ids, in copy order)."""
+
+    step: int
+    trials: list[int]
+
+    def advance(self, until: int) -> list[int]: ...
+    def evaluate(self) -> tuple[list[float], list[float]]: ...
+    def snapshot(self) -> Snapshot: ...
+    def resume(self, snapshot: Snapshot, trials: Sequence[int]) -> Run: ...
+    def keep(self, trials: Sequence[int]) -> None: ...
+
+
+class SingleRun:
+    """One trial: an ``nn.Module`` trained by ``torch.optim`` on in-memory index batches."""
+
+    def __init__(self, workload: Workload, config: TrainConfig, trial: int = 0):
+        check_fits(config, workload)
+        self.workload, self.config, self.trial, self.trials, self.step = workload, config, trial, [trial], 0
+        self.model = workload.model(config.seed)
+        self.optimizer = make_optimizer(self.model, config)
+        self.order = BatchOrder(workload.n_train, config.batch_size, [config.seed], config.drop_last,
+                                workload.device)
+        self.x_eval, self.y_eval = eval_data(config, workload)
+
+    def train_step(self) -> float:
+        """One update; returns the minibatch loss."""
+        c = self.config
+        idx = self.order.next()[0]  # (B,)
+        x, y = self.workload.x_train[idx], self.workload.y_train[idx]  # (B, ...), (B,)
+        loss = batch_loss(self.workload.per_example_loss(self.model(x), y), c.loss_form)  # ()
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.learning_rate * lr_factor(self.step, c.schedule, c.warmup_steps, c.max_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def advance(self, until: int) -> list[int]:
+        """Train up to step ``until``; stop early (returning the trial) on a non-finite training loss."""
+        while self.step < until:
+            if not math.isfinite(self.train_step()):
+                return list(self.trials)
+        return []
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[list[float], list[float]]:
+        output = self.model(self.x_eval)  # (N, C)
+        metric, loss = metric_and_loss(output, self.y_eval, self.workload.loss, self.config.target_metric)
+        return [metric], [loss]
+
+    def snapshot(self) -> Snapshot:
+        state = copy.deepcopy((self.model.state_dict(), self.optimizer.state_dict()))
+        return Snapshot(self.step, tuple(self.trials), state, self.order.state())
+
+    def resume(self, snapshot: Snapshot, trials: Sequence[int]) -> SingleRun:
+        run = SingleRun(self.workload, self.config, self.trial)
+        model_state, optimizer_state = copy.deepcopy(snapshot.state)
+        run.model.load_state_dict(model_state)
+        run.optimizer.load_state_dict(optimizer_state)
+        run.order.restore(snapshot.order, [0])
+        run.step = snapshot.step
+        return run
+
+    def keep(self, trials: Sequence[int]) -> None:
+        self.trials = [t for t in self.trials if t in trials]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The protocol: evaluation schedule, crossing refinement, divergence, pruning
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Track:
+    """The running record of one trial while :func:`drive` runs it (mutable; frozen into a TrialResult)."""
+
+    config: TrainConfig
+    history: list[tuple[int, float | None, float | None]] = field(default_factory=list)
+    initial_loss: float | None = None
+    result: TrialResult | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def metric_at(track: Track, step: int) -> float | None:
+    """The metric of the last evaluation of ``track`` at or before ``step`` (None if none)."""
+    value = None
+    for s, metric, _ in track.history:
+        if s > step:
+            break
+        value = metric
+    return value
+
+
+def behind_group(trial: int, step: int, metric: float, group: Sequence[Track]) -> bool:
+    """Pruning rule: at ``step`` >= :data:`PRUNE_MIN_STEP`, the metric is worse than another trial of
+    the group had already reached at ``step // 2`` (so this trial needs over twice its steps)."""
+    if step < PRUNE_MIN_STEP:
+        return False
+    others = [metric_at(t, step // 2) for i, t in enumerate(group) if i != trial]
+    reached = [m for m in others if m is not None]
+    return bool(reached) and metric > min(reached)
+
+
+def finish(tracks: list[Track], trial: int, status: str, stop_step: int, steps: int | None,
+           on_result: Callable[[TrialResult], None] | None, device: str) -> None:
+    """Freeze the track of ``trial`` into its TrialResult and hand it to ``on_result``."""
+    track = tracks[trial]
+    history = tuple(sorted(track.history))
+    metrics = [m for _, m, _ in history if m is not None]
+    last = history[-1] if history and status != "diverged" else (None, None, None)
+    track.result = TrialResult(
+        config=track.config,
+        status=status,
+        steps=steps,
+        final_metric=last[1],
+        final_loss=last[2],
+        best_metric=min(metrics) if metrics else None,
+        history=history,
+        wall_time=time.perf_counter() - track.started,
+        device=device,
+        stop_step=stop_step,
+    )
+    if on_result is not None:
+        on_result(track.result)
+
+
+class Driver:
+    """Runs :func:`drive` for one run of trials that share max_steps, target and metric."""
+
+    def __init__(self, tracks: list[Track], *, prune: bool, on_result, device: str):
+        self.tracks, self.prune, self.on_result, self.device = tracks, prune, on_result, device
+
+    def end(self, trial: int, status: str, stop_step: int, steps: int | None = None) -> None:
+        finish(self.tracks, trial, status, stop_step, steps, self.on_result, self.device)
+
+    def record(self, run: Run) -> list[tuple[int, float, float]]:
+        """Evaluate every trial of ``run`` and append to its history; returns (trial, metric, loss)."""
+        metrics, losses = run.evaluate()
+        rows = list(zip(run.trials, metrics, losses, strict=True))
+        for trial, metric, loss in rows:
+            self.tracks[trial].history.append((run.step, finite_or_none(metric), finite_or_none(loss)))
+        return rows
+
+    def judge(self, run: Run) -> list[int]:
+        """Evaluate; end diverged and pruned trials; return the trials that meet the target now."""
+        crossed = []
+        for trial, metric, loss in self.record(run):
+            track, target = self.tracks[trial], self.tracks[trial].config.target
+            if track.initial_loss is None:
+                track.initial_loss = loss
+            if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * track.initial_loss:
+                self.end(trial, "diverged", run.step)
+            elif target is not None and metric <= target:
+                crossed.append(trial)
+            elif target is not None and self.prune and behind_group(trial, run.step, metric, self.tracks):
+                self.end(trial, "pruned", run.step)
+        return crossed
+
+    def advance(self, run: Run, until: int) -> None:
+        """Train ``run`` to step ``until``, ending trials whose training loss turns non-finite."""
+        while run.trials and run.step < until:
+            bad = run.advance(until)
+            for trial in bad:
+                self.end(trial, "diverged", run.step)
+            run.keep([t for t in run.trials if t not in bad])
+
+    def refine(self, run: Run, snapshot: Snapshot, crossed: list[int]) -> None:
+        """Replay ``crossed`` from ``snapshot``, evaluating every refine_interval(snapshot.step) steps,
+        and end each at the first evaluation that meets its target."""
+        goal, spacing = run.step, refine_interval(snapshot.step)
+        saved = {t: self.tracks[t].history.pop() for t in crossed}  # the evaluation at ``goal``
+        replay = run.resume(snapshot, crossed)
+        for until in range(snapshot.step + spacing, goal + spacing, spacing):
+            while replay.trials and replay.step < min(until, goal):
+                bad = replay.advance(min(until, goal))  # replays that blow up fall back to ``saved``
+                replay.keep([t for t in replay.trials if t not in bad])
+            if not replay.trials:
+                break
+            met = [t for t, m, _ in self.record(replay) if m <= self.tracks[t].config.target]
+            for trial in met:
+                self.end(trial, "complete", replay.step, replay.step)
+            replay.keep([t for t in replay.trials if t not in met])
+        for trial in crossed:  # float noise kept the replay from crossing: the original evaluation counts
+            if self.tracks[trial].result is None:
+                history = [h for h in self.tracks[trial].history if h[0] < goal] + [saved[trial]]
+                self.tracks[trial].history = history
+                self.end(trial, "complete", goal, goal)
+
+    def drive(self, run: Run) -> None:
+        """Run every trial of ``run`` to its end: target met, diverged, pruned or max_steps."""
+        config = self.tracks[run.trials[0]].config
+        for trial in run.trials:
+            self.tracks[trial].started = time.perf_counter()
+        snapshot = None
+        while run.trials:
+            crossed = self.judge(run)
+            if crossed and snapshot is None:  # met at step 0
+                for trial in crossed:
+                    self.end(trial, "complete", run.step, run.step)
+            elif crossed:
+                self.refine(run, snapshot, crossed)
+            run.keep([t for t in run.trials if self.tracks[t].result is None])
+            if not run.trials or run.step >= config.max_steps:
+                break
+            snapshot = run.snapshot()
+            self.advance(run, min(next_eval_step(run.step), config.max_steps))
+        status = "complete" if config.target is None else "incomplete"
+        for trial in run.trials:
+            self.end(trial, status, run.step)
+
+
+def drive(run: Run, tracks: list[Track], *, prune: bool = False,
+          on_result: Callable[[TrialResult], None] | None = None, device: str = "cpu") -> None:
+    """Run the trials of ``run`` (ids index ``tracks``) under the steps-to-target protocol.
+
+    At step 0 and at every :func:`next_eval_step`, evaluate the test metric and loss of each trial:
+    a non-finite or > DIVERGENCE_FACTOR x initial test loss is ``diverged`` (so is a non-finite
+    training loss at any step, at once); a metric <= target is a crossing, resolved by replaying the
+    interval since the previous evaluation (:meth:`Driver.refine`); with ``prune``, a trial
+    :func:`behind_group` is ``pruned``. Trials left at ``max_steps`` are ``incomplete`` (``complete``
+    when the target is None). Each result goes to ``on_result`` as soon as its trial ends.
+    """
+    Driver(tracks, prune=prune, on_result=on_result, device=device).drive(run)
+
+
+def train(config: TrainConfig, workload: Workload | None = None,
+          on_result: Callable[[TrialResult], None] | None = None) -> TrialResult:
+    """Train one trial with the plain loop (:class:`SingleRun`) under the steps-to-target protocol.
+
+    ``workload`` defaults to :func:`load_workload` of ``config``.
+    """
+    config.validate()
+    workload = load_workload(config) if workload is None else workload
+    tracks = [Track(config)]
+    drive(SingleRun(workload, config), tracks, on_result=on_result, device=str(workload.device))
+    assert tracks[0].result is not None
+    return tracks[0].result
+
+
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "BatchOrder",
+    "InputError",
+    "SingleRun",
+    "Track",
+    "batch_loss",
+    "drive",
+    "lr_factor",
+    "next_eval_step",
+    "refine_interval",
+    "train",
+]
