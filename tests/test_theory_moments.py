@@ -42,7 +42,7 @@ CASES = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def grads_of(size: int, dim: int) -> np.ndarray:
     rng = np.random.default_rng(1000 * size + dim)
     return rng.normal(size=(size, dim)) + rng.normal(size=dim)  # (M, d), nonzero mean
@@ -60,7 +60,7 @@ def scale(form: str, size: int) -> float:
     return LR / size if form == "mean" else LR
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batch_sums(size: int, dim: int, m: int, sampling: str, ordered: bool = True):
     """Every batch-sum outcome of one step and its probability: (K, d), (K,)."""
     grads = grads_of(size, dim)
@@ -267,7 +267,7 @@ def test_per_epoch_moments_monte_carlo(form, sampling, size, m, drop_last):
         (lambda: mo.update_moments("avg", "with", "step"), "unknown form 'avg'"),
         (lambda: mo.update_moments("mean", "replace", "step"), "unknown sampling 'replace'"),
         (lambda: mo.update_moments("mean", "with", "batch"), "unknown per 'batch'"),
-        (lambda: mo.update_moments_numeric(np.zeros(2), np.eye(2), 4, 5, 0.1, sampling="without"), "> dataset"),
+        (lambda: mo.update_moments_numeric(np.zeros(2), np.eye(2), 4, 5, 0.1, sampling="without"), "> data"),
         (lambda: mo.update_moments_numeric(np.zeros(2), np.eye(2), 4, 0, 0.1), "batch_size must be >= 1"),
         (lambda: mo.update_moments_numeric(np.zeros(2), np.eye(2), 0, 1, 0.1), "dataset_size must be >= 1"),
     ],

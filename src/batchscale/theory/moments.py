@@ -33,7 +33,7 @@ import sympy as sp
 
 from batchscale.errors import InputError, require
 from batchscale.theory import accounting
-from batchscale.theory.symbols import M, Sigma, eta, eta_base, G, m
+from batchscale.theory.symbols import G, M, Sigma, eta, eta_base, m
 
 FORMS = ("mean", "sum")
 SAMPLINGS = ("with", "without", "reshuffle")
@@ -78,7 +78,7 @@ def batch_sum_mean() -> sp.Expr:
 
 
 def batch_sum_covariance(sampling: str) -> sp.Expr:
-    r""":math:`\mathrm{Cov}[S] = m \Sigma` (with replacement) or :math:`m\Sigma\frac{M-m}{M-1}` (otherwise)."""
+    r""":math:`\mathrm{Cov}[S] = m\Sigma` (with replacement) or :math:`m\Sigma\frac{M-m}{M-1}` (else)."""
     return m * Sigma * finite_population_factor(sampling)
 
 

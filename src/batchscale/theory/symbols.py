@@ -21,6 +21,4 @@ Sigma = sp.Symbol("Sigma", nonnegative=True)  # population variance of per-examp
 H = sp.Symbol("H")  # mean per-example Hessian (one coordinate)
 C = sp.Symbol("C")  # population covariance of per-example Hessian and gradient, (1/M) sum (h_i-H)(g_i-G)
 
-BY_NAME: dict[str, sp.Symbol] = {
-    s.name: s for s in (M, m, n, k, eta, eta_base, G, Sigma, H, C)
-}
+BY_NAME: dict[str, sp.Symbol] = {s.name: s for s in (M, m, n, k, eta, eta_base, G, Sigma, H, C)}
