@@ -1,0 +1,330 @@
+"""K trials as one stacked model: the fast engine for learning-rate sweeps on small models.
+
+Trials that share a workload, batch size, optimizer, loss form, schedule shape and max_steps (their
+:meth:`~batchscale.empirical.trials.TrainConfig.group_key`) differ only in learning rate, momentum,
+weight decay and seed. :class:`StackedRun` stacks their weights along a leading copy axis K and does one
+forward/backward for all of them: copy k has its own initialisation (``make_model(seed_k)``), its own
+batch order (indices (K, B), gathered as ``x[idx]``) and its own hyper-parameters, so its numbers are
+those of the plain loop (:class:`~batchscale.empirical.train.SingleRun`) up to float rounding. Copies
+that end (target met, diverged, pruned) are dropped from the stack, so later steps get cheaper.
+
+Two forward paths: plain MLPs (``nn.Sequential`` of Flatten/Linear/ReLU, or one ``nn.Linear``) run as
+``torch.baddbmm`` on (K, in, out) weights; any other module without buffers runs through
+``torch.func.vmap(functional_call)`` over ``torch.func.stack_module_state``. Modules with buffers
+(batch norm) run one at a time. The optimizers are written out on the stacked tensors with
+``torch.optim``'s update rules. :func:`run_groups` picks stacked vs one-at-a-time by batch size
+(:data:`BATCHED_MAX_BATCH`, measured in ``docs/perf-training.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from batchscale.empirical.train import (
+    BatchOrder,
+    Driver,
+    SingleRun,
+    Snapshot,
+    Track,
+    adam_beta1,
+    batch_loss,
+    check_fits,
+    eval_data,
+    load_workload,
+    lr_factor,
+)
+from batchscale.empirical.trials import ADAM_BETA2, ADAM_EPS, TrainConfig, TrialResult
+from batchscale.empirical.workloads import Workload, per_example_loss
+
+BATCHED_MAX_BATCH = 512  # stack a group when its batch size is below this (docs/perf-training.md)
+MAX_COPIES = 32  # larger groups are split into stacks of at most this many copies
+EVAL_CHUNK = 2048  # test examples per forward pass when evaluating a stack
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stacked forward passes
+# ---------------------------------------------------------------------------------------------------
+
+
+def mlp_plan(model: nn.Module) -> list[str] | None:
+    """The layer plan (``flatten``, ``linear``, ``linear_nobias``, ``relu``) of a plain MLP, else None."""
+    layers = list(model) if isinstance(model, nn.Sequential) else [model]
+    plan = []
+    for layer in layers:
+        if isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
+            plan.append("flatten")
+        elif type(layer) is nn.Linear:
+            plan.append("linear" if layer.bias is not None else "linear_nobias")
+        elif type(layer) is nn.ReLU:
+            plan.append("relu")
+        else:
+            return None
+    return plan
+
+
+def mlp_forward(plan: Sequence[str], params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Stacked MLP: ``params`` are torch's Linear weights (K, out, in) and biases (K, out); x (K, B, ...)."""
+    weights = iter(params)
+    for op in plan:
+        if op == "flatten":
+            x = x.flatten(start_dim=2)  # (K, B, D)
+        elif op == "relu":
+            x = torch.relu(x)
+        elif op == "linear":
+            w, b = next(weights), next(weights)  # (K, out, in), (K, out)
+            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))  # (K, B, out)
+        else:
+            x = torch.bmm(x, next(weights).transpose(1, 2))  # (K, B, out)
+    return x
+
+
+def stackable(model: nn.Module) -> bool:
+    """Whether ``model`` can be stacked: no buffers (batch norm running stats), no dropout."""
+    no_buffers = next(model.buffers(), None) is None
+    no_dropout = not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+    return no_buffers and no_dropout
+
+
+def stacked_forward(models: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Callable]:
+    """Stacked parameters (K, ...) of ``models`` and ``forward(params, x (K, B, ...)) -> (K, B, C)``."""
+    plan = mlp_plan(models[0])
+    if plan is not None:
+        params = [torch.stack(ps).detach() for ps in zip(*(m.parameters() for m in models), strict=True)]
+        return params, lambda ps, x: mlp_forward(plan, ps, x)
+    stacked, _ = torch.func.stack_module_state(list(models))
+    names = list(stacked)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def call(param_values: tuple, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(base, dict(zip(names, param_values, strict=True)), (x,))
+
+    def forward(ps: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.vmap(call)(tuple(ps), x)
+
+    return [stacked[n].detach() for n in names], forward
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stacked optimizers (torch.optim's rules, per-copy hyper-parameters)
+# ---------------------------------------------------------------------------------------------------
+
+
+def per_copy(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K,) values shaped to broadcast against a stacked tensor (K, ...)."""
+    return values.view((-1,) + (1,) * (like.dim() - 1))
+
+
+@torch.no_grad()
+def optimizer_update(kind: str, params, grads, state: list[list[torch.Tensor]], hyper: dict, t: int) -> None:
+    """One update of stacked ``params`` in place, as torch.optim.SGD (dampening 0) / Adam would.
+
+    ``hyper``: (K,) tensors ``lr`` (already scheduled), ``momentum`` (beta1 for adam), ``weight_decay``;
+    ``t`` is the 1-based update count (Adam's bias correction).
+    """
+    lr, mu, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
+    for p, g, s in zip(params, grads, state, strict=True):
+        g = g + per_copy(wd, p) * p  # L2 term: g + wd w
+        if kind == "sgd":
+            p.sub_(per_copy(lr, p) * g)
+        elif kind in ("momentum", "nesterov"):
+            buf = s[0].mul_(per_copy(mu, p)).add_(g)  # b <- mu b + g
+            step = g + per_copy(mu, p) * buf if kind == "nesterov" else buf
+            p.sub_(per_copy(lr, p) * step)
+        else:
+            m, v = s
+            m.lerp_(g, 1 - per_copy(mu, p))  # m <- b1 m + (1 - b1) g
+            v.mul_(ADAM_BETA2).addcmul_(g, g, value=1 - ADAM_BETA2)  # v <- b2 v + (1 - b2) g^2
+            step_size = lr / (1 - mu**t)  # lr / (1 - b1^t)
+            denom = (v.sqrt() / math.sqrt(1 - ADAM_BETA2**t)).add_(ADAM_EPS)
+            p.sub_(per_copy(step_size, p) * m / denom)  # w <- w - lr m_hat / (sqrt(v_hat) + eps)
+
+
+def optimizer_slots(kind: str) -> int:
+    """State tensors per parameter: 0 (sgd), 1 (momentum buffer), 2 (Adam moments)."""
+    return {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[kind]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stacked run
+# ---------------------------------------------------------------------------------------------------
+
+
+class StackedRun:
+    """K trials of one group trained as one stacked model (the :class:`~batchscale.empirical.train.Run`
+    protocol, so :class:`~batchscale.empirical.train.Driver` runs it like a single model)."""
+
+    def __init__(self, workload: Workload, configs: Sequence[TrainConfig], trials: Sequence[int]):
+        for config in configs:
+            check_fits(config, workload)
+        c = self.config = configs[0]
+        self.workload, self.trials, self.step = workload, list(trials), 0
+        self.params, self.forward = stacked_forward([workload.model(x.seed) for x in configs])
+        for p in self.params:
+            p.requires_grad_(True)
+        self.state = [[torch.zeros_like(p) for _ in range(optimizer_slots(c.optimizer))] for p in self.params]
+        device = workload.device
+        mu = [adam_beta1(x.momentum) if c.optimizer == "adam" else x.momentum for x in configs]
+        self.hyper = {
+            "lr": torch.tensor([x.learning_rate for x in configs], device=device),
+            "momentum": torch.tensor(mu, device=device),
+            "weight_decay": torch.tensor([x.weight_decay for x in configs], device=device),
+        }
+        seeds = [x.seed for x in configs]
+        self.order = BatchOrder(workload.n_train, c.batch_size, seeds, c.drop_last, device)
+        self.x_eval, self.y_eval = eval_data(c, workload)
+
+    def train_step(self) -> torch.Tensor:
+        """One update of every copy; returns the K minibatch losses."""
+        c = self.config
+        idx = self.order.next()  # (K, B)
+        x, y = self.workload.x_train[idx], self.workload.y_train[idx]  # (K, B, ...), (K, B[, C])
+        out = self.forward(self.params, x)  # (K, B, C)
+        k, b = idx.shape
+        per_example = per_example_loss(self.workload.loss, out.flatten(0, 1), y.flatten(0, 1))  # (K*B,)
+        losses = batch_loss(per_example.view(k, b), c.loss_form)  # (K,)
+        grads = torch.autograd.grad(losses.sum(), self.params)  # copies are independent: d sum / d w_k
+        hyper = dict(self.hyper, lr=self.hyper["lr"] * lr_factor(self.step, c.schedule, c.warmup_steps,
+                                                                  c.max_steps))
+        self.step += 1
+        optimizer_update(c.optimizer, self.params, grads, self.state, hyper, self.step)
+        return losses.detach()
+
+    def advance(self, until: int) -> list[int]:
+        """Train to step ``until``; stop early, returning the trials whose training loss is not finite."""
+        while self.step < until:
+            finite = torch.isfinite(self.train_step())  # (K,)
+            if not bool(finite.all()):
+                return [t for t, ok in zip(self.trials, finite.tolist(), strict=True) if not ok]
+        return []
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[list[float], list[float]]:
+        """Test metric and loss of every copy."""
+        k, n = len(self.trials), self.x_eval.shape[0]
+        loss_sum = torch.zeros(k, device=self.x_eval.device)
+        wrong = torch.zeros(k, device=self.x_eval.device)
+        for start in range(0, n, EVAL_CHUNK):
+            x, y = self.x_eval[start : start + EVAL_CHUNK], self.y_eval[start : start + EVAL_CHUNK]
+            out = self.forward(self.params, x.expand(k, *x.shape))  # (K, N, C)
+            y = y.expand(k, *y.shape)  # (K, N[, C])
+            per_example = per_example_loss(self.workload.loss, out.flatten(0, 1), y.flatten(0, 1))  # (K*N,)
+            loss_sum += per_example.view(k, -1).sum(dim=1)
+            if self.config.target_metric == "error":
+                wrong += (out.argmax(dim=-1) != y).float().sum(dim=1)
+        loss = (loss_sum / n).tolist()
+        metric = loss if self.config.target_metric == "loss" else (wrong / n).tolist()
+        return metric, loss
+
+    def snapshot(self) -> Snapshot:
+        tensors = [p.detach().clone() for p in self.params], [[s.clone() for s in ss] for ss in self.state]
+        hyper = {k: v.clone() for k, v in self.hyper.items()}
+        return Snapshot(self.step, tuple(self.trials), (tensors, hyper), self.order.state())
+
+    def resume(self, snapshot: Snapshot, trials: Sequence[int]) -> StackedRun:
+        """A new stacked run of ``trials`` from ``snapshot``."""
+        rows = [snapshot.trials.index(t) for t in trials]
+        (params, state), hyper = snapshot.state
+        run = copy.copy(self)
+        run.trials, run.step = list(trials), snapshot.step
+        run.params = [p[rows].clone().requires_grad_(True) for p in params]
+        run.state = [[s[rows].clone() for s in ss] for ss in state]
+        run.hyper = {k: v[rows] for k, v in hyper.items()}
+        run.order = copy.copy(self.order)
+        run.order.restore(snapshot.order, rows)
+        return run
+
+    def keep(self, trials: Sequence[int]) -> None:
+        """Drop every copy not in ``trials`` from the stack."""
+        rows = [i for i, t in enumerate(self.trials) if t in trials]
+        if len(rows) == len(self.trials):
+            return
+        self.trials = [self.trials[i] for i in rows]
+        with torch.no_grad():
+            self.params = [p[rows].clone().requires_grad_(True) for p in self.params]
+            self.state = [[s[rows] for s in ss] for ss in self.state]
+        self.hyper = {k: v[rows] for k, v in self.hyper.items()}
+        self.order.keep(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running many trials
+# ---------------------------------------------------------------------------------------------------
+
+
+def use_stack(config: TrainConfig, workload: Workload, strategy: str) -> bool:
+    """Stacked or one at a time: ``auto`` stacks batch sizes below :data:`BATCHED_MAX_BATCH`."""
+    if strategy == "sequential" or not stackable(workload.model(config.seed)):
+        return False
+    return strategy == "batched" or config.batch_size < BATCHED_MAX_BATCH
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Use ``n`` intra-op threads inside the block (None: leave as is)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def group_trials(configs: Sequence[TrainConfig]) -> list[list[int]]:
+    """Indices of ``configs`` grouped by group key, groups in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(config.group_key(), []).append(i)
+    return list(groups.values())
+
+
+def workload_key(config: TrainConfig) -> tuple:
+    return config.workload, config.workload_options, config.data_seed, config.device
+
+
+def run_groups(
+    configs: Sequence[TrainConfig],
+    *,
+    on_result: Callable[[TrialResult], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+    prune: bool = False,
+    strategy: str = "auto",
+    num_threads: int | None = None,
+    workloads: Mapping[tuple, Any] | None = None,
+) -> list[TrialResult]:
+    """Run validated ``configs`` group by group (see :func:`batchscale.empirical.trials.run_trials`)."""
+    loaded: dict[tuple, Workload] = dict(workloads or {})
+    tracks = [Track(c) for c in configs]
+
+    def report(result: TrialResult) -> None:
+        if progress is not None:
+            c = result.config
+            progress(f"batch {c.batch_size} lr {c.learning_rate:g} seed {c.seed}: {result.status}"
+                     f" at step {result.stop_step}")
+        if on_result is not None:
+            on_result(result)
+
+    with torch_threads(num_threads):
+        for group in group_trials(configs):
+            first = configs[group[0]]
+            if workload_key(first) not in loaded:
+                loaded[workload_key(first)] = load_workload(first)
+            workload = loaded[workload_key(first)]
+            group_tracks = [tracks[i] for i in group]
+            driver = Driver(group_tracks, prune=prune, on_result=report, device=str(workload.device))
+            local = list(range(len(group)))
+            if use_stack(first, workload, strategy):
+                for start in range(0, len(group), MAX_COPIES):
+                    chunk = local[start : start + MAX_COPIES]
+                    driver.drive(StackedRun(workload, [configs[group[i]] for i in chunk], chunk))
+            else:
+                for i in local:
+                    driver.drive(SingleRun(workload, configs[group[i]], i))
+    return [t.result for t in tracks]
