@@ -497,8 +497,9 @@ def mnist_cnn_workload(
 ) -> Workload:
     """MNIST from its idx files under ``data_dir`` with a conv net (3x3 conv + 2x2 pool per entry of
     ``channels``, dense ``dense``, linear 10); inputs standardised with the training mean and std."""
+    make = mnist_cnn_model(channels, dense)  # options checked before any file is read
     arrays = file_arrays("mnist", data_dir, n_train, n_test)
-    return Workload("mnist-cnn", mnist_cnn_model(channels, dense), *tensors(arrays), info={"n_classes": 10})
+    return Workload("mnist-cnn", make, *tensors(arrays), info={"n_classes": 10})
 
 
 def fashion_mnist_cnn_workload(
@@ -510,8 +511,8 @@ def fashion_mnist_cnn_workload(
     dense: int = 128,
 ) -> Workload:
     """Fashion-MNIST from its idx files under ``data_dir`` with the same conv net as ``mnist-cnn``."""
-    arrays = file_arrays("fashion-mnist", data_dir, n_train, n_test)
     make = mnist_cnn_model(channels, dense)
+    arrays = file_arrays("fashion-mnist", data_dir, n_train, n_test)
     return Workload("fashion-mnist-cnn", make, *tensors(arrays), info={"n_classes": 10})
 
 
@@ -525,13 +526,13 @@ def cifar10_resnet8_workload(
 ) -> Workload:
     """CIFAR-10 from ``cifar-10-batches-py`` under ``data_dir`` with a ResNet-8 (``width`` channels in
     the first stage; ``norm`` = group (default: keeps examples independent), batch or none)."""
-    arrays = file_arrays("cifar10", data_dir, n_train, n_test)
     make = partial(
         models.make_resnet8,
         width=as_int("width", width),
         out_dim=10,
         norm=as_choice("norm", norm, models.NORMS),
     )
+    arrays = file_arrays("cifar10", data_dir, n_train, n_test)
     return Workload("cifar10-resnet8", make, *tensors(arrays), info={"n_classes": 10})
 
 
@@ -551,6 +552,8 @@ register_workload(
     "MNIST-1D (generated locally, cached), MLP 40-256-256-10.",
 )
 register_workload("mnist1d-cnn", mnist1d_cnn_workload, "MNIST-1D (generated locally, cached), 1-D conv net.")
+register_workload("digits-mlp", digits_mlp_workload, "scikit-learn 8x8 digits (bundled), MLP 64-128-128-10.")
+register_workload("digits-cnn", digits_cnn_workload, "scikit-learn 8x8 digits (bundled), small conv net.")
 register_workload(
     "linreg",
     linreg_workload,
@@ -563,8 +566,6 @@ register_workload(
     "Gaussian inputs, random ReLU teacher MLP, student MLP regression.",
     loss="mse",
 )
-register_workload("digits-mlp", digits_mlp_workload, "scikit-learn 8x8 digits (bundled), MLP 64-128-128-10.")
-register_workload("digits-cnn", digits_cnn_workload, "scikit-learn 8x8 digits (bundled), small conv net.")
 register_workload(
     "mnist-cnn",
     mnist_cnn_workload,
