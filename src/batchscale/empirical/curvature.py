@@ -1,0 +1,234 @@
+"""Curvature of the training loss: Hessian-vector products, sharpness (top eigenvalues) and B_noise.
+
+H is the Hessian of the *mean* per-example loss L(w) = (1/M) sum_i l_i(w) over the examples given
+(conventions as in :mod:`batchscale.empirical.gradients`). Nothing here forms H: every quantity is built
+from Hessian-vector products (forward-over-reverse with torch.func), chunked over the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import nn
+from torch.func import functional_call, grad, jvp
+
+from batchscale.empirical.gradients import (
+    LossFn,
+    iter_per_example_gradients,
+    num_parameters,
+    trainable_parameters,
+    unflatten,
+)
+from batchscale.errors import require
+
+SharpnessMethod = Literal["lanczos", "power"]
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def hessian_vector_product(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    vector: torch.Tensor,
+    *,
+    chunk_size: int = 2048,
+) -> torch.Tensor:
+    r""":math:`Hv` with :math:`H = \nabla^2_w \frac{1}{M}\sum_i l_i(w)` over the M examples ``x``, ``y``.
+
+    Forward-over-reverse (Pearlmutter 1994): :math:`Hv = \frac{d}{dt}\nabla L(w + t v)|_{t=0}`, via
+    ``torch.func.jvp(grad(L))``, summed over chunks of ``chunk_size`` examples. ``vector`` is v, shape (P,).
+    """
+    params = trainable_parameters(model)
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    tangent = unflatten(vector.to(next(iter(params.values())).dtype), params)
+    total = torch.zeros(vector.numel(), dtype=vector.dtype, device=vector.device)
+    for start in range(0, x.shape[0], chunk_size):
+        xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
+
+        def chunk_loss(p, xc=xc, yc=yc):
+            return loss_fn(functional_call(model, (p, buffers), (xc,)), yc).sum()
+
+        _, hv = jvp(grad(chunk_loss), (params,), (tangent,))
+        total += torch.cat([t.reshape(-1) for t in hv.values()]).to(total.dtype)
+    return total / x.shape[0]
+
+
+def hvp_operator(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> MatVec:
+    """``v -> H v`` over the given examples (see :func:`hessian_vector_product`)."""
+    return lambda v: hessian_vector_product(model, loss_fn, x, y, v)
+
+
+@dataclass(frozen=True)
+class Sharpness:
+    r"""Top Hessian eigenvalues :math:`\lambda_1 \ge \lambda_2 \ge \dots` and what it took to find them.
+
+    ``stable_lr`` is :math:`2/\lambda_1`, the largest stable step of full-batch gradient descent on the
+    local quadratic model (Cohen et al. 2021, "edge of stability").
+    """
+
+    method: str
+    eigenvalues: tuple[float, ...]
+    n_examples: int
+    matvecs: int
+
+    @property
+    def top(self) -> float:
+        return self.eigenvalues[0]
+
+    @property
+    def stable_lr(self) -> float:
+        return 2.0 / self.top if self.top > 0 else math.inf
+
+    def as_rows(self) -> list[dict[str, object]]:
+        """One row per eigenvalue."""
+        return [
+            {
+                "method": self.method,
+                "rank": i + 1,
+                "eigenvalue": lam,
+                "stable_lr": 2.0 / lam if lam > 0 else math.inf,
+                "examples": self.n_examples,
+                "hvps": self.matvecs,
+            }
+            for i, lam in enumerate(self.eigenvalues)
+        ]
+
+
+def top_eigenvalue_power(
+    matvec: MatVec, dim: int, *, iters: int = 100, tol: float = 1e-4, seed: int = 0, dtype=torch.float32
+) -> tuple[float, int]:
+    r"""Eigenvalue of largest magnitude by power iteration.
+
+    :math:`v \leftarrow Hv/|Hv|`, :math:`\lambda = v^\top Hv` (Rayleigh quotient).
+
+    Stops when successive Rayleigh quotients differ by less than ``tol`` (relative) or after ``iters``
+    products. Returns (eigenvalue, number of products). If the most negative eigenvalue is larger in
+    magnitude than the most positive, this returns the negative one (use Lanczos for the top).
+    """
+    require(iters >= 1, f"iterations must be >= 1, got {iters}")
+    v = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    v /= v.norm()
+    value = 0.0
+    for i in range(1, iters + 1):
+        hv = matvec(v.to(dtype)).to(dtype).cpu()
+        new_value = float(v @ hv)
+        if i > 1 and abs(new_value - value) <= tol * abs(new_value):
+            return new_value, i
+        value, norm = new_value, hv.norm()
+        if norm == 0:
+            return 0.0, i
+        v = hv / norm
+    return value, iters
+
+
+def top_eigenvalues_lanczos(
+    matvec: MatVec, dim: int, *, k: int = 1, tol: float = 1e-4, seed: int = 0, dtype=torch.float32
+) -> tuple[tuple[float, ...], int]:
+    """The k algebraically largest eigenvalues by implicitly restarted Lanczos (scipy ``eigsh``, which='LA').
+
+    Returns (eigenvalues in decreasing order, number of Hessian-vector products).
+    """
+    require(1 <= k < dim, f"need 1 <= k < {dim} eigenvalues, got k={k}")
+    calls = [0]
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        return matvec(torch.from_numpy(np.ascontiguousarray(v).ravel()).to(dtype)).double().cpu().numpy()
+
+    op = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(dim)
+    values = eigsh(op, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
+    return tuple(float(v) for v in sorted(values, reverse=True)), calls[0]
+
+
+def sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    k: int = 1,
+    method: SharpnessMethod = "lanczos",
+    iters: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> Sharpness:
+    """Top Hessian eigenvalue(s) of the mean loss over ``x``, ``y`` (power iteration gives only the top)."""
+    require(method in ("lanczos", "power"), f"unknown method {method!r}; expected lanczos or power")
+    dim = num_parameters(model)
+    dtype = next(iter(trainable_parameters(model).values())).dtype
+    op = hvp_operator(model, loss_fn, x, y)
+    if method == "power":
+        require(k == 1, f"power iteration finds one eigenvalue; got k={k} (use lanczos)")
+        value, calls = top_eigenvalue_power(op, dim, iters=iters, tol=tol, seed=seed, dtype=dtype)
+        return Sharpness("power", (value,), int(x.shape[0]), calls)
+    values, calls = top_eigenvalues_lanczos(op, dim, k=k, tol=tol, seed=seed, dtype=dtype)
+    return Sharpness("lanczos", values, int(x.shape[0]), calls)
+
+
+@dataclass(frozen=True)
+class NoiseScaleCurvature:
+    r""":math:`B_\mathrm{noise} = \mathrm{tr}(H\Sigma) / (G^\top H G)` and its parts.
+
+    ``trace_h_sigma`` is :math:`\mathrm{tr}(H\Sigma)` estimated from ``probes`` per-example gradients
+    with standard error ``trace_h_sigma_stderr``; ``g_h_g`` is :math:`G^\top H G` (exact over the examples).
+    """
+
+    trace_h_sigma: float
+    trace_h_sigma_stderr: float
+    g_h_g: float
+    probes: int
+    n_examples: int
+
+    @property
+    def b_noise(self) -> float:
+        return self.trace_h_sigma / self.g_h_g if self.g_h_g > 0 else math.inf
+
+    def as_row(self) -> dict[str, object]:
+        rel = self.trace_h_sigma_stderr / abs(self.trace_h_sigma) if self.trace_h_sigma else math.inf
+        return {
+            "b_noise": self.b_noise,
+            "b_noise_stderr": abs(self.b_noise) * rel,
+            "trace_h_sigma": self.trace_h_sigma,
+            "g_h_g": self.g_h_g,
+            "probes": self.probes,
+        }
+
+
+def b_noise(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mean_gradient: torch.Tensor,
+    probes: int = 32,
+    seed: int = 0,
+) -> NoiseScaleCurvature:
+    r""":math:`B_\mathrm{noise} = \mathrm{tr}(H\Sigma)/(G^\top H G)` (McCandlish et al. 2018, eq. 2.7).
+
+    :math:`\mathrm{tr}(H\Sigma) = \frac{1}{M}\sum_i (g_i - G)^\top H (g_i - G)` is estimated without bias
+    by its average over ``probes`` examples drawn uniformly without replacement; H and G are over all of
+    ``x``, ``y`` (G is ``mean_gradient``, e.g. ``GradientStatistics.mean_gradient``). Costs probes + 1 HVPs.
+    """
+    n = int(x.shape[0])
+    require(1 <= probes <= n, f"probes must be in 1..{n}, got {probes}")
+    op = hvp_operator(model, loss_fn, x, y)
+    g = mean_gradient.to(next(iter(trainable_parameters(model).values())).dtype)
+    g_h_g = float(g.double() @ op(g).double())
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probes].to(x.device)
+    (grads,) = iter_per_example_gradients(model, loss_fn, x[idx], y[idx], chunk_size=probes)
+    quad = []
+    for gi in grads:
+        d = gi - g  # g_i - G
+        quad.append(float(d.double() @ op(d).double()))
+    values = np.array(quad)
+    stderr = float(values.std(ddof=1) / math.sqrt(probes) * math.sqrt(1 - (probes - 1) / max(n - 1, 1)))
+    return NoiseScaleCurvature(float(values.mean()), stderr if probes > 1 else math.inf, g_h_g, probes, n)
