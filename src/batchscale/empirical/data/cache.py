@@ -54,10 +54,10 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def load_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     """The arrays ``names`` from ``path``, or None if the file is missing, unreadable or incomplete."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
+    try:  # we open the file ourselves: np.load(path) leaks its handle when the zip is truncated
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             return {name: data[name] for name in names}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):
         return None
 
 
