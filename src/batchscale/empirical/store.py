@@ -12,7 +12,7 @@ Schema (version :data:`SCHEMA_VERSION`, stamped as ``PRAGMA user_version``; the 
     trials(trial_id TEXT PRIMARY KEY, config TEXT /* JSON */, status TEXT, steps INTEGER,
            final_metric REAL, final_loss REAL, best_metric REAL, history TEXT /* JSON */,
            wall_time REAL, started_at REAL, finished_at REAL, device TEXT,
-           versions TEXT /* JSON */, session TEXT)
+           versions TEXT /* JSON */, session TEXT, stop_step INTEGER, notes TEXT /* JSON */)
 
 A database written by another program (another application id, foreign tables, not SQLite at all) or by a
 newer batchscale (a larger schema version) is refused with an :class:`InputError` and never modified: it
@@ -56,11 +56,13 @@ CREATE TABLE IF NOT EXISTS trials (
     finished_at REAL,
     device TEXT,
     versions TEXT,
-    session TEXT
+    session TEXT,
+    stop_step INTEGER,
+    notes TEXT
 );
 """
 
-JSON_COLUMNS = ("config", "history", "versions")
+JSON_COLUMNS = ("config", "history", "versions", "notes")
 
 
 @dataclass(frozen=True)
@@ -86,15 +88,20 @@ class TrialRecord:
     device: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     session: str | None = None
+    stop_step: int | None = None
+    notes: tuple[str, ...] | list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""
         return asdict(self)
 
     def result_dict(self) -> dict[str, Any]:
-        """The fields of a ``TrialResult.to_dict()`` (config, status, steps, metrics, history, ...)."""
-        keys = ("config", "status", "steps", "final_metric", "final_loss", "best_metric", "history")
-        return {**{k: getattr(self, k) for k in keys}, "wall_time": self.wall_time, "device": self.device}
+        """The fields of a ``TrialResult.to_dict()`` (config, status, steps, metrics, history, ...).
+
+        Non-finite metrics were stored as None (SQLite has no NaN)."""
+        keys = ("config", "status", "steps", "final_metric", "final_loss", "best_metric", "history",
+                "wall_time", "device", "stop_step")
+        return {**{k: getattr(self, k) for k in keys}, "notes": list(self.notes or [])}
 
 
 def record_from_result(
@@ -123,6 +130,8 @@ def record_from_result(
         device=None if result.get("device") is None else str(result.get("device")),
         versions=dict(versions or {}),
         session=session,
+        stop_step=None if result.get("stop_step") is None else int(result["stop_step"]),
+        notes=list(result.get("notes") or []),
     )
 
 

@@ -327,6 +327,19 @@ def edges_of(best: Point, tried: Sequence[Point], tune_momentum: bool) -> tuple[
     return tuple(edges)
 
 
+def failure_edges(results: Mapping[Point, Sequence[TrialResult]]) -> tuple[str, ...]:
+    """Where to extend when no point reached the target (see :meth:`BatchSearch.summary`)."""
+    if not results:
+        return ()
+    by_rate = sorted(results, key=lambda p: p.learning_rate)
+    edges = []
+    if all(t.status == "diverged" for t in results[by_rate[0]]):
+        edges.append("lr-low")
+    if not any(t.status == "diverged" for t in results[by_rate[-1]]):
+        edges.append("lr-high")
+    return tuple(edges) if len(edges) == 1 else ()
+
+
 # ---------------------------------------------------------------------------------------------------
 # The steps-to-target search, one chain per optimizer
 
@@ -440,9 +453,16 @@ class BatchSearch:
             self.results[point].append(results[trial.trial_id()])
 
     def summary(self) -> tuple[Outcome | None, tuple[str, ...], int]:
-        """(best outcome, edges it sits on, number of trials)."""
+        """(best outcome, edges it sits on, number of trials).
+
+        With no point reaching the target, the edges say where to look: ``lr-high`` when even the
+        highest rate tried did not diverge (too slow), ``lr-low`` when even the lowest one diverged.
+        """
         best = best_outcome(point_outcomes(self.tried, self.results))
-        edges = () if best is None else edges_of(best.point, self.tried, self.tune_momentum)
+        if best is not None:
+            edges = edges_of(best.point, self.tried, self.tune_momentum)
+        else:
+            edges = failure_edges(self.results)
         return best, edges, sum(len(v) for v in self.results.values())
 
 
@@ -457,7 +477,7 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
             results = yield round_
             search.absorb(round_, results)
             best, edges, _ = search.summary()
-            if best is None or not edges or search.extensions >= config.max_extensions:
+            if not edges or search.extensions >= config.max_extensions:
                 break
             search.extensions += 1
             round_ = search.round_for(search.extension_points(edges))
@@ -687,7 +707,7 @@ def run_chains(
                 state.rows = stop.value
                 return
             stored = store.get_many(t.trial_id() for t in state.round_)
-            state.results = {k: TrialResult.from_dict(_with_config(r)) for k, r in stored.items()}
+            state.results = {k: TrialResult.from_dict(r.result_dict()) for k, r in stored.items()}
             counts["reused"] += len(state.results)
             missing = [t for t in state.round_ if t.trial_id() not in state.results]
             if missing:
@@ -717,15 +737,6 @@ def run_chains(
                 advance(state, state.results)
     stats = RunStats(counts["trained"], counts["reused"], time.monotonic() - started, session)
     return {s.name: s.rows or [] for s in states}, stats
-
-
-def _with_config(record: Any) -> dict[str, Any]:
-    d = record.result_dict()
-    return {k: v for k, v in d.items() if k in _RESULT_FIELDS}
-
-
-_RESULT_FIELDS = {"config", "status", "steps", "final_metric", "final_loss", "best_metric", "history",
-                  "wall_time", "device"}
 
 
 def _store_chunk(store: Store, chunk: list[TrainConfig], out: Mapping[str, Any], session: str,

@@ -1,0 +1,206 @@
+"""The sweep's search logic against synthetic objectives with a known optimum, and one tiny real sweep.
+
+The synthetic objective: steps to target S(B) * (1 + log2(lr / lr*(B))^2) around an optimal rate
+lr*(B) = LR0 * min(B, B_SAT) (linear scaling, then flat); rates more than 8x above lr* diverge and more
+than 32x below never reach the target. The search must find lr* (to within its factor-2 grid) wherever
+its initial window starts, by extending past its edges.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from batchscale.empirical.executors import ExecutorConfig, make_executor
+from batchscale.empirical.store import open_store
+from batchscale.empirical.sweep import (
+    GridSweepConfig,
+    Point,
+    StepsSweepConfig,
+    edges_of,
+    grid_chain,
+    grid_window,
+    last_metric,
+    quasi_random_points,
+    run_chains,
+    run_steps_sweep,
+    steps_chain,
+    steps_per_epoch,
+)
+from batchscale.empirical.trials import TrainConfig, TrialResult
+from batchscale.errors import InputError
+
+LR0 = 0.01
+B_SAT = 16
+
+
+def optimal_lr(batch_size: int) -> float:
+    return LR0 * min(batch_size, B_SAT)
+
+
+def min_steps(batch_size: int) -> float:
+    return 10_000 / batch_size + 100  # perfect scaling, then a floor
+
+
+def synthetic(config: TrainConfig) -> TrialResult:
+    distance = math.log2(config.learning_rate / optimal_lr(config.batch_size))
+    momentum_penalty = 0.0 if config.optimizer == "sgd" else math.log10((1 - config.momentum) / 0.1) ** 2
+    steps = math.ceil(min_steps(config.batch_size) * (1 + distance**2 / 4 + momentum_penalty))
+    if distance > 3:
+        return TrialResult(config, "diverged", None, None, None, None)
+    if distance < -5 or steps > config.max_steps:
+        return TrialResult(config, "incomplete", None, 0.5, 1.0, 0.5)
+    return TrialResult(config, "complete", steps, 0.19, 0.5, 0.19)
+
+
+def drive(chain, objective=synthetic):
+    """Run a chain to its end with ``objective``; return (rows, number of trials asked for)."""
+    asked = 0
+    try:
+        round_ = next(chain)
+        while True:
+            asked += len(round_)
+            round_ = chain.send({t.trial_id(): objective(t) for t in round_})
+    except StopIteration as stop:
+        return stop.value, asked
+
+
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@pytest.mark.parametrize(
+    "lr_range",
+    [(0.002, 0.25), (1e-5, 1e-4), (1.0, 10.0)],
+    ids=["window-covers", "window-far-below", "window-far-above"],
+)
+def test_search_finds_the_optimum_wherever_it_starts(lr_range):
+    config = StepsSweepConfig(
+        workload="synthetic", batch_sizes=BATCHES, optimizers=("sgd",), lr_range=lr_range, max_extensions=8
+    )
+    rows, _ = drive(steps_chain(config, "sgd"))
+    assert [r["batch_size"] for r in rows] == list(BATCHES)
+    for row in rows:
+        ratio = row["learning_rate"] / optimal_lr(row["batch_size"])
+        assert 1 / 1.5 < ratio < 1.5, row
+        assert row["status"] == "complete" and not row["at_edge"]
+        assert row["steps"] <= math.ceil(min_steps(row["batch_size"]) * 1.07)
+
+
+def test_optimum_left_on_an_edge_is_reported():
+    config = StepsSweepConfig(
+        workload="synthetic", batch_sizes=(1, 2), optimizers=("sgd",), lr_range=(1e-4, 1e-3), max_extensions=1
+    )
+    rows, _ = drive(steps_chain(config, "sgd"))
+    assert rows[0]["at_edge"] and rows[0]["edge"] == "lr-high"
+    assert rows[0]["extensions"] == 1
+    assert rows[0]["lr_max"] < optimal_lr(1)
+
+
+def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4, 8), optimizers=("sgd",), max_extensions=0)
+    chain = steps_chain(config, "sgd")
+    first = next(chain)
+    second = chain.send({t.trial_id(): synthetic(t) for t in first})
+    rates = sorted(t.learning_rate for t in second)
+    assert len(rates) == 8
+    assert all(math.isclose(b / a, 2.0, rel_tol=1e-5) for a, b in zip(rates, rates[1:], strict=False))
+    best_first = min((synthetic(t).steps or math.inf, t.learning_rate) for t in first)[1]
+    assert math.isclose(math.sqrt(rates[3] * rates[4]), 2 * best_first, rel_tol=1e-5)
+    # budget: the second batch size may use at most budget_factor x the first one's best steps
+    assert {t.max_steps for t in second} == {math.ceil(2.0 * min(synthetic(t).steps or 1e9 for t in first))}
+
+
+def test_unreachable_target_is_a_status_not_a_crash():
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2), optimizers=("sgd",), max_steps=10)
+    rows, _ = drive(steps_chain(config, "sgd"))
+    assert [r["status"] for r in rows] == ["unreachable", "unreachable"]
+    assert rows[0]["steps"] is None and rows[0]["n_trials"] >= 8
+
+
+def test_momentum_tuning_samples_one_minus_momentum_log_uniformly():
+    points = quasi_random_points((0.01, 1.0), (0.01, 0.5), 64, seed=0)
+    gaps = [1 - p.momentum for p in points]
+    assert min(gaps) >= 0.01 - 1e-9 and max(gaps) <= 0.5 + 1e-9
+    below = sum(g < math.sqrt(0.01 * 0.5) for g in gaps)
+    assert 24 <= below <= 40  # half of the points below the geometric middle (log-uniform)
+    config = StepsSweepConfig(
+        workload="synthetic", batch_sizes=(1, 4), optimizers=("momentum",), tune_momentum=True,
+        n_learning_rates=16, max_extensions=6,
+    )
+    rows, _ = drive(steps_chain(config, "momentum"))
+    for row in rows:
+        assert abs(math.log10((1 - row["momentum"]) / 0.1)) < 0.35, row
+        assert 1 / 2.5 < row["learning_rate"] / optimal_lr(row["batch_size"]) < 2.5, row
+
+
+def test_edges_of():
+    tried = [Point(0.1, 0.9), Point(0.2, 0.99), Point(0.4, 0.5)]
+    assert edges_of(Point(0.1, 0.9), tried, tune_momentum=False) == ("lr-low",)
+    assert edges_of(Point(0.2, 0.99), tried, tune_momentum=True) == ("momentum-high",)
+    assert edges_of(Point(0.4, 0.5), tried, tune_momentum=True) == ("lr-high", "momentum-low")
+    assert grid_window(1.0, 2, 4.0) == [0.5, 2.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"lr_range": (1.0, 0.1)}, "empty or invalid learning-rate range"),
+        ({"lr_range": (0.0, 0.1)}, "learning-rate range"),
+        ({"optimizers": ("lbfgs",)}, "unknown optimizer 'lbfgs'"),
+        ({"batch_sizes": (1, 4096)}, "larger than the training set"),
+        ({"search": "grid", "tune_momentum": True}, "quasi-random"),
+        ({"n_learning_rates": 1}, "at least 2"),
+    ],
+)
+def test_bad_sweep_configs(kwargs, words):
+    with pytest.raises(InputError, match=words):
+        StepsSweepConfig(**{"batch_sizes": (1, 2, 4), **kwargs}).validate(n_train=1000)
+
+
+def test_grid_chain_rows_and_accounting():
+    config = GridSweepConfig(workload="synthetic", batch_sizes=(1, 8), learning_rates=(0.1, 0.01), epochs=2)
+    assert steps_per_epoch(1050, 100, drop_last=False) == 11
+    assert steps_per_epoch(1050, 100, drop_last=True) == 10
+
+    def objective(trial):
+        history = ((1, 0.5, 1.0), (2, 0.3, 0.8), (3, 0.2, 0.7), (4, 0.4, 0.7))
+        if trial.learning_rate * trial.batch_size > 0.5:
+            return TrialResult(trial, "diverged", None, None, None, None, history=history[:1])
+        return TrialResult(trial, "complete", None, 0.4, 0.7, 0.2, history=history)
+
+    rows, asked = drive(grid_chain(config, n_train=100), objective)
+    assert asked == 4
+    cells = {(r["batch_size"], r["base_learning_rate"]): r for r in rows}
+    assert cells[(8, 0.1)]["diverged"] and cells[(8, 0.1)]["test_accuracy"] is None
+    assert cells[(1, 0.1)]["test_accuracy"] == pytest.approx(1 - 0.3)  # median of 0.3, 0.2, 0.4
+    assert cells[(1, 0.1)]["steps"] == 200 and cells[(8, 0.1)]["steps"] == 26
+    assert last_metric(objective(TrainConfig(learning_rate=0.01, batch_size=1)), 1) == 0.4
+
+
+def test_tiny_real_sweep_reuses_the_store(tmp_path):
+    config = StepsSweepConfig(
+        workload="digits-mlp", workload_options={}, batch_sizes=(16, 32), optimizers=("sgd",),
+        lr_range=(0.05, 0.8), n_learning_rates=4, max_extensions=1, target=0.15, max_steps=1500,
+        eval_subset=None,
+    )
+    path = tmp_path / "runs.sqlite"
+    with open_store(path) as store, make_executor(ExecutorConfig(name="inline")) as executor:
+        rows, stats = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
+        assert stats.trained > 0 and stats.reused == 0
+        assert store.count() == stats.trained
+    assert all(r["status"] == "complete" for r in rows), rows
+    with open_store(path) as store, make_executor(ExecutorConfig(name="inline")) as executor:
+        again, stats2 = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
+    assert stats2.trained == 0 and stats2.reused == stats.trained
+    assert again == rows
+
+
+def test_run_chains_with_nothing_to_do(tmp_path):
+    def empty():
+        return []
+        yield  # pragma: no cover
+
+    with open_store(tmp_path / "r.sqlite") as store, make_executor(ExecutorConfig(name="inline")) as ex:
+        rows, stats = run_chains({"x": empty()}, store=store, executor=ex)
+    assert rows == {"x": []} and stats.trained == 0
