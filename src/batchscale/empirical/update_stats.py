@@ -1,0 +1,467 @@
+"""Statistics of the SGD update on a real network at a fixed parameter point, and a minimal SGD loop.
+
+- :func:`update_moments`: mean and tr(Cov) of the update over many minibatches per batch size m, in the
+  mean-loss form (w <- w - eta g_B) and the sum-loss form (w <- w - eta_base m g_B), sampled with or
+  without replacement, beside the exact prediction from the measured per-example statistics
+  (Masters & Luschi 2018, sec. 2): E[dw] = -eta_eff G and tr Cov[dw] = eta_eff^2 c(m) tr(Sigma), with
+  eta_eff = eta (mean form) or eta_base m (sum form), c(m) = 1/m (with replacement) or
+  (M-m)/(m(M-1)) (without).
+- :func:`gradient_cosine`: cos(g_B, G) vs m beside the approximation 1/sqrt(1 + c(m) B_simple).
+- :func:`accumulation`: k micro-batches vs one batch, and the autograd-saved memory per micro-batch.
+- :func:`sgd_checkpoints`: plain minibatch SGD yielding the model every N steps (for measuring along
+  training).
+
+Predictions here are plain arithmetic on measured statistics (the theory layer is never imported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from batchscale.empirical.gradients import (
+    SAMPLINGS,
+    GradientStatistics,
+    LossFn,
+    batch_gradient,
+    check_batch_size,
+    draw_batch,
+    flat_grad,
+    minibatch_variance_factor,
+)
+from batchscale.errors import require
+
+FORMS: tuple[str, ...] = ("mean", "sum")
+
+# Default number of standard errors a measurement may differ from its prediction.
+Z_TOLERANCE = 4.0
+# Relative float floor on tolerances (float32 sums over up to ~1e4 terms).
+FLOAT_RTOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prediction beside its measurement: pass when |measured - predicted| <= tolerance."""
+
+    quantity: str
+    form: str
+    sampling: str
+    batch_size: int
+    predicted: float
+    measured: float
+    stderr: float
+    tolerance: float
+    draws: int
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.measured - self.predicted) <= self.tolerance
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "quantity": self.quantity,
+            "form": self.form,
+            "sampling": self.sampling,
+            "m": self.batch_size,
+            "predicted": self.predicted,
+            "measured": self.measured,
+            "stderr": self.stderr,
+            "tolerance": self.tolerance,
+            "pass": "yes" if self.passed else "no",
+            "draws": self.draws,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# predictions (plain arithmetic on measured statistics)
+
+
+def effective_lr(lr: float, form: str, batch_size: int) -> float:
+    r""":math:`\eta_\mathrm{eff}`, the step on :math:`g_B`: ``lr`` (mean form) or ``lr * m`` (sum form).
+
+    Mean form :math:`w \leftarrow w - \eta \frac1m \sum_{i\in B} g_i`; sum form
+    :math:`w \leftarrow w - \tilde\eta \sum_{i\in B} g_i = w - (\tilde\eta m) g_B` (Masters & Luschi 2018,
+    eqs. 3-4). ``lr`` is :math:`\eta` or :math:`\tilde\eta`, ``batch_size`` is m.
+    """
+    require(form in FORMS, f"unknown loss form {form!r}; expected mean or sum")
+    return lr if form == "mean" else lr * batch_size
+
+
+def predicted_update_mean(lr: float, form: str, batch_size: int, grad_norm: float) -> float:
+    r"""Component of :math:`E[\Delta w]` along :math:`-G/|G|`: :math:`\eta_\mathrm{eff} |G|`.
+
+    :math:`E[\Delta w] = -\eta_\mathrm{eff} G` under either sampling scheme (Masters & Luschi 2018,
+    sec. 2). ``grad_norm`` is :math:`|G|`.
+    """
+    return effective_lr(lr, form, batch_size) * grad_norm
+
+
+def predicted_update_trace_cov(
+    lr: float, form: str, batch_size: int, trace_cov: float, sampling: str, population: int
+) -> float:
+    r""":math:`\mathrm{tr\,Cov}[\Delta w] = \eta_\mathrm{eff}^2\, c(m)\, \mathrm{tr}\,\Sigma`.
+
+    c(m) = 1/m with replacement, (M-m)/(m(M-1)) without (Masters & Luschi 2018, sec. 2). ``trace_cov``
+    is :math:`\mathrm{tr}\,\Sigma` (population, divisor M), ``population`` is M.
+    """
+    c = minibatch_variance_factor(batch_size, population, sampling)
+    return effective_lr(lr, form, batch_size) ** 2 * c * trace_cov
+
+
+def predicted_cosine(b_simple: float, batch_size: int, sampling: str, population: int) -> float:
+    r"""Approximate :math:`E[\cos(g_B, G)] \approx 1/\sqrt{1 + c(m)\,B_\mathrm{simple}}`.
+
+    Exact for the ratio :math:`E[g_B\cdot G]/(|G|\sqrt{E|g_B|^2})` since
+    :math:`E|g_B|^2 = |G|^2 + c(m)\,\mathrm{tr}\,\Sigma`; the mean cosine itself is larger by a Jensen
+    gap that vanishes when :math:`|g_B|` concentrates. With replacement c(m) = 1/m, giving the familiar
+    :math:`1/\sqrt{1 + B_\mathrm{simple}/m}` (McCandlish et al. 2018, App. A).
+    """
+    return 1.0 / math.sqrt(1.0 + minibatch_variance_factor(batch_size, population, sampling) * b_simple)
+
+
+# --------------------------------------------------------------------------------------------------
+# measurements
+
+
+def _draw_updates(
+    model: nn.Module, loss_fn: LossFn, x, y, *, batch_size: int, lr: float, form: str, batches
+) -> torch.Tensor:
+    """The SGD update dw = -lr * grad of the minibatch loss (mean or sum), one row per batch: (D, P)."""
+    return torch.stack([-lr * batch_gradient(model, loss_fn, x[i], y[i], reduction=form) for i in batches])
+
+
+def _moment_checks(
+    updates: torch.Tensor, *, stats: GradientStatistics, lr: float, form: str, sampling: str, m: int, z: float
+) -> list[Check]:
+    d = updates.double()  # (D, P)
+    draws = d.shape[0]
+    g = stats.mean_gradient.to(d)
+    g_norm = float(g.norm())
+    along = d @ (-g / g_norm)  # (D,): component of each update along -G
+    dev_sq = (d - d.mean(0)).pow(2).sum(1) * draws / (draws - 1)  # (D,): unbiased per-draw |dw - mean|^2
+    rtol, eta = FLOAT_RTOL.get(updates.dtype, 1e-5), effective_lr(lr, form, m)
+    floor = rtol * eta**2 * (stats.grad_norm_sq + stats.trace_cov / m)  # float floor on |dw|^2 scale
+    predicted_mean = predicted_update_mean(lr, form, m, g_norm)
+    measured = [
+        ("mean_along_-G", predicted_mean, along, rtol * predicted_mean),
+        (
+            "trace_cov",
+            predicted_update_trace_cov(lr, form, m, stats.trace_cov, sampling, stats.population),
+            dev_sq,
+            floor,
+        ),
+    ]
+    out = []
+    for name, predicted, values, atol in measured:
+        stderr = float(values.std() / math.sqrt(draws))
+        out.append(
+            Check(name, form, sampling, m, predicted, float(values.mean()), stderr, z * stderr + atol, draws)
+        )
+    return out
+
+
+def update_moments(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    stats: GradientStatistics,
+    batch_sizes: Sequence[int],
+    lr: float,
+    forms: Sequence[str] = FORMS,
+    samplings: Sequence[str] = SAMPLINGS,
+    draws: int = 200,
+    seed: int = 0,
+    z: float = Z_TOLERANCE,
+) -> list[Check]:
+    r"""Measured mean and tr(Cov) of the SGD update vs their exact predictions, per form, sampling and m.
+
+    ``stats`` must hold the exact statistics of the M = len(x) examples the batches are drawn from
+    (``gradient_statistics(..., sample=None)``). For each m, ``draws`` minibatches are drawn and the
+    update computed by a real backward pass of the mean or sum loss. Reported per (form, sampling, m):
+    the mean component of :math:`\Delta w` along :math:`-G/|G|` (predicted :math:`\eta_\mathrm{eff}|G|`)
+    and :math:`\mathrm{tr\,Cov}[\Delta w]` (predicted :math:`\eta_\mathrm{eff}^2 c(m)\,\mathrm{tr}\,\Sigma`),
+    with standard errors over the draws and tolerance ``z`` standard errors (+ a float floor).
+    """
+    population = int(x.shape[0])
+    _check_common(lr, draws, forms, samplings)
+    require(
+        stats.population == population and stats.n_examples == population,
+        "update_moments needs exact statistics over all the examples the batches are drawn from",
+    )
+    checks: list[Check] = []
+    generator = torch.Generator().manual_seed(seed)
+    for sampling in samplings:
+        for m in batch_sizes:
+            check_batch_size(m, population, sampling)
+            batches = [draw_batch(population, m, sampling, generator).to(x.device) for _ in range(draws)]
+            for form in forms:
+                updates = _draw_updates(model, loss_fn, x, y, batch_size=m, lr=lr, form=form, batches=batches)
+                checks += _moment_checks(updates, stats=stats, lr=lr, form=form, sampling=sampling, m=m, z=z)
+    return checks
+
+
+def _check_common(lr: float, draws: int, forms: Sequence[str], samplings: Sequence[str]) -> None:
+    require(math.isfinite(lr) and lr > 0, f"learning rate must be positive, got {lr}")
+    require(draws >= 2, f"need at least 2 draws per batch size, got {draws}")
+    for form in forms:
+        require(form in FORMS, f"unknown loss form {form!r}; expected mean or sum")
+    for sampling in samplings:
+        require(sampling in SAMPLINGS, f"unknown sampling {sampling!r}; expected with or without")
+
+
+# Approximation tolerance of the cosine prediction (absolute), see predicted_cosine.
+COSINE_ATOL = 0.05
+
+
+def gradient_cosine(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    stats: GradientStatistics,
+    batch_sizes: Sequence[int],
+    sampling: str = "without",
+    draws: int = 100,
+    seed: int = 0,
+    z: float = Z_TOLERANCE,
+) -> list[Check]:
+    """Mean cos(g_B, G) over ``draws`` minibatches per m vs :func:`predicted_cosine`.
+
+    G is ``stats.mean_gradient`` (exact over the M = len(x) examples). The tolerance is ``z`` standard
+    errors plus :data:`COSINE_ATOL` for the approximation.
+    """
+    population = int(x.shape[0])
+    _check_common(1.0, draws, FORMS, [sampling])
+    generator = torch.Generator().manual_seed(seed)
+    g = stats.mean_gradient
+    checks = []
+    for m in batch_sizes:
+        check_batch_size(m, population, sampling)
+        cos = []
+        for _ in range(draws):
+            idx = draw_batch(population, m, sampling, generator).to(x.device)
+            gb = batch_gradient(model, loss_fn, x[idx], y[idx]).double()
+            cos.append(float(gb @ g / (gb.norm() * g.norm())))
+        values = np.array(cos)
+        stderr = float(values.std(ddof=1) / math.sqrt(draws))
+        predicted = predicted_cosine(stats.b_simple, m, sampling, population)
+        checks.append(
+            Check(
+                "cosine",
+                "mean",
+                sampling,
+                m,
+                predicted,
+                float(values.mean()),
+                stderr,
+                z * stderr + COSINE_ATOL,
+                draws,
+            )
+        )
+    return checks
+
+
+# --------------------------------------------------------------------------------------------------
+# accumulation and memory
+
+
+@contextmanager
+def saved_tensor_meter(model: nn.Module) -> Iterator[dict[str, int]]:
+    """Count the bytes autograd saves for backward (activations), excluding the model's parameters.
+
+    Yields a dict whose ``"bytes"`` is the total size of the distinct tensors packed while the context
+    is open. All of them are alive together until the backward pass, so this is the activation memory
+    one forward pass holds: on CPU it is the measurable, allocator-independent part of peak memory.
+    """
+    params = {(p.data_ptr(), p.numel()) for p in model.parameters()}
+    seen: set[tuple[int, int]] = set()
+    meter = {"bytes": 0}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = (t.data_ptr(), t.numel())
+        if key not in params and key not in seen:
+            seen.add(key)
+            meter["bytes"] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield meter
+
+
+@dataclass(frozen=True)
+class AccumulationResult:
+    """Accumulated update over k micro-batches vs the one-batch update, and the memory per micro-batch."""
+
+    form: str
+    batch_size: int
+    micro_batch: int
+    max_abs_diff: float
+    tolerance: float
+    update_max_abs: float
+    saved_bytes: int
+    cuda_peak_bytes: int | None
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "form": self.form,
+            "m": self.batch_size,
+            "micro_batch": self.micro_batch,
+            "k": self.batch_size // self.micro_batch,
+            "predicted": 0.0,
+            "measured": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "pass": "yes" if self.passed else "no",
+            "saved_MiB": self.saved_bytes / 2**20,
+            "cuda_peak_MiB": None if self.cuda_peak_bytes is None else self.cuda_peak_bytes / 2**20,
+        }
+
+
+def accumulated_update(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    micro_batch: int,
+    lr: float,
+    form: str,
+) -> tuple[torch.Tensor, int, int | None]:
+    r"""SGD update from k = m/``micro_batch`` micro-batches whose gradients are accumulated.
+
+    Mean form: each micro-batch contributes :math:`\frac1m \sum_{i\in b} l_i` (divided by the full batch
+    size m, not by the micro-batch size); sum form: :math:`\sum_{i\in b} l_i`. The update is
+    :math:`-\eta` times the accumulated gradient. Returns (update (P,), peak autograd-saved bytes of one
+    micro-batch, CUDA peak bytes or None on CPU).
+    """
+    m = int(x.shape[0])
+    require(
+        micro_batch >= 1 and m % micro_batch == 0,
+        f"micro-batch size {micro_batch} must divide the batch size {m}",
+    )
+    on_cuda = x.device.type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(x.device)
+    model.zero_grad(set_to_none=True)
+    saved = 0
+    for start in range(0, m, micro_batch):
+        with saved_tensor_meter(model) as meter:
+            losses = loss_fn(model(x[start : start + micro_batch]), y[start : start + micro_batch])
+        (losses.sum() / m if form == "mean" else losses.sum()).backward()
+        saved = max(saved, meter["bytes"])
+    update = -lr * flat_grad(model).detach().clone()
+    model.zero_grad(set_to_none=True)
+    return update, saved, int(torch.cuda.max_memory_allocated(x.device)) if on_cuda else None
+
+
+def accumulation(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    micro_batches: Sequence[int],
+    lr: float,
+    forms: Sequence[str] = FORMS,
+    seed: int = 0,
+) -> list[AccumulationResult]:
+    """Accumulation identity: the update from k micro-batches equals the one-batch update (float rounding).
+
+    One batch of ``batch_size`` examples is drawn without replacement; for each micro-batch size the
+    accumulated update is compared with the single-pass update (micro-batch = m). Tolerance: float
+    relative precision (1e-5 float32, 1e-12 float64) times the largest update component.
+    """
+    population = int(x.shape[0])
+    _check_common(lr, 2, forms, ["without"])
+    check_batch_size(batch_size, population)
+    idx = draw_batch(population, batch_size, "without", torch.Generator().manual_seed(seed)).to(x.device)
+    xb, yb = x[idx], y[idx]
+    rtol = FLOAT_RTOL.get(x.dtype, 1e-5)
+    results = []
+    for form in forms:
+        reference, _, _ = accumulated_update(model, loss_fn, xb, yb, micro_batch=batch_size, lr=lr, form=form)
+        scale = float(reference.abs().max())
+        for mb in micro_batches:
+            update, saved, cuda_peak = accumulated_update(
+                model, loss_fn, xb, yb, micro_batch=mb, lr=lr, form=form
+            )
+            diff = float((update - reference).abs().max())
+            results.append(
+                AccumulationResult(form, batch_size, mb, diff, rtol * scale, scale, saved, cuda_peak)
+            )
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# a minimal SGD loop for measuring along training
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the loop stands: ``step`` updates done, the last minibatch loss, and the status."""
+
+    step: int
+    batch_loss: float
+    status: str  # "ok" or "diverged"
+
+
+def sgd_checkpoints(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    every: int,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+) -> Iterator[Checkpoint]:
+    """Plain mean-loss SGD, w <- w - lr g_B, yielding at step 0, every ``every`` steps and at the end.
+
+    Batches: a fresh seeded permutation each epoch, cut into floor(M/m) batches (the last partial batch
+    is dropped). The model is updated in place; measure it when a checkpoint is yielded. A non-finite
+    minibatch loss stops the loop with status "diverged".
+    """
+    population = int(x.shape[0])
+    require(steps >= 0, f"training steps must be >= 0, got {steps}")
+    require(every >= 1, f"--every must be >= 1, got {every}")
+    _check_common(lr, 2, FORMS, SAMPLINGS)
+    check_batch_size(batch_size, population)
+    generator = torch.Generator().manual_seed(seed)
+    per_epoch = population // batch_size
+    loss = math.nan
+    yield Checkpoint(0, loss, "ok")
+    order = torch.empty(0, dtype=torch.long)
+    for step in range(1, steps + 1):
+        if (step - 1) % per_epoch == 0:
+            order = torch.randperm(population, generator=generator).to(x.device)
+        start = ((step - 1) % per_epoch) * batch_size
+        idx = order[start : start + batch_size]
+        model.zero_grad(set_to_none=True)
+        batch_loss = loss_fn(model(x[idx]), y[idx]).mean()
+        batch_loss.backward()
+        loss = float(batch_loss)
+        if not math.isfinite(loss):
+            yield Checkpoint(step, loss, "diverged")
+            return
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p -= lr * p.grad
+        if step % every == 0 or step == steps:
+            yield Checkpoint(step, loss, "ok")
+    model.zero_grad(set_to_none=True)
