@@ -1,0 +1,138 @@
+"""The steps-to-target protocol: schedule, crossing resolution, divergence, statuses, pruning, determinism."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from batchscale.empirical.batched import StackedRun
+from batchscale.empirical.train import SingleRun, lr_factor, next_eval_step, refine_interval, train
+from batchscale.empirical.trials import TrainConfig, run_trials
+from batchscale.empirical.workloads import Workload
+
+RESOLUTION = 0.02  # the promised bound on (reported - true first crossing) / true first crossing
+
+
+def make_linear(seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Linear(8, 1, bias=False)
+
+
+def regression() -> Workload:
+    """Noisy least squares in 8 dimensions with a spread spectrum: a slowly, smoothly falling test loss."""
+    g = torch.Generator().manual_seed(7)
+    scales = torch.logspace(0, -1, 8)
+    x = torch.randn(600, 8, generator=g) * scales  # (N, D)
+    y = x @ torch.randn(8, 1, generator=g) + 0.05 * torch.randn(600, 1, generator=g)  # (N, 1)
+    return Workload("reg", make_linear, x[:400], y[:400], x[400:], y[400:], loss="mse")
+
+
+WORKLOADS = {("reg", (), 0, "cpu"): regression()}
+
+
+def config(**changes) -> TrainConfig:
+    base = TrainConfig(workload="reg", batch_size=4, learning_rate=0.05, target_metric="loss", target=0.05,
+                       max_steps=3000)
+    return replace(base, **changes)
+
+
+def every_step_first_crossing(cfg: TrainConfig) -> int:
+    """The first step whose test metric meets the target, evaluating after every single step."""
+    run = SingleRun(WORKLOADS[("reg", (), 0, "cpu")], cfg)
+    while run.step <= cfg.max_steps:
+        if run.evaluate()[0][0] <= cfg.target:
+            return run.step
+        run.advance(run.step + 1)
+    raise AssertionError("never crossed")
+
+
+def test_lr_factor_warmup_then_linear_decay():
+    factors = [lr_factor(t, "warmup_linear_decay", 4, 12) for t in range(12)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4:] == pytest.approx([(12 - t) / 8 for t in range(4, 12)])
+    assert lr_factor(7, "constant", 4, 12) == 1.0
+
+
+def test_evaluation_schedule_is_dense_then_geometric():
+    steps = [0]
+    while steps[-1] < 1000:
+        steps.append(next_eval_step(steps[-1]))
+    assert steps[:11] == list(range(11))
+    gaps = [b / a for a, b in zip(steps[20:], steps[21:], strict=False)]
+    assert max(gaps) <= 1.1 + 1e-9
+    assert len(steps) < 90
+    assert refine_interval(0) == 1 and refine_interval(250) == 3
+
+
+@pytest.mark.parametrize("lr, target", [(0.01, 0.02), (0.02, 0.01), (0.05, 0.005), (0.05, 0.004)])
+def test_steps_to_target_is_within_2_percent_of_every_step_evaluation(lr, target):
+    cfg = config(learning_rate=lr, target=target)
+    truth = every_step_first_crossing(cfg)
+    assert truth > 100  # far enough out that the geometric schedule alone would miss by > 2%
+    for strategy in ("sequential", "batched"):
+        result = run_trials([cfg], strategy=strategy, workloads=WORKLOADS)[0]
+        assert result.status == "complete"
+        assert truth <= result.steps <= truth * (1 + RESOLUTION), (strategy, result.steps, truth)
+        assert result.history[-1][0] == result.steps and result.history[-1][1] <= target
+
+
+def test_target_met_at_step_zero():
+    result = train(config(target=1e6), WORKLOADS[("reg", (), 0, "cpu")])
+    assert (result.status, result.steps, result.stop_step) == ("complete", 0, 0)
+
+
+@pytest.mark.parametrize("lr", [1e6, 3.0], ids=["overflow", "loss-blow-up"])
+def test_divergence_is_recorded_without_warnings(lr):
+    results = run_trials([config(learning_rate=lr), config(learning_rate=lr, seed=1)], workloads=WORKLOADS)
+    for result in results:
+        assert result.status == "diverged"
+        assert result.steps is None and result.final_metric is None
+        assert result.stop_step < 200
+
+
+def test_incomplete_and_no_target_statuses():
+    incomplete, full = run_trials(
+        [config(learning_rate=1e-4, max_steps=60), config(target=None, max_steps=60)], workloads=WORKLOADS
+    )
+    assert (incomplete.status, incomplete.steps, incomplete.stop_step) == ("incomplete", None, 60)
+    assert (full.status, full.steps, full.stop_step) == ("complete", None, 60)
+    assert full.history[-1][0] == 60 and full.final_metric == full.history[-1][1]
+    assert full.best_metric == min(m for _, m, _ in full.history)
+
+
+def test_same_config_gives_identical_history():
+    configs = [config(learning_rate=lr, seed=s) for lr in (0.02, 0.05) for s in (0, 1)]
+    first = run_trials(configs, workloads=WORKLOADS)
+    second = run_trials(configs, workloads=WORKLOADS)
+    assert [r.history for r in first] == [r.history for r in second]
+    assert [r.steps for r in first] == [r.steps for r in second]
+
+
+def test_pruning_stops_trials_far_behind_their_group():
+    configs = [config(learning_rate=0.1, max_steps=400), config(learning_rate=1e-3, max_steps=400)]
+    kept = run_trials(configs, workloads=WORKLOADS)
+    pruned = run_trials(configs, workloads=WORKLOADS, prune=True)
+    assert [r.status for r in kept] == ["complete", "incomplete"]
+    assert [r.status for r in pruned] == ["complete", "pruned"]
+    assert pruned[1].stop_step < 400
+    assert pruned[0].steps == kept[0].steps
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["single", "stacked"])
+def test_replay_from_a_snapshot_is_exact(stacked):
+    workload = WORKLOADS[("reg", (), 0, "cpu")]
+    cfgs = [config(seed=0, optimizer="adam", learning_rate=0.01), config(seed=1, optimizer="adam")]
+    run = StackedRun(workload, cfgs, [0, 1]) if stacked else SingleRun(workload, cfgs[0])
+    run.advance(37)  # mid-epoch (batch 4 of 400 examples: 100 steps per epoch)
+    snapshot = run.snapshot()
+    run.advance(260)  # across two epoch boundaries
+    first = run.evaluate()
+    replay = run.resume(snapshot, run.trials)
+    replay.advance(260)
+    assert replay.evaluate() == first
+    assert all(math.isfinite(v) for v in first[1])
