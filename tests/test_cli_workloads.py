@@ -1,0 +1,121 @@
+"""``batchscale workloads`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from batchscale.cli.main import cli
+
+FILE_BASED = {"mnist-cnn", "fashion-mnist-cnn", "cifar10-resnet8"}
+
+
+@pytest.fixture()
+def listing_json(tmp_path) -> tuple[list[dict], str]:
+    empty = tmp_path / "no-data"
+    result = CliRunner().invoke(cli, ["workloads", "--format", "json", "--data-dir", str(empty)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), str(empty)
+
+
+def test_json_lists_every_workload(listing_json):
+    rows, empty = listing_json
+    assert [r["name"] for r in rows] == [
+        "mnist1d-mlp",
+        "mnist1d-cnn",
+        "digits-mlp",
+        "digits-cnn",
+        "linreg",
+        "teacher-student",
+        "mnist-cnn",
+        "fashion-mnist-cnn",
+        "cifar10-resnet8",
+    ]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["mnist1d-mlp"]["n_train"] == 4000 and by_name["mnist1d-mlp"]["n_test"] == 1000
+    assert by_name["linreg"]["n_params"] == 50 and by_name["linreg"]["loss"] == "mse"
+    assert by_name["digits-mlp"]["n_train"] + by_name["digits-mlp"]["n_test"] == 1797
+    for name in FILE_BASED:
+        assert by_name[name]["status"] == f"files missing under {empty}"
+    assert all(r["status"] == "ok" for r in rows if r["name"] not in FILE_BASED)
+    assert all(r["description"] and "options" in r for r in rows)
+
+
+def test_table_and_csv_formats(tmp_path):
+    table = CliRunner().invoke(cli, ["workloads", "--data-dir", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[0].split()[:3] == ["name", "loss", "n_train"]
+    assert "files missing under" in table.stdout and "workloads: loading" not in table.stdout
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, ["workloads", "--format", "csv"]).stdout)))
+    assert len(rows) == 9 and rows[0]["name"] == "mnist1d-mlp"
+
+
+def test_one_workload_with_options_and_seed():
+    args = [
+        "workloads",
+        "--workload",
+        "linreg",
+        "-W",
+        "dim=7",
+        "-W",
+        "n_train=30",
+        "--seed",
+        "4",
+        "--format",
+        "json",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["n_train"], row["n_params"]) == (30, 7)
+    assert "dim=7" in row["options"] and "seed=4" in row["options"]
+
+
+BAD = [
+    pytest.param(["--workload", "nope"], "Error: unknown workload 'nope'; known: mnist1d-mlp", id="unknown"),
+    pytest.param(["--workload", "linreg", "-W", "dim"], "is not KEY=VALUE", id="malformed-option"),
+    pytest.param(
+        ["--workload", "linreg", "-W", "dim=0"], "Error: option dim=0 must be an integer >= 1", id="range"
+    ),
+    pytest.param(["--workload", "linreg", "-W", "depth=3"], "bad options ['depth']", id="unknown-option"),
+    pytest.param(["--workload", "nosuchmod_abc:f"], "does not import", id="user-import"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", BAD)
+def test_bad_input_exits_2_without_traceback(args, fragment):
+    result = CliRunner().invoke(cli, ["workloads", *args])
+    assert result.exit_code == 2
+    assert fragment in result.output and "Traceback" not in result.output
+
+
+def test_user_workload_through_the_cli(tmp_path, monkeypatch):
+    (tmp_path / "cli_user_wl.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from functools import partial
+            from batchscale.empirical.models import make_mlp
+            from batchscale.empirical.workloads import Workload
+
+            def make(n=12, seed=0):
+                g = torch.Generator().manual_seed(seed)
+                x, y = torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+                model = partial(make_mlp, in_dim=5, hidden=(4,), out_dim=3)
+                return Workload("mine", model, x, y, x[:2], y[:2])
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(
+        cli, ["workloads", "--workload", "cli_user_wl:make", "-W", "n=9", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["name"] == "cli_user_wl:make" and row["description"] == "user workload"
+    assert (row["n_train"], row["outputs"], row["n_params"]) == (9, 3, 5 * 4 + 4 + 4 * 3 + 3)
