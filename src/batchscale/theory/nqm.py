@@ -1,0 +1,585 @@
+r"""Noisy quadratic model (NQM): closed-form expected loss, steps to target and tuned learning rates.
+
+Zhang, Li, Nado, Martens, Sachdeva, Dahl, Shallue, Grosse, "Which Algorithmic Choices Matter at Which Batch
+Sizes? Insights From a Noisy Quadratic Model", NeurIPS 2019, arXiv 1907.04164 (cited as "Zhang et al.").
+
+Model (Zhang et al. Sec. 3.1): loss :math:`L(x) = \tfrac12 \sum_i h_i x_i^2`; the minibatch gradient of
+coordinate i is :math:`h_i x_i + \xi_i` with :math:`E\xi_i = 0`, :math:`\operatorname{Var}\xi_i = c_i / B`,
+independent across steps. Every optimizer here is linear in (x, xi), so the expected loss depends only on
+second moments, and each coordinate follows a 1- or 2-dimensional linear system
+:math:`y_{t+1} = T y_t + b\,\eta\xi_t` whose second moments have the closed form
+
+.. math:: E[(e^\top y_t)^2] = \ell_t^\top P_0 \ell_t + S_{ee} - \ell_t^\top S \ell_t,
+          \qquad \ell_t = (T^t)^\top e,
+
+with S the stationary covariance (discrete Lyapunov equation) and P_0 the initial second moments. The first
+term ("signal") is the deterministic decay of x_0, the rest ("noise") the accumulated gradient noise; the
+noise term never decreases in t. No loop over steps is needed: T^t is written with Chebyshev-type sequences.
+
+Divergent settings (spectral radius of T >= 1 for some coordinate) are flagged, never evaluated.
+
+Definition of "steps to target": the first integer t with E[L(x_t)] <= target, found by evaluating the closed
+form at every t <= 32 and then at checkpoints 2^(1/8) apart, and bisecting between the last checkpoint above
+and the first one below the target. This is the exact first crossing unless the loss dips below the target
+and climbs back above it inside one checkpoint interval (checked against a step-by-step loop in the tests and
+the benchmark). A setting whose accumulated noise already exceeds the target can never reach it (the noise
+term only grows) and is marked unreachable at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+
+from batchscale.errors import InputError, require
+from batchscale.theory.spectra import Spectrum
+
+OK = "ok"
+UNREACHABLE = "unreachable"
+DIVERGED = "diverged"
+
+DENSE_STEPS = 32  # every t <= DENSE_STEPS is checked
+CHECKPOINTS_PER_OCTAVE = 8
+DEFAULT_MAX_STEPS = 10**8
+
+
+# --------------------------------------------------------------------------------------------------------
+# Closed forms per coordinate
+# --------------------------------------------------------------------------------------------------------
+
+
+def sgd_stationary_variance(curvature, noise, batch_size, learning_rate):
+    r"""Stationary :math:`E[x_\infty^2] = s = \frac{\eta^2 c}{B (1 - a)} = \frac{\eta c}{B h (2 - \eta h)}`.
+
+    h is ``curvature``, c is ``noise``, B is ``batch_size``, eta is ``learning_rate``; a = (1 - eta h)^2.
+    Zhang et al. Eq. (4) (steady-state risk of SGD). Valid for 0 < eta h < 2.
+    """
+    eta_h = learning_rate * curvature
+    # s = eta^2 c / (B (1 - a)),  1 - a = eta h (2 - eta h)
+    return learning_rate * noise / (batch_size * curvature * (2.0 - eta_h))
+
+
+def sgd_second_moment(curvature, noise, init_sq, batch_size, learning_rate, steps):
+    r""":math:`E[x_t^2] = a^t (E[x_0^2] - s) + s`, :math:`a = (1 - \eta h)^2` (Zhang et al. Eq. (3)-(4)).
+
+    h is ``curvature``, c is ``noise``, E[x_0^2] is ``init_sq``, B is ``batch_size``, eta is
+    ``learning_rate``, t is ``steps``; s from :func:`sgd_stationary_variance`. Arrays broadcast.
+    """
+    a = (1.0 - learning_rate * curvature) ** 2
+    s = sgd_stationary_variance(curvature, noise, batch_size, learning_rate)
+    return np.power(a, steps) * (init_sq - s) + s
+
+
+def momentum_stationary_moments(curvature, noise, batch_size, learning_rate, momentum):
+    r"""Stationary :math:`(\gamma_0, \gamma_1) = (E[x^2], E[x_t x_{t-1}])` of heavy-ball momentum.
+
+    Per coordinate :math:`x_{t+1} = A x_t - \beta x_{t-1} - \eta \xi_t` with :math:`A = 1 - \eta h + \beta`
+    is an AR(2) process, so
+
+    .. math:: \gamma_0 = \frac{(1+\beta)\,\sigma^2}{(1-\beta)\,\eta h\,(2 + 2\beta - \eta h)},\quad
+              \gamma_1 = \frac{A\,\gamma_0}{1+\beta},\quad \sigma^2 = \eta^2 c / B.
+
+    h is ``curvature``, c is ``noise``, B is ``batch_size``, eta is ``learning_rate``, beta is ``momentum``.
+    Zhang et al. Sec. 3.2 / App. B (momentum dynamics). Valid for 0 <= beta < 1, 0 < eta h < 2 (1 + beta).
+    """
+    eta_h = learning_rate * curvature
+    sigma2 = learning_rate**2 * noise / batch_size
+    # (1+beta)^2 - A^2 = eta h (2 + 2 beta - eta h)
+    gamma0 = (1.0 + momentum) * sigma2 / ((1.0 - momentum) * eta_h * (2.0 + 2.0 * momentum - eta_h))
+    gamma1 = (1.0 - eta_h + momentum) * gamma0 / (1.0 + momentum)
+    return gamma0, gamma1
+
+
+def ema_stationary_moments(curvature, noise, batch_size, learning_rate, decay):
+    r"""Stationary second moments of SGD with an exponential moving average of the iterates.
+
+    :math:`x_{t+1} = r x_t - \eta\xi_t`, :math:`\tilde x_{t+1} = \gamma \tilde x_t + (1-\gamma) x_{t+1}`,
+    :math:`r = 1 - \eta h`. Returns :math:`(S_{11}, S_{12}, S_{22}) = (E[x^2], E[x\tilde x], E[\tilde x^2])`:
+
+    .. math:: S_{11} = \frac{\sigma^2}{1 - r^2},\quad S_{12} = \frac{(1-\gamma) S_{11}}{1 - r\gamma},\quad
+              S_{22} = S_{11} \frac{(1-\gamma)(1 + r\gamma)}{(1+\gamma)(1 - r\gamma)}.
+
+    h is ``curvature``, c is ``noise``, B is ``batch_size``, eta is ``learning_rate``, gamma is ``decay``;
+    sigma^2 = eta^2 c / B. Zhang et al. Sec. 3.4 (exponential moving average).
+    """
+    eta_h = learning_rate * curvature
+    r = 1.0 - eta_h
+    s11 = learning_rate * noise / (batch_size * curvature * (2.0 - eta_h))
+    one_minus_r_gamma = (1.0 - decay) + decay * eta_h
+    s12 = (1.0 - decay) * s11 / one_minus_r_gamma
+    s22 = s11 * (1.0 - decay) * (1.0 + r * decay) / ((1.0 + decay) * one_minus_r_gamma)
+    return s11, s12, s22
+
+
+class PowerSequence(NamedTuple):
+    r"""t-independent coefficients of :math:`G_t = p^{t-1} R_t` (see :func:`power_sequence`), same shapes.
+
+    kind 0: real, z = q/p in [0, 1], :math:`R_t = \mathrm{expm1}(tL)/\mathrm{expm1}(L)`, L = log z;
+    kind 1: real, z < 0, :math:`R_t = (1 - z^t)/(1 - z)`; kind 2: complex pair p e^{+-i theta},
+    :math:`R_t = \sin(t\theta)/\sin\theta`.
+    """
+
+    base: np.ndarray
+    log_z: np.ndarray
+    expm1_log_z: np.ndarray
+    z: np.ndarray
+    one_minus_z: np.ndarray
+    theta: np.ndarray
+    sin_theta: np.ndarray
+    kind: np.ndarray
+
+    def take(self, rows: np.ndarray) -> PowerSequence:
+        """The same coefficients for the configurations (first axis) ``rows``."""
+        return PowerSequence(*(a[rows] for a in self))
+
+
+def divided_power_sequence(x, y, x_minus_y) -> PowerSequence:
+    """Coefficients of :math:`G_t(x, y) = (x^t - y^t)/(x - y)`, real x, y; ``x_minus_y`` = x - y, exact."""
+    x, y, d = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (x, y, x_minus_y)))
+    swap = np.abs(y) > np.abs(x)
+    p, q, d = np.where(swap, y, x), np.where(swap, x, y), np.where(swap, -d, d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nonzero = p != 0
+        z = np.where(nonzero, q / np.where(nonzero, p, 1.0), 0.0)
+        one_minus_z = np.where(nonzero, d / np.where(nonzero, p, 1.0), 1.0)
+        log_z = np.log1p(-np.where(z >= 0, np.minimum(one_minus_z, 1.0), 0.0))
+    zeros = np.zeros_like(p)
+    kind = np.where(z >= 0, 0, 1).astype(np.int8)
+    return PowerSequence(p, log_z, np.expm1(log_z), z, one_minus_z, zeros, zeros, kind)
+
+
+def heavy_ball_power_sequence(eta_h, momentum) -> PowerSequence:
+    r"""Coefficients of :math:`a_t` in :func:`heavy_ball_sequence` (roots of :math:`r^2 - A r + \beta`)."""
+    eta_h, beta = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (eta_h, momentum)))
+    q = np.sqrt(beta)
+    big_a = 1.0 - eta_h + beta
+    # A^2 - 4 beta = ((1 - q)^2 - eta h) ((1 + q)^2 - eta h), without cancellation
+    disc = ((1.0 - q) ** 2 - eta_h) * ((1.0 + q) ** 2 - eta_h)
+    root = np.sqrt(np.abs(disc))
+    real = disc >= 0
+    sign = np.where(big_a < 0, -1.0, 1.0)
+    r1 = sign * (np.abs(big_a) + np.where(real, root, 0.0)) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(r1 != 0, beta / np.where(r1 != 0, r1, 1.0), 0.0)
+    seq = divided_power_sequence(r1, r2, sign * root)
+    theta = np.where(real, 0.0, np.arctan2(root, big_a))
+    return PowerSequence(
+        np.where(real, seq.base, q),
+        seq.log_z,
+        seq.expm1_log_z,
+        seq.z,
+        seq.one_minus_z,
+        theta,
+        np.sin(theta),
+        np.where(real, seq.kind, 2).astype(np.int8),
+    )
+
+
+def power_sequence(seq: PowerSequence, t) -> np.ndarray:
+    """:math:`G_t = p^{t-1} R_t` for integer t >= 0 (``t`` broadcasts against ``seq``); G_0 = 0."""
+    t = np.asarray(t, dtype=float)
+    kinds = [bool(np.any(seq.kind == k)) for k in range(3)]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.zeros(np.broadcast_shapes(t.shape, seq.kind.shape))
+        if kinds[0]:
+            pos = np.where(seq.log_z == 0, t, np.expm1(t * seq.log_z) / seq.expm1_log_z)
+            ratio = np.where(seq.kind == 0, pos, ratio)
+        if kinds[1]:
+            ratio = np.where(seq.kind == 1, (1.0 - _signed_power(seq.z, t)) / seq.one_minus_z, ratio)
+        if kinds[2]:
+            ratio = np.where(seq.kind == 2, np.sin(t * seq.theta) / seq.sin_theta, ratio)
+        out = _signed_power(seq.base, t - 1.0) * ratio
+    return np.where(t == 0, 0.0, out)
+
+
+def divided_power(x, y, x_minus_y, t):
+    r""":math:`G_t(x, y) = \frac{x^t - y^t}{x - y} = \sum_{k=0}^{t-1} x^k y^{t-1-k}` for real x, y.
+
+    ``x_minus_y`` must be x - y computed without cancellation; the result is accurate also for x ~ y
+    (written as :math:`p^{t-1} \operatorname{expm1}(t \log z)/\operatorname{expm1}(\log z)`, z = q/p,
+    |p| >= |q|). t is a non-negative integer array (``t``); G_0 = 0, G_t(x, x) = t x^{t-1}.
+    """
+    return power_sequence(divided_power_sequence(x, y, x_minus_y), t)
+
+
+def _signed_power(base, exponent):
+    """base ** exponent for integer-valued float exponents and any sign of base (0 ** 0 = 1)."""
+    magnitude = np.power(np.abs(base), exponent)
+    odd = np.mod(exponent, 2.0) == 1.0
+    return np.where((base < 0) & odd, -magnitude, magnitude)
+
+
+def heavy_ball_sequence(eta_h, momentum, t):
+    r""":math:`a_0 = 0, a_1 = 1, a_{t+1} = A a_t - \beta a_{t-1}` with :math:`A = 1 - \eta h + \beta`.
+
+    Then :math:`T^t = \begin{pmatrix} a_{t+1} & -\beta a_t \\ a_t & -\beta a_{t-1}\end{pmatrix}` for the
+    heavy-ball map T. With roots :math:`r_{1,2}` of :math:`r^2 - A r + \beta`: :math:`a_t = G_t(r_1, r_2)`
+    for real roots, :math:`a_t = \beta^{(t-1)/2} \sin(t\theta) / \sin\theta`,
+    :math:`\cos\theta = A/(2\sqrt\beta)`
+    for complex ones. eta h is ``eta_h``, beta is ``momentum``, t is ``t``.
+    """
+    return power_sequence(heavy_ball_power_sequence(eta_h, momentum), t)
+
+
+def momentum_second_moment(curvature, noise, init_sq, batch_size, learning_rate, momentum, steps):
+    r""":math:`E[x_t^2]` for heavy-ball momentum started at rest (x_{-1} = x_0), in closed form.
+
+    :math:`E[x_t^2] = E[x_0^2](a_{t+1} - \beta a_t)^2 + \gamma_0 (1 - a_{t+1}^2 - \beta^2 a_t^2)
+    + 2 \beta \gamma_1 a_{t+1} a_t` with a_t from :func:`heavy_ball_sequence` and (gamma_0, gamma_1) from
+    :func:`momentum_stationary_moments`. Arguments as there; t is ``steps``. Zhang et al. Sec. 3.2.
+    """
+    seq = heavy_ball_power_sequence(learning_rate * curvature, momentum)
+    moments = momentum_stationary_moments(curvature, noise, batch_size, learning_rate, momentum)
+    signal, noise_part = _momentum_parts(seq, momentum, init_sq, *moments, steps)
+    return signal + noise_part
+
+
+def _momentum_parts(seq, beta, init_sq, gamma0, gamma1, t):
+    t = np.asarray(t, dtype=float)
+    l1, l2 = power_sequence(seq, t + 1.0), -beta * power_sequence(seq, t)
+    signal = init_sq * (l1 + l2) ** 2
+    noise = gamma0 * (1.0 - l1**2 - l2**2) - 2.0 * gamma1 * l1 * l2
+    return signal, noise
+
+
+def ema_second_moment(curvature, noise, init_sq, batch_size, learning_rate, decay, steps):
+    r""":math:`E[\tilde x_t^2]` of the EMA iterate (:math:`\tilde x_0 = x_0`) of SGD, in closed form.
+
+    With :math:`\ell_1 = (1-\gamma) r G_t(r, \gamma)`, :math:`\ell_2 = \gamma^t` (row 2 of T^t):
+    :math:`E[\tilde x_t^2] = E[x_0^2](\ell_1 + \ell_2)^2 + S_{22} - (S_{11}\ell_1^2 + 2 S_{12}\ell_1\ell_2
+    + S_{22}\ell_2^2)`; S from :func:`ema_stationary_moments`, G from :func:`divided_power`. Arguments as
+    there; t is ``steps``. Zhang et al. Sec. 3.4.
+    """
+    eta_h = learning_rate * curvature
+    seq = ema_power_sequence(eta_h, decay)
+    moments = ema_stationary_moments(curvature, noise, batch_size, learning_rate, decay)
+    signal, noise_part = _ema_parts(seq, 1.0 - eta_h, decay, init_sq, *moments, steps)
+    return signal + noise_part
+
+
+def ema_power_sequence(eta_h, decay) -> PowerSequence:
+    r"""Coefficients of :math:`G_t(r, \gamma)`, r = 1 - eta h (``eta_h``), gamma = ``decay``."""
+    return divided_power_sequence(1.0 - eta_h, decay, (1.0 - decay) - eta_h)
+
+
+def _ema_parts(seq, r, decay, init_sq, s11, s12, s22, t):
+    t = np.asarray(t, dtype=float)
+    l1 = (1.0 - decay) * r * power_sequence(seq, t)
+    l2 = np.power(decay, t)
+    signal = init_sq * (l1 + l2) ** 2
+    noise = s22 * (1.0 - l2**2) - s11 * l1**2 - 2.0 * s12 * l1 * l2
+    return signal, noise
+
+
+# --------------------------------------------------------------------------------------------------------
+# Whole-spectrum model for many configurations at once
+# --------------------------------------------------------------------------------------------------------
+
+
+class Configs(NamedTuple):
+    """Flat arrays (N,) of optimizer settings, one entry per configuration."""
+
+    batch_size: np.ndarray
+    learning_rate: np.ndarray
+    momentum: np.ndarray
+    ema_decay: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Model:
+    """Per (configuration, bin) coefficients, shape (N, K); ``family`` is 'sgd', 'momentum' or 'ema'."""
+
+    family: str
+    weight: np.ndarray  # (K,) n_k h_k / 2
+    init_sq: np.ndarray  # (K,)
+    rate: np.ndarray  # (N, K): a = (1 - eta h)^2 (sgd), r = 1 - eta h (ema), unused (momentum)
+    coef: tuple  # stationary moments, each (N, K)
+    seq: PowerSequence | None  # (N, K) power-sequence coefficients (momentum, ema)
+    param: np.ndarray  # (N, 1) momentum or EMA decay
+    stable: np.ndarray  # (N,)
+    monotone_signal: np.ndarray  # (N,) the signal part never increases in t
+
+    def take(self, rows: np.ndarray) -> _Model:
+        """The model restricted to configurations ``rows``."""
+        seq = None if self.seq is None else self.seq.take(rows)
+        coef = tuple(c[rows] for c in self.coef)
+        return replace(
+            self,
+            rate=self.rate[rows],
+            coef=coef,
+            seq=seq,
+            param=self.param[rows],
+            stable=self.stable[rows],
+            monotone_signal=self.monotone_signal[rows],
+        )
+
+    def parts(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """(signal, noise) parts of the expected loss of every configuration at its step ``t`` (both (N,))."""
+        tt = np.broadcast_to(np.asarray(t, dtype=float), self.stable.shape)[:, None]
+        if self.family == "sgd":
+            # E[x_t^2] = a^t x0^2 + s (1 - a^t),  a = (1 - eta h)^2
+            decay = np.power(self.rate, tt)
+            signal, noise = self.init_sq * decay, self.coef[0] * (1.0 - decay)
+        elif self.family == "momentum":
+            signal, noise = _momentum_parts(self.seq, self.param, self.init_sq, *self.coef, tt)
+        else:
+            signal, noise = _ema_parts(self.seq, self.rate, self.param, self.init_sq, *self.coef, tt)
+        return signal @ self.weight, noise @ self.weight
+
+    def loss(self, t) -> np.ndarray:
+        """Expected loss of every configuration at its step ``t``."""
+        signal, noise = self.parts(t)
+        return signal + noise
+
+    def floor(self) -> np.ndarray:
+        """Stationary expected loss (t -> infinity) per configuration; inf where divergent."""
+        value = self.coef[2 if self.family == "ema" else 0] @ self.weight
+        return np.where(self.stable, value, np.inf)
+
+
+def _configs(batch_size, learning_rate, momentum, ema_decay) -> Configs:
+    arrays = np.broadcast_arrays(
+        *(np.asarray(v, dtype=float) for v in (batch_size, learning_rate, momentum, ema_decay))
+    )
+    b, lr, beta, gamma = (a.ravel() for a in arrays)
+    _require_finite_all(b, b > 0, "batch size must be > 0")
+    _require_finite_all(lr, lr > 0, "learning rate must be > 0")
+    _require_finite_all(beta, (beta >= 0) & (beta < 1), "momentum must be in [0, 1)")
+    _require_finite_all(gamma, (gamma >= 0) & (gamma < 1), "EMA decay must be in [0, 1)")
+    return Configs(b, lr, beta, gamma)
+
+
+def _require_finite_all(values: np.ndarray, ok: np.ndarray, what: str) -> None:
+    bad = np.flatnonzero(~(ok & np.isfinite(values)))
+    if bad.size:
+        raise InputError(f"{what}, got {float(values[bad[0]])}")
+
+
+def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0) -> _Model:
+    r"""Coefficients of the closed forms for every configuration x bin; divergent configs flagged.
+
+    Preconditioning by :math:`H^{-p}` (p is ``precond_power``) gives coordinate i the step size
+    :math:`\eta h_i^{-p}` for both its gradient and its noise (Zhang et al. Sec. 3.3).
+    """
+    require(math.isfinite(precond_power), f"preconditioning power must be finite, got {precond_power}")
+    has_momentum, has_ema = bool(np.any(configs.momentum > 0)), bool(np.any(configs.ema_decay > 0))
+    require(not (has_momentum and has_ema), "momentum together with EMA is not supported; use one of them")
+    family = "momentum" if has_momentum else "ema" if has_ema else "sgd"
+    h, c = spectrum.curvature, spectrum.noise
+    eta = configs.learning_rate[:, None] * h ** (-precond_power)  # (N, K) per-coordinate step size
+    batch = configs.batch_size[:, None]
+    param = (configs.momentum if family == "momentum" else configs.ema_decay)[:, None]
+    limit = 2.0 * (1.0 + param) if family == "momentum" else 2.0
+    stable = np.all(eta * h < limit, axis=1)
+    eta = np.where(stable[:, None], eta, 0.5 / h)  # keeps divergent rows finite (never reported)
+    eta_h = eta * h
+    if family == "sgd":
+        coef, seq, rate = (sgd_stationary_variance(h, c, batch, eta),), None, (1.0 - eta_h) ** 2
+        monotone = np.ones_like(stable)
+    elif family == "momentum":
+        coef, seq = (
+            momentum_stationary_moments(h, c, batch, eta, param),
+            heavy_ball_power_sequence(eta_h, param),
+        )
+        rate, monotone = eta_h, np.zeros_like(stable)
+    else:
+        coef, seq = ema_stationary_moments(h, c, batch, eta, param), ema_power_sequence(eta_h, param)
+        rate, monotone = 1.0 - eta_h, np.all(eta_h <= 1.0, axis=1)  # r >= 0: the EMA signal decays
+    weight = 0.5 * spectrum.counts * h
+    return _Model(family, weight, spectrum.init_sq, rate, coef, seq, param, stable, monotone)
+
+
+def expected_loss(
+    spectrum: Spectrum,
+    batch_size,
+    learning_rate,
+    steps,
+    *,
+    momentum=0.0,
+    ema_decay=0.0,
+    precond_power: float = 0.0,
+) -> np.ndarray:
+    r""":math:`E[L(x_t)] = \tfrac12 \sum_k n_k h_k E[x_{k,t}^2]` in closed form, inf where divergent.
+
+    ``batch_size`` (B), ``learning_rate`` (eta), ``momentum`` (beta), ``ema_decay`` (gamma) and ``steps``
+    (t) broadcast together; the result has their broadcast shape. Per-coordinate moments from
+    :func:`sgd_second_moment`, :func:`momentum_second_moment` or :func:`ema_second_moment`.
+    """
+    arrays = np.broadcast_arrays(
+        *(np.asarray(v, dtype=float) for v in (batch_size, learning_rate, momentum, ema_decay, steps))
+    )
+    shape, t = arrays[0].shape, arrays[4].ravel()
+    require(bool(np.all((t >= 0) & (t == np.round(t)))), "steps must be non-negative integers")
+    configs = _configs(*arrays[:4])
+    model = build_model(spectrum, configs, precond_power)
+    return np.where(model.stable, model.loss(t), np.inf).reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Steps to target
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class StepsResult:
+    """Steps to target per configuration (all arrays (N,)).
+
+    ``steps`` is -1 unless ``status`` is 'ok'; ``steps_continuous`` interpolates log-loss linearly between
+    steps - 1 and steps (inf unless ok), a smooth objective for learning-rate search; ``loss_at_steps`` is
+    the expected loss at ``steps`` (at ``max_steps`` when unreachable, inf when diverged).
+    """
+
+    configs: Configs
+    steps: np.ndarray
+    status: np.ndarray
+    loss_at_steps: np.ndarray
+    steps_continuous: np.ndarray
+    floor: np.ndarray
+
+
+def checkpoints(max_steps: int) -> np.ndarray:
+    """Every t <= 32, then t about 2^(1/8) apart up to and including ``max_steps``."""
+    dense = np.arange(0, min(DENSE_STEPS, max_steps) + 1)
+    if max_steps <= DENSE_STEPS:
+        return dense.astype(np.int64)
+    octaves = math.log2(max_steps / DENSE_STEPS)
+    sparse = np.geomspace(
+        DENSE_STEPS, max_steps, max(2, int(math.ceil(octaves * CHECKPOINTS_PER_OCTAVE)) + 1)
+    )
+    return np.unique(np.concatenate([dense, np.round(sparse), [max_steps]])).astype(np.int64)
+
+
+def steps_to_target(
+    spectrum: Spectrum,
+    batch_size,
+    learning_rate,
+    target: float,
+    *,
+    momentum=0.0,
+    ema_decay=0.0,
+    precond_power: float = 0.0,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> StepsResult:
+    """First t <= ``max_steps`` with E[L(x_t)] <= ``target`` for every broadcast configuration at once.
+
+    Absolute target (same units as the loss). Search: closed form at :func:`checkpoints`, then bisection on
+    integer t inside the first bracketing interval (see the module docstring for the exact definition).
+    Zhang et al. Sec. 3 ("steps required to reach a target loss").
+    """
+    require(math.isfinite(target) and target > 0, f"target loss must be > 0, got {target}")
+    require(
+        int(max_steps) == max_steps and max_steps >= 1,
+        f"max steps must be a positive integer, got {max_steps}",
+    )
+    configs = _configs(batch_size, learning_rate, momentum, ema_decay)
+    model = build_model(spectrum, configs, precond_power)
+    lo, hi = _bracket(model, target, int(max_steps))
+    steps = _bisect(model, target, lo, hi)
+    status = np.where(~model.stable, DIVERGED, np.where(steps >= 0, OK, UNREACHABLE))
+    at = np.where(steps >= 0, steps, int(max_steps))
+    loss = np.where(model.stable, model.loss(at), np.inf)
+    return StepsResult(configs, steps, status, loss, _continuous(model, target, steps, loss), model.floor())
+
+
+def _bracket(model: _Model, target: float, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per config: loss(lo) > target >= loss(hi); hi = -1 where no checkpoint reaches the target."""
+    n = model.stable.size
+    lo, hi = np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    active = np.flatnonzero(model.stable)
+    # a never-increasing signal that is still above the target at max_steps never lets the loss reach it
+    signal_end, _ = model.take(active).parts(max_steps)
+    active = active[~(model.monotone_signal[active] & (signal_end > target))]
+    sub, previous = model.take(active), 0
+    for t in checkpoints(max_steps):
+        if active.size == 0:
+            break
+        signal, noise = sub.parts(t)
+        crossed = signal + noise <= target
+        lo[active[crossed]], hi[active[crossed]] = previous, t
+        # the noise part never decreases: once above the target, the loss stays above it
+        keep = ~crossed & (noise <= target)
+        if not np.all(keep):
+            active, sub = active[keep], sub.take(np.flatnonzero(keep))
+        previous = t
+    return lo, hi
+
+
+def _bisect(model: _Model, target: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Smallest t in (lo, hi] with loss(t) <= target, by bisection on integers (vectorised)."""
+    lo, hi = lo.copy(), hi.copy()
+    todo = np.flatnonzero((hi > 0) & (hi - lo > 1))
+    sub = model.take(todo)
+    while todo.size:
+        mid = (lo[todo] + hi[todo]) // 2
+        below = sub.loss(mid) <= target
+        hi[todo[below]], lo[todo[~below]] = mid[below], mid[~below]
+        keep = hi[todo] - lo[todo] > 1
+        todo, sub = todo[keep], sub.take(np.flatnonzero(keep))
+    return hi
+
+
+def _continuous(model: _Model, target: float, steps: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """steps - 1 + fraction of the last step at which log-loss (linear in t) hits log target."""
+    out = np.full(steps.size, np.inf)
+    out[steps == 0] = 0.0
+    rows = np.flatnonzero(steps > 0)
+    if rows.size:
+        before = model.take(rows).loss(steps[rows] - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fraction = np.log(before / target) / np.log(before / loss[rows])
+        out[rows] = steps[rows] - 1 + np.clip(np.nan_to_num(fraction, nan=1.0), 0.0, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Information bound and deterministic limit
+# --------------------------------------------------------------------------------------------------------
+
+
+def information_bound_loss(spectrum: Spectrum, examples) -> np.ndarray:
+    r"""Smallest expected loss any method can reach from n = ``examples`` noisy gradient samples.
+
+    Each example gives :math:`h_i(x_i - x_i^*) + \varepsilon_i`, :math:`\mathrm{Var}\,\varepsilon_i = c_i`:
+    an unbiased look at :math:`x_i^*` with variance :math:`c_i / h_i^2`. With the prior variance
+    :math:`E[x_{i,0}^2]` the Bayes (Gaussian, linear-optimal) posterior variance gives
+
+    .. math:: L_{\rm info}(n) = \tfrac12 \sum_i \frac{h_i\, E[x_{i,0}^2]\, c_i}{c_i + n\, h_i^2 E[x_{i,0}^2]}.
+
+    SGD, momentum, preconditioning and EMA all use n = t B samples after t steps of batch B, and their
+    expected loss depends on second moments only, so :math:`E[L(x_t)] \ge L_{\rm info}(tB)`. For C = H and
+    x_0^2 = 1 with every :math:`n h_i \gg 1` this reads :math:`t \ge d / (2 B\, L_{\rm target})`.
+    """
+    n = np.asarray(examples, dtype=float)[..., None]
+    h, c, x0 = spectrum.curvature, spectrum.noise, spectrum.init_sq
+    # posterior variance x0^2 c / (c + n h^2 x0^2); zero-noise coordinates are solved by one look
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(c > 0, x0 * c / (c + n * h**2 * x0), np.where(n > 0, 0.0, x0))
+    return 0.5 * var @ (spectrum.counts * h)
+
+
+def information_bound_examples(spectrum: Spectrum, target: float) -> int:
+    r"""Smallest n with :math:`L_{\rm info}(n) \le` ``target`` (see :func:`information_bound_loss`).
+
+    Every method needs at least this many examples: steps >= ceil(n / B).
+    """
+    require(math.isfinite(target) and target > 0, f"target loss must be > 0, got {target}")
+    if information_bound_loss(spectrum, 0) <= target:
+        return 0
+    hi = 1
+    while information_bound_loss(spectrum, hi) > target:
+        hi *= 2
+        require(hi < 2**62, f"target {target} is below what any finite number of examples reaches")
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if information_bound_loss(spectrum, mid) <= target else (mid, hi)
+    return hi
+
+
+def steps_lower_bound(spectrum: Spectrum, batch_size, target: float) -> np.ndarray:
+    r""":math:`\lceil n_{\rm info} / B \rceil` steps: no optimizer in this model reaches ``target`` sooner."""
+    n_info = information_bound_examples(spectrum, target)
+    return np.ceil(n_info / np.asarray(batch_size, dtype=float)).astype(np.int64)

@@ -1,0 +1,161 @@
+r"""Curvature and gradient-noise spectra for the noisy quadratic model (Zhang et al. 2019, arXiv 1907.04164).
+
+A :class:`Spectrum` is a diagonal quadratic in "bins": bin k holds ``counts[k]`` coordinates that share the
+curvature h_k (``curvature``), the per-example gradient-noise variance c_k (``noise``) and the initial
+second moment E[x_k^2] (``init_sq``). Without binning every count is 1. The expected loss is
+:math:`\tfrac12 \sum_k n_k h_k E[x_k^2]`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from batchscale.errors import InputError, require
+
+
+@dataclass(frozen=True, eq=False)
+class Spectrum:
+    """Binned diagonal quadratic: curvatures h_k, noise variances c_k, multiplicities n_k, E[x_k^2] at t=0."""
+
+    curvature: np.ndarray
+    noise: np.ndarray
+    counts: np.ndarray
+    init_sq: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        """Number of coordinates d = sum_k n_k."""
+        return int(round(float(self.counts.sum())))
+
+    @property
+    def bins(self) -> int:
+        """Number of bins K."""
+        return int(self.curvature.size)
+
+    def initial_loss(self) -> float:
+        r""":math:`L_0 = \tfrac12 \sum_k n_k h_k E[x_{k,0}^2]`."""
+        return float(0.5 * np.sum(self.counts * self.curvature * self.init_sq))
+
+
+def _as_vector(values, name: str, size: int | None = None) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim == 0 and size is not None:
+        array = np.full(size, float(array))
+    require(array.ndim == 1, f"{name} must be a 1-D list of numbers, got shape {array.shape}")
+    require(array.size > 0, f"{name} is empty")
+    require(size is None or array.size == size, f"{name} has {array.size} values, expected {size}")
+    return array
+
+
+def _require_all(values: np.ndarray, ok: np.ndarray, what: str) -> None:
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        raise InputError(f"{what}; got {float(values[bad[0]])} at index {int(bad[0])}")
+
+
+def make_spectrum(
+    curvature,
+    noise=None,
+    *,
+    counts=None,
+    init_sq=1.0,
+    noise_scale: float = 1.0,
+) -> Spectrum:
+    """Check and bundle a spectrum; ``noise`` defaults to the curvature (C = H, Zhang et al. Sec. 3.1).
+
+    ``noise_scale`` multiplies the noise variances (c_k -> noise_scale * c_k).
+    """
+    h = _as_vector(curvature, "curvature")
+    _require_all(h, np.isfinite(h) & (h > 0), "eigenvalues must be positive and finite")
+    require(math.isfinite(noise_scale) and noise_scale >= 0, f"noise scale must be >= 0, got {noise_scale}")
+    c = h.copy() if noise is None else _as_vector(noise, "noise", h.size)
+    _require_all(c, np.isfinite(c) & (c >= 0), "noise variances must be >= 0 and finite")
+    n = _as_vector(1.0 if counts is None else counts, "counts", h.size)
+    require(bool(np.all(np.isfinite(n) & (n > 0))), "bin counts must be positive")
+    x0 = _as_vector(init_sq, "initial E[x^2]", h.size)
+    require(bool(np.all(np.isfinite(x0) & (x0 >= 0))), "initial E[x^2] must be >= 0 and finite")
+    return Spectrum(h, noise_scale * c, n, x0)
+
+
+def power_law_spectrum(
+    dim: int = 10_000, alpha: float = 1.0, *, noise_scale: float = 1.0, bins: int = 0
+) -> Spectrum:
+    r""":math:`h_i = i^{-\alpha}`, :math:`c_i = h_i`, :math:`E[x_{i,0}^2] = 1`, i = 1..d (Zhang et al. 3.1).
+
+    d is ``dim``, alpha is ``alpha``; ``bins`` > 0 groups the d eigenvalues into that many geometric bins
+    (:func:`geometric_bins`).
+    """
+    require(
+        isinstance(dim, (int, np.integer)) and dim >= 1, f"dimension must be a positive integer, got {dim}"
+    )
+    require(math.isfinite(alpha) and alpha >= 0, f"alpha must be >= 0, got {alpha}")
+    h = np.arange(1, dim + 1, dtype=float) ** (-alpha)
+    spectrum = make_spectrum(h, noise_scale=noise_scale)
+    return geometric_bins(spectrum, bins) if bins else spectrum
+
+
+def geometric_bins(spectrum: Spectrum, bins: int) -> Spectrum:
+    """Group coordinates into ``bins`` bins equally spaced in log h; empty bins are dropped.
+
+    Each bin keeps the count-weighted means of h, c and h E[x_0^2] / h, so tr(H), tr(C) and the initial loss
+    are exact; the dynamics inside a bin are approximated by its mean curvature.
+    """
+    require(isinstance(bins, (int, np.integer)) and bins >= 1, f"bins must be a positive integer, got {bins}")
+    h, n = spectrum.curvature, spectrum.counts
+    lo, hi = math.log(h.min()), math.log(h.max())
+    edges = np.linspace(lo, hi, bins + 1)
+    index = np.clip(np.searchsorted(edges, np.log(h), side="right") - 1, 0, bins - 1)
+    count = np.bincount(index, weights=n, minlength=bins)
+    keep = count > 0
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(index, weights=n * values, minlength=bins)[keep] / count[keep]
+
+    curvature = mean(h)
+    init_sq = mean(h * spectrum.init_sq) / curvature
+    return Spectrum(curvature, mean(spectrum.noise), count[keep], init_sq)
+
+
+def load_spectrum(path: str | Path, *, noise_scale: float = 1.0, bins: int = 0) -> Spectrum:
+    """Read eigenvalues (and optionally noise variances) from ``.npy`` or ``.csv``.
+
+    Column 1 is h_i, an optional column 2 is c_i (else c = h). A CSV may start with a header line.
+    """
+    path = Path(path)
+    require(path.exists(), f"spectrum file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        data = np.load(path, allow_pickle=False)
+    elif path.suffix == ".csv":
+        data = _read_csv(path)
+    else:
+        raise InputError(f"spectrum file {str(path)!r} must end in .npy or .csv")
+    data = np.asarray(data, dtype=float)
+    require(data.size > 0, f"spectrum file {str(path)!r} is empty")
+    if data.ndim == 2 and data.shape[0] in (1, 2) and data.shape[1] > 2:
+        data = data.T
+    require(
+        data.ndim in (1, 2) and (data.ndim == 1 or data.shape[1] in (1, 2)),
+        f"spectrum file {str(path)!r} must hold one or two columns, got shape {data.shape}",
+    )
+    curvature = data if data.ndim == 1 else data[:, 0]
+    noise = data[:, 1] if data.ndim == 2 and data.shape[1] == 2 else None
+    spectrum = make_spectrum(curvature, noise, noise_scale=noise_scale)
+    return geometric_bins(spectrum, bins) if bins else spectrum
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
+    if rows:
+        try:
+            float(rows[0][0])
+        except ValueError:
+            rows = rows[1:]
+    try:
+        return np.array([[float(c) for c in r if c.strip()] for r in rows], dtype=float)
+    except ValueError as exc:
+        raise InputError(f"spectrum file {str(path)!r} has a non-numeric value: {exc}") from None
