@@ -196,11 +196,13 @@ def update_moments(
         stats.population == population and stats.n_examples == population,
         "update_moments needs exact statistics over all the examples the batches are drawn from",
     )
+    for sampling in samplings:
+        for m in batch_sizes:
+            check_batch_size(m, population, sampling)
     checks: list[Check] = []
     generator = torch.Generator().manual_seed(seed)
     for sampling in samplings:
         for m in batch_sizes:
-            check_batch_size(m, population, sampling)
             batches = [draw_batch(population, m, sampling, generator).to(x.device) for _ in range(draws)]
             for form in forms:
                 updates = _draw_updates(model, loss_fn, x, y, batch_size=m, lr=lr, form=form, batches=batches)
@@ -242,10 +244,11 @@ def gradient_cosine(
     population = int(x.shape[0])
     _check_common(1.0, draws, FORMS, [sampling])
     generator = torch.Generator().manual_seed(seed)
+    for m in batch_sizes:
+        check_batch_size(m, population, sampling)
     g = stats.mean_gradient
     checks = []
     for m in batch_sizes:
-        check_batch_size(m, population, sampling)
         cos = []
         for _ in range(draws):
             idx = draw_batch(population, m, sampling, generator).to(x.device)
@@ -389,6 +392,10 @@ def accumulation(
     check_batch_size(batch_size, population)
     idx = draw_batch(population, batch_size, "without", torch.Generator().manual_seed(seed)).to(x.device)
     xb, yb = x[idx], y[idx]
+    for mb in micro_batches:
+        require(
+            mb >= 1 and batch_size % mb == 0, f"micro-batch size {mb} must divide the batch size {batch_size}"
+        )
     rtol = FLOAT_RTOL.get(x.dtype, 1e-5)
     results = []
     for form in forms:

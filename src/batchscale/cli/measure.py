@@ -1,0 +1,734 @@
+"""``batchscale measure``: gradient statistics, update moments, accumulation, cosine and sharpness.
+
+Every subcommand builds a workload, takes the model at its seeded initial point (optionally after
+``--train-steps`` of plain SGD), measures, and prints rows; rows that compare a measurement with a
+prediction carry predicted, measured, stderr, tolerance and pass. Torch is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from batchscale.cli.common import (
+    device_option,
+    emit,
+    format_option,
+    parse_int_list,
+    parse_key_values,
+    plot_option,
+    progress,
+    seed_option,
+    workload_options,
+)
+from batchscale.errors import InputError, require
+
+DEFAULT_WORKLOAD = "digits-mlp"
+
+
+@click.group("measure")
+def measure() -> None:
+    """Measure gradient statistics and update moments on a real network."""
+
+
+# --------------------------------------------------------------------------------------------------
+# shared options and set-up
+
+
+def common_options(func: Callable) -> Callable:
+    """--workload/-W, --seed, --device, --format, --plot."""
+    for decorate in (
+        plot_option,
+        format_option(),
+        device_option,
+        seed_option,
+        workload_options(DEFAULT_WORKLOAD),
+    ):
+        func = decorate(func)
+    return func
+
+
+def training_options(during: bool) -> Callable:
+    """--train-steps, --train-lr, --train-batch-size (and --every, --during-training when ``during``)."""
+
+    def decorate(func: Callable) -> Callable:
+        options = [
+            click.option(
+                "--train-steps",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Plain SGD steps (mean loss) from the seeded initial point before measuring"
+                + (" (or during which to measure, with --during-training)." if during else "."),
+            ),
+            click.option(
+                "--train-lr",
+                type=float,
+                default=0.1,
+                show_default=True,
+                help="Learning rate of those SGD steps.",
+            ),
+            click.option(
+                "--train-batch-size",
+                type=int,
+                default=32,
+                show_default=True,
+                help="Batch size of those SGD steps (reshuffled each epoch, last partial batch dropped).",
+            ),
+        ]
+        if during:
+            options += [
+                click.option(
+                    "--during-training",
+                    is_flag=True,
+                    help="Measure at step 0, every --every steps and at the end of --train-steps.",
+                ),
+                click.option(
+                    "--every", type=int, default=100, show_default=True, help="Steps between measurements."
+                ),
+            ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def sample_option(help_text: str, default: int | None) -> Callable:
+    return click.option("--sample", type=int, default=default, show_default=True, help=help_text)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A built workload, its model, and the examples (x, y) the command measures on."""
+
+    workload: Any
+    model: Any
+    x: Any
+    y: Any
+    config: dict[str, Any]
+
+    @property
+    def loss_fn(self) -> Callable:
+        return self.workload.per_example_loss
+
+
+def build(
+    workload: str, workload_option: Sequence[str], device: str, seed: int, sample: int | None, **extra: Any
+) -> Setup:
+    """Resolve the device, build the workload and model, and keep ``sample`` seeded training examples."""
+    from batchscale.empirical.device import resolve_device
+    from batchscale.empirical.gradients import sample_indices
+    from batchscale.empirical.workloads import get_workload
+
+    options = parse_key_values(workload_option)
+    resolved = resolve_device(device)
+    wl = get_workload(workload, device=resolved, seed=seed, **options)
+    require(sample is None or sample >= 2, f"--sample must be >= 2, got {sample}")
+    idx = sample_indices(wl.n_train, sample, seed, wl.device) if sample is not None else None
+    x, y = (wl.x_train, wl.y_train) if idx is None else (wl.x_train[idx], wl.y_train[idx])
+    config = {"workload": workload, "options": wl.options, "seed": seed, "device": str(resolved), **extra}
+    config["examples"] = int(x.shape[0])
+    return Setup(wl, wl.model(seed), x, y, config)
+
+
+def train_loss(setup: Setup) -> float:
+    """Mean per-example loss over the measured examples."""
+    import torch
+
+    with torch.no_grad():
+        return float(setup.loss_fn(setup.model(setup.x), setup.y).mean())
+
+
+def checkpoints(
+    setup: Setup, *, steps: int, lr: float, batch_size: int, seed: int, every: int | None
+) -> Iterator[Any]:
+    """Train on the full training set; yield at the checkpoints (every=None: only at the end)."""
+    from batchscale.empirical.update_stats import sgd_checkpoints
+
+    wl = setup.workload
+    loop = sgd_checkpoints(
+        setup.model,
+        setup.loss_fn,
+        wl.x_train,
+        wl.y_train,
+        steps=steps,
+        every=every or max(steps, 1),
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    for point in loop:
+        if every is not None or point.step == steps or point.status != "ok":
+            if steps:
+                progress(f"  step {point.step}/{steps}  batch loss {point.batch_loss:.4g}  {point.status}")
+            yield point
+
+
+def with_config(rows: list[dict[str, Any]], setup: Setup, fmt: str) -> list[dict[str, Any]]:
+    """Attach the resolved configuration to every row for json/csv (tables stay readable)."""
+    return rows if fmt == "table" else [{**row, "config": setup.config} for row in rows]
+
+
+def plot(path: str, x: Sequence, ys: dict, **kwargs: Any) -> None:
+    from batchscale.report.plots import plot_series
+
+    plot_series(path, x, ys, **kwargs)
+    progress(f"wrote {path}")
+
+
+def positive(value: float, name: str) -> None:
+    require(value > 0, f"{name} must be positive, got {value}")
+
+
+# --------------------------------------------------------------------------------------------------
+# noise-scale
+
+METHODS = ("exact", "fast", "two-batch")
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    for m in methods:
+        if m not in METHODS:
+            raise click.BadParameter(f"{m!r} is not one of {', '.join(METHODS)}", param_hint="--method")
+    return methods or ["fast"]
+
+
+def noise_scale_rows(setup: Setup, methods: Sequence[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method at the model's current point (B_noise appended when asked)."""
+    from batchscale.empirical.gradients import gradient_statistics, two_batch_noise_scale
+
+    rows, stats = [], None
+    for method in methods:
+        if method == "two-batch":
+            small, big = opts["two_batch"]
+            est = two_batch_noise_scale(
+                setup.model,
+                setup.loss_fn,
+                setup.x,
+                setup.y,
+                small=small,
+                big=big,
+                draws=opts["draws"],
+                seed=opts["seed"],
+            )
+            rows.append(est.as_row())
+            continue
+        stats = gradient_statistics(
+            setup.model,
+            setup.loss_fn,
+            setup.x,
+            setup.y,
+            method=method,
+            sample=opts["stat_sample"],
+            chunk_size=opts["chunk_size"],
+            seed=opts["seed"],
+        )
+        rows.append(stats.as_row())
+    if opts["b_noise"]:
+        rows = [{**row, **b_noise_row(setup, stats, opts)} for row in rows]
+    return rows
+
+
+def b_noise_row(setup: Setup, stats: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    from batchscale.empirical.curvature import b_noise
+    from batchscale.empirical.gradients import gradient_statistics
+
+    if stats is None or stats.n_examples != stats.population:
+        stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=opts["seed"])
+    result = b_noise(
+        setup.model,
+        setup.loss_fn,
+        setup.x,
+        setup.y,
+        mean_gradient=stats.mean_gradient,
+        probes=min(opts["probes"], int(setup.x.shape[0])),
+        seed=opts["seed"],
+    )
+    return result.as_row()
+
+
+@measure.command("noise-scale")
+@click.option(
+    "--method",
+    default="fast",
+    show_default=True,
+    help="exact (torch.func per-example gradients), fast (per-example squared norms from hooks; "
+    "Linear/Conv layers), two-batch (gradient norms at two batch sizes); a comma list compares them.",
+)
+@sample_option("Measure over this many training examples (seeded) instead of all of them.", None)
+@click.option(
+    "--stat-sample",
+    type=int,
+    default=None,
+    help="exact/fast: estimate from a random sample of this many of the measured examples "
+    "(unbiased, finite-population corrected); default: all of them (exact values).",
+)
+@click.option(
+    "--batch-sizes",
+    "two_batch",
+    default="8,256",
+    show_default=True,
+    help="two-batch: the SMALL,BIG batch sizes.",
+)
+@click.option("--draws", type=int, default=50, show_default=True, help="two-batch: pairs of batches drawn.")
+@click.option(
+    "--chunk-size", type=int, default=256, show_default=True, help="Examples per vmap/backward chunk."
+)
+@click.option(
+    "--b-noise", "with_b_noise", is_flag=True, help="Also compute B_noise = tr(H Sigma)/(G^T H G) via HVPs."
+)
+@click.option(
+    "--probes",
+    type=int,
+    default=32,
+    show_default=True,
+    help="--b-noise: per-example gradients for tr(H Sigma).",
+)
+@training_options(during=True)
+@common_options
+def noise_scale(
+    method,
+    sample,
+    stat_sample,
+    two_batch,
+    draws,
+    chunk_size,
+    with_b_noise,
+    probes,
+    train_steps,
+    train_lr,
+    train_batch_size,
+    during_training,
+    every,
+    workload,
+    workload_option,
+    seed,
+    device,
+    fmt,
+    plot_path,
+) -> None:
+    """Gradient noise scale B_simple (and B_noise).
+
+    B_simple = tr(Sigma)/|G|^2 from per-example gradients (exact, fast) or from gradient norms at two
+    batch sizes (two-batch; McCandlish et al. 2018, App. A); B_noise = tr(H Sigma)/(G^T H G) via HVPs.
+    """
+    methods = parse_methods(method)
+    pair = parse_int_list(two_batch, "--batch-sizes")
+    if "two-batch" in methods:
+        require(len(pair) == 2, f"--batch-sizes for two-batch needs SMALL,BIG, got {two_batch!r}")
+    positive(train_lr, "--train-lr")
+    require(
+        plot_path is None or during_training, "--plot draws B_simple along training: add --during-training"
+    )
+    setup = build(workload, workload_option, device, seed, sample, command="noise-scale", methods=methods)
+    opts = {
+        "two_batch": pair,
+        "draws": draws,
+        "seed": seed,
+        "stat_sample": stat_sample,
+        "chunk_size": chunk_size,
+        "b_noise": with_b_noise,
+        "probes": probes,
+    }
+    rows = []
+    every_n = every if during_training else None
+    for point in checkpoints(
+        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=every_n
+    ):
+        if point.status != "ok":
+            rows.append({"step": point.step, "status": point.status})
+            break
+        progress(f"noise scale at step {point.step} ({', '.join(methods)})")
+        loss = train_loss(setup)
+        rows += [
+            {"step": point.step, "train_loss": loss, **row, "status": "ok"}
+            for row in noise_scale_rows(setup, methods, opts)
+        ]
+    emit(with_config(rows, setup, fmt), fmt, columns_in(rows, NOISE_COLUMNS))
+    if plot_path:
+        plot_noise_scale(plot_path, rows, methods)
+
+
+NOISE_COLUMNS = (
+    "step",
+    "train_loss",
+    "method",
+    "examples",
+    "population",
+    "small",
+    "big",
+    "draws",
+    "grad_norm_sq",
+    "trace_cov",
+    "b_simple",
+    "ci_low",
+    "ci_high",
+    "b_noise",
+    "b_noise_stderr",
+    "trace_h_sigma",
+    "g_h_g",
+    "probes",
+    "status",
+)
+
+
+def columns_in(rows: Sequence[dict[str, Any]], order: Sequence[str]) -> list[str]:
+    """``order`` restricted to the columns present, then any others (e.g. config)."""
+    present = {k for row in rows for k in row}
+    return [c for c in order if c in present] + sorted(present - set(order))
+
+
+def plot_noise_scale(path: str, rows: list[dict[str, Any]], methods: Sequence[str]) -> None:
+    ys, err = {}, {}
+    steps = sorted({r["step"] for r in rows if r.get("status") == "ok"})
+    for method in methods:
+        mine = {r["step"]: r for r in rows if r.get("method") == method}
+        ys[f"B_simple ({method})"] = [mine[s]["b_simple"] for s in steps]
+        err[f"B_simple ({method})"] = [(mine[s]["ci_high"] - mine[s]["ci_low"]) / 3.92 for s in steps]
+        if "b_noise" in mine.get(steps[0], {}):
+            ys[f"B_noise ({method})"] = [mine[s]["b_noise"] for s in steps]
+    plot(
+        path,
+        steps,
+        ys,
+        xlabel="SGD step",
+        ylabel="batch size",
+        title="Gradient noise scale along training",
+        logy=True,
+        yerr=err,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# moments
+
+
+def choices(value: str, allowed: Sequence[str], name: str) -> list[str]:
+    return list(allowed) if value == "both" else [value]
+
+
+def default_batch_sizes(text: str | None, population: int) -> list[int]:
+    return parse_int_list(text, "--batch-sizes") if text else parse_int_list(f"1..{population}")
+
+
+def checks_plot(path: str, checks: Sequence[Any], quantity: str, ylabel: str, title: str, logy: bool) -> None:
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for c in checks:
+        if c.quantity == quantity:
+            groups.setdefault((c.form, c.sampling), []).append(c)
+    ms = sorted({c.batch_size for c in checks})
+    ys, err = {}, {}
+    for (form, sampling), items in groups.items():
+        by_m = {c.batch_size: c for c in items}
+        label = f"{form} form, {sampling} repl." if quantity != "cosine" else f"{sampling} replacement"
+        ys[f"predicted, {label}"] = [by_m[m].predicted if m in by_m else float("nan") for m in ms]
+        ys[f"measured, {label}"] = [by_m[m].measured if m in by_m else float("nan") for m in ms]
+        err[f"measured, {label}"] = [by_m[m].stderr if m in by_m else float("nan") for m in ms]
+    plot(path, ms, ys, xlabel="batch size m", ylabel=ylabel, title=title, logx=True, logy=logy, yerr=err)
+
+
+@measure.command("moments")
+@click.option("--batch-sizes", default=None, help="Batch sizes, e.g. 1..512 or 1,4,16 [default: 1..M].")
+@click.option(
+    "--lr", type=float, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
+)
+@click.option(
+    "--form",
+    type=click.Choice(["mean", "sum", "both"]),
+    default="both",
+    show_default=True,
+    help="Loss form: mean (w -= lr * mean grad) or sum (w -= lr * sum of grads).",
+)
+@click.option(
+    "--sampling",
+    type=click.Choice(["with", "without", "both"]),
+    default="both",
+    show_default=True,
+    help="Minibatches drawn with or without replacement.",
+)
+@click.option("--draws", type=int, default=100, show_default=True, help="Minibatches drawn per batch size.")
+@sample_option("M: draw minibatches from this many training examples (seeded subset).", 512)
+@click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
+@training_options(during=False)
+@common_options
+def moments(
+    batch_sizes,
+    lr,
+    form,
+    sampling,
+    draws,
+    sample,
+    z,
+    train_steps,
+    train_lr,
+    train_batch_size,
+    workload,
+    workload_option,
+    seed,
+    device,
+    fmt,
+    plot_path,
+) -> None:
+    """Update mean and covariance vs batch size.
+
+    Measured over many minibatches per m, beside the exact predictions E = -eta G and
+    tr Cov = eta^2 tr(Sigma)/m (x (M-m)/(M-1) without replacement); sum form with eta_base m.
+    """
+    from batchscale.empirical.gradients import gradient_statistics
+    from batchscale.empirical.update_stats import update_moments
+
+    positive(lr, "--lr")
+    positive(train_lr, "--train-lr")
+    setup = build(workload, workload_option, device, seed, sample, command="moments", lr=lr, draws=draws)
+    ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
+    for _ in checkpoints(
+        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
+    ):
+        pass
+    progress(f"exact per-example statistics over M={setup.x.shape[0]} examples")
+    stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
+    progress(f"drawing {draws} minibatches for each of {len(ms)} batch sizes")
+    checks = update_moments(
+        setup.model,
+        setup.loss_fn,
+        setup.x,
+        setup.y,
+        stats=stats,
+        batch_sizes=ms,
+        lr=lr,
+        forms=choices(form, ("mean", "sum"), "--form"),
+        samplings=choices(sampling, ("with", "without"), "--sampling"),
+        draws=draws,
+        seed=seed,
+        z=z,
+    )
+    emit(with_config([c.as_row() for c in checks], setup, fmt), fmt)
+    if plot_path:
+        checks_plot(plot_path, checks, "trace_cov", "tr Cov[update]", "Update covariance vs batch size", True)
+
+
+@measure.command("cosine")
+@click.option("--batch-sizes", default=None, help="Batch sizes, e.g. 1..512 [default: 1..M].")
+@click.option(
+    "--sampling",
+    type=click.Choice(["with", "without", "both"]),
+    default="without",
+    show_default=True,
+    help="Minibatches drawn with or without replacement.",
+)
+@click.option("--draws", type=int, default=50, show_default=True, help="Minibatches drawn per batch size.")
+@sample_option("M: the training examples (seeded subset) that G and the minibatches come from.", 1024)
+@click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
+@training_options(during=False)
+@common_options
+def cosine(
+    batch_sizes,
+    sampling,
+    draws,
+    sample,
+    z,
+    train_steps,
+    train_lr,
+    train_batch_size,
+    workload,
+    workload_option,
+    seed,
+    device,
+    fmt,
+    plot_path,
+) -> None:
+    """Minibatch vs full gradient cosine.
+
+    Mean cos(g_B, G) over many minibatches per m, beside the approximation 1/sqrt(1 + B_simple/m)
+    (x (M-m)/(M-1) inside without replacement).
+    """
+    from batchscale.empirical.gradients import gradient_statistics
+    from batchscale.empirical.update_stats import gradient_cosine
+
+    positive(train_lr, "--train-lr")
+    setup = build(workload, workload_option, device, seed, sample, command="cosine", draws=draws)
+    ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
+    for _ in checkpoints(
+        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
+    ):
+        pass
+    progress(f"exact per-example statistics over M={setup.x.shape[0]} examples")
+    stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
+    checks = []
+    for s in choices(sampling, ("with", "without"), "--sampling"):
+        progress(f"drawing {draws} minibatches ({s} replacement) for each of {len(ms)} batch sizes")
+        checks += gradient_cosine(
+            setup.model,
+            setup.loss_fn,
+            setup.x,
+            setup.y,
+            stats=stats,
+            batch_sizes=ms,
+            sampling=s,
+            draws=draws,
+            seed=seed,
+            z=z,
+        )
+    rows = [{**c.as_row(), "b_simple": stats.b_simple} for c in checks]
+    emit(with_config([{k: v for k, v in r.items() if k != "form"} for r in rows], setup, fmt), fmt)
+    if plot_path:
+        checks_plot(plot_path, checks, "cosine", "cos(g_B, G)", "Minibatch vs full gradient", False)
+
+
+@measure.command("accumulation")
+@click.option(
+    "--batch-size", type=int, default=256, show_default=True, help="The batch size m of one update."
+)
+@click.option(
+    "--micro-batches", default=None, help="Micro-batch sizes dividing m, e.g. 1..256 [default: 1..m]."
+)
+@click.option(
+    "--lr", type=float, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
+)
+@click.option(
+    "--form",
+    type=click.Choice(["mean", "sum", "both"]),
+    default="both",
+    show_default=True,
+    help="Loss form of the update.",
+)
+@training_options(during=False)
+@common_options
+def accumulation(
+    batch_size,
+    micro_batches,
+    lr,
+    form,
+    train_steps,
+    train_lr,
+    train_batch_size,
+    workload,
+    workload_option,
+    seed,
+    device,
+    fmt,
+    plot_path,
+) -> None:
+    """Gradient accumulation vs one batch, and memory.
+
+    The update from k micro-batches vs one batch (max abs difference, both loss forms) and the bytes
+    autograd saves for backward per micro-batch (CUDA: also peak allocated memory).
+    """
+    from batchscale.empirical.update_stats import accumulation as measure_accumulation
+
+    positive(lr, "--lr")
+    positive(train_lr, "--train-lr")
+    setup = build(workload, workload_option, device, seed, None, command="accumulation", lr=lr)
+    sizes = parse_int_list(micro_batches or f"1..{batch_size}", "--micro-batches")
+    for _ in checkpoints(
+        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
+    ):
+        pass
+    progress(f"accumulating micro-batches {sizes} into one batch of {batch_size}")
+    results = measure_accumulation(
+        setup.model,
+        setup.loss_fn,
+        setup.x,
+        setup.y,
+        batch_size=batch_size,
+        micro_batches=sizes,
+        lr=lr,
+        forms=choices(form, ("mean", "sum"), "--form"),
+        seed=seed,
+    )
+    emit(with_config([r.as_row() for r in results], setup, fmt), fmt)
+    if plot_path:
+        first = [r for r in results if r.form == results[0].form]
+        plot(
+            plot_path,
+            [r.micro_batch for r in first],
+            {"autograd-saved MiB": [r.saved_bytes / 2**20 for r in first]},
+            xlabel="micro-batch size",
+            ylabel="MiB saved for backward",
+            title="Activation memory vs micro-batch",
+            logx=True,
+            logy=True,
+        )
+
+
+@measure.command("sharpness")
+@click.option(
+    "--method",
+    type=click.Choice(["lanczos", "power"]),
+    default="lanczos",
+    show_default=True,
+    help="Lanczos (scipy eigsh on HVPs) or power iteration (top eigenvalue only).",
+)
+@click.option("--k", "k", type=int, default=1, show_default=True, help="How many top eigenvalues (lanczos).")
+@click.option(
+    "--iters", type=int, default=100, show_default=True, help="Power iteration: at most this many HVPs."
+)
+@click.option(
+    "--tol", type=float, default=1e-4, show_default=True, help="Relative tolerance of the eigenvalues."
+)
+@sample_option("Hessian of the mean loss over this many training examples (seeded); default all.", None)
+@training_options(during=True)
+@common_options
+def sharpness(
+    method,
+    k,
+    iters,
+    tol,
+    sample,
+    train_steps,
+    train_lr,
+    train_batch_size,
+    during_training,
+    every,
+    workload,
+    workload_option,
+    seed,
+    device,
+    fmt,
+    plot_path,
+) -> None:
+    """Top Hessian eigenvalues (sharpness).
+
+    Lanczos or power iteration on Hessian-vector products of the mean training loss.
+    """
+    from batchscale.empirical.curvature import sharpness as top_eigenvalues
+
+    positive(train_lr, "--train-lr")
+    positive(tol, "--tol")
+    require(
+        plot_path is None or during_training, "--plot draws sharpness along training: add --during-training"
+    )
+    setup = build(workload, workload_option, device, seed, sample, command="sharpness", method=method)
+    rows = []
+    every_n = every if during_training else None
+    for point in checkpoints(
+        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=every_n
+    ):
+        if point.status != "ok":
+            rows.append({"step": point.step, "status": point.status})
+            break
+        progress(f"sharpness at step {point.step} ({method})")
+        result = top_eigenvalues(
+            setup.model, setup.loss_fn, setup.x, setup.y, k=k, method=method, iters=iters, tol=tol, seed=seed
+        )
+        loss = train_loss(setup)
+        rows += [{"step": point.step, "train_loss": loss, **row, "status": "ok"} for row in result.as_rows()]
+    emit(with_config(rows, setup, fmt), fmt)
+    if plot_path:
+        top = [r for r in rows if r.get("rank") == 1]
+        plot(
+            plot_path,
+            [r["step"] for r in top],
+            {"lambda_max": [r["eigenvalue"] for r in top], "2 / train lr": [2 / train_lr] * len(top)},
+            xlabel="SGD step",
+            ylabel="top Hessian eigenvalue",
+            title="Sharpness along training",
+        )
+
+
+__all__ = ["measure", "InputError"]
