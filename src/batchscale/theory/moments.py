@@ -254,32 +254,97 @@ def _check_numeric(dataset_size: int, batch_size: int, sampling: str) -> None:
     )
 
 
-def _scale(form: str, lr: float, size: int) -> float:
+def _float_ratio(a: int, b: int) -> float:
+    return a / b
+
+
+def _exact_ratio(a: int, b: int) -> sp.Rational:
+    return sp.Rational(a, b)
+
+
+def _scale(form: str, lr, size: int, ratio):
     # c in dw = -c S: eta / b for the mean loss of a batch of b, eta_base for the sum loss
-    return lr / size if form == "mean" else lr
+    return lr * ratio(1, size) if form == "mean" else lr
 
 
-def _population_factor(sampling: str, dataset_size: int, size: int) -> float:
+def _population_factor(sampling: str, dataset_size: int, size: int, ratio):
     # (M - b) / (M - 1) without replacement; M = 1 has Sigma = 0, so any factor will do
     if sampling == "with" or dataset_size == 1:
-        return 1.0
-    return (dataset_size - size) / (dataset_size - 1)
+        return ratio(1, 1)
+    return ratio(dataset_size - size, dataset_size - 1)
 
 
-def _step(mean_grad, grad_cov, dataset_size, size, lr, form, sampling) -> NumericMoments:
-    c = _scale(form, lr, size)
-    f = _population_factor(sampling, dataset_size, size)
-    return NumericMoments(-c * size * mean_grad, c**2 * size * f * grad_cov)
+def _step(mean_grad, grad_cov, dataset_size, size, lr, form, sampling, ratio) -> tuple:
+    c = _scale(form, lr, size, ratio)
+    f = _population_factor(sampling, dataset_size, size, ratio)
+    return -c * size * mean_grad, c**2 * size * f * grad_cov
 
 
-def _reshuffle_epoch(mean_grad, grad_cov, dataset_size, batch_size, lr, form, drop_last) -> NumericMoments:
+def _reshuffle_epoch(mean_grad, grad_cov, dataset_size, batch_size, lr, form, drop_last, ratio) -> tuple:
     # dw = -c (T - S_L) - c_L S_L with T = M G fixed and S_L the last partial batch of r examples
     r = dataset_size % batch_size
-    c = _scale(form, lr, batch_size)
-    c_last = 0.0 if (drop_last or r == 0) else _scale(form, lr, r)
+    c = _scale(form, lr, batch_size, ratio)
+    c_last = 0 * lr if (drop_last or r == 0) else _scale(form, lr, r, ratio)
     mean = -c * (dataset_size - r) * mean_grad - c_last * r * mean_grad
-    factor = 0.0 if r == 0 else r * (dataset_size - r) / (dataset_size - 1)
-    return NumericMoments(mean, (c_last - c) ** 2 * factor * grad_cov)
+    factor = 0 if r == 0 else r * ratio(dataset_size - r, dataset_size - 1)
+    return mean, (c_last - c) ** 2 * factor * grad_cov
+
+
+def _sized_moments(mean_grad, grad_cov, dataset_size, batch_size, lr, form, sampling, per, drop_last, ratio):
+    """Mean and covariance for given sizes; works on numpy arrays (float ratio) or sympy (exact ratio)."""
+    _check_case(form, sampling, per)
+    _check_numeric(dataset_size, batch_size, sampling)
+    args = (mean_grad, grad_cov, dataset_size)
+    if per == "step":
+        return _step(*args, batch_size, lr, form, sampling, ratio)
+    if per == "example":
+        mean, cov = _step(*args, batch_size, lr, form, sampling, ratio)
+        return mean * ratio(1, batch_size), cov * ratio(1, batch_size)
+    if sampling == "reshuffle":
+        return _reshuffle_epoch(*args, batch_size, lr, form, drop_last, ratio)
+    steps = [
+        _step(*args, size, lr, form, sampling, ratio)
+        for size in accounting.epoch_batch_sizes(dataset_size, batch_size, drop_last)
+    ]
+    return sum(s[0] for s in steps), sum(s[1] for s in steps)
+
+
+class SizedMoments(NamedTuple):
+    """Exact moments for given integer sizes, in the symbols G, Sigma and eta (or eta_base)."""
+
+    form: str
+    sampling: str
+    per: str
+    dataset_size: int
+    batch_size: int
+    drop_last: bool
+    mean: sp.Expr
+    covariance: sp.Expr
+
+
+def update_moments_at(
+    form: str, sampling: str, per: str, dataset_size: int, batch_size: int, drop_last: bool = False
+) -> SizedMoments:
+    """Exact mean and covariance at given M and m, including a last partial batch per epoch.
+
+    Same conventions and formulas as :func:`update_moments_numeric`, with exact rationals: the result is
+    a rational number times G (mean) or Sigma (covariance) and the learning-rate symbol.
+    """
+    mean, cov = _sized_moments(
+        G,
+        Sigma,
+        dataset_size,
+        batch_size,
+        learning_rate_symbol(form),
+        form,
+        sampling,
+        per,
+        drop_last,
+        _exact_ratio,
+    )
+    return SizedMoments(
+        form, sampling, per, dataset_size, batch_size, drop_last, sp.sympify(mean), sp.sympify(cov)
+    )
 
 
 def update_moments_numeric(
@@ -303,20 +368,9 @@ def update_moments_numeric(
     all the randomness, :math:`\Delta w = -c(MG - S_L) - c_L S_L`, so
     :math:`\mathrm{Cov} = (c_L - c)^2\, r\frac{M-r}{M-1}\Sigma` (c_L = 0 when the last batch is dropped).
     """
-    _check_case(form, sampling, per)
-    _check_numeric(dataset_size, batch_size, sampling)
     mean_grad = np.asarray(mean_grad, dtype=float)
     grad_cov = np.asarray(grad_cov, dtype=float)
-    args = (mean_grad, grad_cov, dataset_size)
-    if per == "step":
-        return _step(*args, batch_size, lr, form, sampling)
-    if per == "example":
-        step = _step(*args, batch_size, lr, form, sampling)
-        return NumericMoments(step.mean / batch_size, step.covariance / batch_size)
-    if sampling == "reshuffle":
-        return _reshuffle_epoch(*args, batch_size, lr, form, drop_last)
-    steps = [
-        _step(*args, size, lr, form, sampling)
-        for size in accounting.epoch_batch_sizes(dataset_size, batch_size, drop_last)
-    ]
-    return NumericMoments(sum(s.mean for s in steps), sum(s.covariance for s in steps))
+    mean, cov = _sized_moments(
+        mean_grad, grad_cov, dataset_size, batch_size, lr, form, sampling, per, drop_last, _float_ratio
+    )
+    return NumericMoments(mean, cov)
