@@ -454,18 +454,22 @@ def _stringify(row: dict[str, Any]) -> dict[str, Any]:
 
 def _staleness_pretty(row: dict[str, Any]) -> str:
     if row["kind"] == "series":
-        lr = "η_base" if row["form"] == "sum" else "η"
+        import sympy as sp
+
+        from batchscale.theory.moments import learning_rate_symbol
+
+        lr = learning_rate_symbol(row["form"])
         lines = [
             f"== {FORM_TEXT[row['form']]}: n small steps vs one big step ==",
             "leading term for any n:",
-            pretty_equation("w_n - w_big", row["leading_term"]) + f"  + O({lr}³)",
+            pretty_equation("w_n - w_big", row["leading_term"] + sp.O(lr**3)),
             f"exact product form (quadratic), n = {row['steps']}:",
             pretty_equation("w_n - w_big", row["exact"]),
-            f"series to order {row['order']}, n = {row['steps']}:",
+            f"series to order {row['order']} (T_q: the term in {inline(lr)}^q), n = {row['steps']}:",
         ]
-        lines += [pretty_equation(f"[{lr}^{q}]", term) for q, term in row["terms"].items()] or [
-            "  (no terms)"
-        ]
+        lines += [pretty_equation(f"T_{q}", term) for q, term in row["terms"].items()]
+        if not row["terms"]:
+            lines.append("  (order 1: no terms; the difference starts at the second order)")
         return "\n".join(lines) + "\n"
     return "\n".join(
         [
