@@ -60,8 +60,8 @@ def drive(chain, objective=synthetic):
     try:
         round_ = next(chain)
         while True:
-            asked += len(round_)
-            round_ = chain.send({t.trial_id(): objective(t) for t in round_})
+            asked += len(round_.configs)
+            round_ = chain.send({t.trial_id(): objective(t) for t in round_.configs})
     except StopIteration as stop:
         return stop.value, asked
 
@@ -100,8 +100,8 @@ def test_optimum_left_on_an_edge_is_reported():
 def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
     config = StepsSweepConfig(workload="synthetic", batch_sizes=(4, 8), optimizers=("sgd",), max_extensions=0)
     chain = steps_chain(config, "sgd")
-    first = next(chain)
-    second = chain.send({t.trial_id(): synthetic(t) for t in first})
+    first = next(chain).configs
+    second = chain.send({t.trial_id(): synthetic(t) for t in first}).configs
     rates = sorted(t.learning_rate for t in second)
     assert len(rates) == 8
     assert all(math.isclose(b / a, 2.0, rel_tol=1e-5) for a, b in zip(rates, rates[1:], strict=False))
@@ -109,6 +109,30 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
     assert math.isclose(math.sqrt(rates[3] * rates[4]), 2 * best_first, rel_tol=1e-5)
     # budget: the second batch size may use at most budget_factor x the first one's best steps
     assert {t.max_steps for t in second} == {math.ceil(2.0 * min(synthetic(t).steps or 1e9 for t in first))}
+
+
+def test_trials_pruned_against_a_trial_that_later_diverged_are_retried_without_pruning():
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1,), optimizers=("sgd",), max_extensions=0)
+    chain = steps_chain(config, "sgd")
+    first = next(chain)
+    assert first.prune
+    leader = max(t.learning_rate for t in first.configs)
+    status = {t.trial_id(): "diverged" if t.learning_rate == leader else "pruned" for t in first.configs}
+    pruned_world = {k: TrialResult(t, status[k], None, None, None, None) for t in first.configs
+                    for k in [t.trial_id()]}
+    retry = chain.send(pruned_world)
+    assert not retry.prune and retry.redo_pruned and len(retry.configs) == len(first.configs) - 1
+    rows, _ = drive_from(chain, retry)
+    assert rows[0]["status"] == "complete" and rows[0]["n_pruned"] == 0
+    assert 1 / 1.5 < rows[0]["learning_rate"] / optimal_lr(1) < 1.5
+
+
+def drive_from(chain, round_, objective=synthetic):
+    try:
+        while True:
+            round_ = chain.send({t.trial_id(): objective(t) for t in round_.configs})
+    except StopIteration as stop:
+        return stop.value, None
 
 
 def test_unreachable_target_is_a_status_not_a_crash():

@@ -42,7 +42,21 @@ SEARCHES = ("auto", "grid", "quasi-random")
 STATUS_FOUND = "complete"
 STATUS_UNREACHABLE = "unreachable"
 
-Round = list[TrainConfig]
+
+
+@dataclass(frozen=True)
+class Round:
+    """Trials a chain needs before it can decide its next step.
+
+    ``prune``: let the engine stop trials far behind the best of their group (when the sweep allows it).
+    ``redo_pruned``: stored rows with status ``pruned`` do not count as done (retried without pruning).
+    """
+
+    configs: tuple[TrainConfig, ...]
+    prune: bool = True
+    redo_pruned: bool = False
+
+
 Chain = Generator[Round, dict[str, TrialResult], list[dict[str, Any]]]
 
 
@@ -384,8 +398,9 @@ class BatchSearch:
     center: float
     first: bool
     tried: list[Point] = field(default_factory=list)
-    results: dict[Point, list[TrialResult]] = field(default_factory=dict)
+    results: dict[Point, dict[str, TrialResult]] = field(default_factory=dict)
     extensions: int = 0
+    retried: bool = False
 
     @property
     def tune_momentum(self) -> bool:
@@ -439,18 +454,26 @@ class BatchSearch:
         new = [p for p in dict.fromkeys(points) if p not in self.results]
         self.tried.extend(new)
         for p in new:
-            self.results[p] = []
-        return [
+            self.results[p] = {}
+        configs = [
             trial_config(self.config, self.optimizer, self.batch_size, p, seed, self.max_steps)
             for p in new
             for seed in self.config.seeds
         ]
+        return Round(tuple(configs))
+
+    def retry_round(self) -> Round:
+        """The pruned trials again, without pruning: when nothing reached the target, the trial they
+        were pruned against must itself have failed (diverged late), so the pruning was wrong."""
+        self.retried = True
+        pruned = [t.config for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
+        return Round(tuple(pruned), prune=False, redo_pruned=True)
 
     def absorb(self, round_: Round, results: Mapping[str, TrialResult]) -> None:
-        """File a finished round's results under their points."""
-        for trial in round_:
+        """File a finished round's results under their points (a retried trial replaces its old result)."""
+        for trial in round_.configs:
             point = Point(trial.learning_rate, trial.momentum)
-            self.results[point].append(results[trial.trial_id()])
+            self.results[point][trial.trial_id()] = results[trial.trial_id()]
 
     def summary(self) -> tuple[Outcome | None, tuple[str, ...], int]:
         """(best outcome, edges it sits on, number of trials).
@@ -458,12 +481,19 @@ class BatchSearch:
         With no point reaching the target, the edges say where to look: ``lr-high`` when even the
         highest rate tried did not diverge (too slow), ``lr-low`` when even the lowest one diverged.
         """
-        best = best_outcome(point_outcomes(self.tried, self.results))
+        best = best_outcome(point_outcomes(self.tried, self._result_lists()))
         if best is not None:
             edges = edges_of(best.point, self.tried, self.tune_momentum)
         else:
-            edges = failure_edges(self.results)
+            edges = failure_edges(self._result_lists())
         return best, edges, sum(len(v) for v in self.results.values())
+
+    def _result_lists(self) -> dict[Point, list[TrialResult]]:
+        return {p: list(trials.values()) for p, trials in self.results.items()}
+
+    def count(self, status: str) -> int:
+        """Trials with ``status`` at this batch size."""
+        return sum(1 for trials in self.results.values() for t in trials.values() if t.status == status)
 
 
 def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
@@ -477,11 +507,14 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
             results = yield round_
             search.absorb(round_, results)
             best, edges, _ = search.summary()
+            if best is None and not search.retried and search.count("pruned"):
+                round_ = search.retry_round()
+                continue
             if not edges or search.extensions >= config.max_extensions:
                 break
             search.extensions += 1
             round_ = search.round_for(search.extension_points(edges))
-            if not round_:
+            if not round_.configs:
                 break
         rows.append(_steps_row(search))
         if best is not None:
@@ -515,8 +548,9 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
         "momentum": None if best is None else best.point.momentum,
         "status": STATUS_FOUND if best is not None else STATUS_UNREACHABLE,
         "n_trials": n_trials,
-        "n_reached": sum(1 for v in search.results.values() for t in v if t.status == "complete"),
-        "n_diverged": sum(1 for v in search.results.values() for t in v if t.status == "diverged"),
+        "n_reached": search.count("complete"),
+        "n_diverged": search.count("diverged"),
+        "n_pruned": search.count("pruned"),
         "at_edge": bool(edges),
         "edge": ",".join(edges),
         "lr_min": min(p.learning_rate for p in search.tried),
@@ -579,10 +613,10 @@ def last_metric(result: TrialResult, last_evals: int) -> float | None:
 
 def grid_chain(config: GridSweepConfig, n_train: int) -> Chain:
     """One round with every cell; returns one row per (batch size, rate) cell."""
-    round_ = grid_trial_configs(config, n_train)
+    round_ = Round(tuple(grid_trial_configs(config, n_train)), prune=False)
     results = yield round_
     cells: dict[tuple[int, float], list[TrialResult]] = {}
-    for trial in round_:
+    for trial in round_.configs:
         cells.setdefault((trial.batch_size, trial.learning_rate), []).append(results[trial.trial_id()])
     return [_grid_row(config, key, trials) for key, trials in cells.items()]
 
@@ -648,10 +682,10 @@ def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def chunks_of(round_: Round) -> list[list[TrainConfig]]:
-    """Split a round into stackable chunks: same :meth:`TrainConfig.group_key` and seed."""
+def chunks_of(configs: Sequence[TrainConfig]) -> list[list[TrainConfig]]:
+    """Split trials into stackable chunks: same :meth:`TrainConfig.group_key` and seed."""
     groups: dict[tuple, list[TrainConfig]] = {}
-    for trial in round_:
+    for trial in configs:
         groups.setdefault((trial.group_key(), trial.seed), []).append(trial)
     return list(groups.values())
 
@@ -660,7 +694,7 @@ def chunks_of(round_: Round) -> list[list[TrainConfig]]:
 class _ChainState:
     name: str
     chain: Chain
-    round_: Round = field(default_factory=list)
+    round_: Round = field(default_factory=lambda: Round(()))
     results: dict[str, TrialResult] = field(default_factory=dict)
     waiting: int = 0
     rows: list[dict[str, Any]] | None = None
@@ -695,8 +729,8 @@ def run_chains(
     say = progress or (lambda message: None)
     started = time.monotonic()
     states = [_ChainState(name, chain) for name, chain in chains.items()]
-    queue: list[tuple[_ChainState, list[TrainConfig]]] = []
-    running: dict[Any, tuple[_ChainState, list[TrainConfig]]] = {}
+    queue: list[tuple[_ChainState, list[TrainConfig], bool]] = []
+    running: dict[Any, tuple[_ChainState, list[TrainConfig], bool]] = {}
     counts = {"trained": 0, "reused": 0}
 
     def advance(state: _ChainState, results: dict[str, TrialResult] | None) -> None:
@@ -706,14 +740,17 @@ def run_chains(
             except StopIteration as stop:
                 state.rows = stop.value
                 return
-            stored = store.get_many(t.trial_id() for t in state.round_)
+            configs = state.round_.configs
+            stored = store.get_many(t.trial_id() for t in configs)
+            if state.round_.redo_pruned:
+                stored = {k: r for k, r in stored.items() if r.status != "pruned"}
             state.results = {k: TrialResult.from_dict(r.result_dict()) for k, r in stored.items()}
             counts["reused"] += len(state.results)
-            missing = [t for t in state.round_ if t.trial_id() not in state.results]
+            missing = [t for t in configs if t.trial_id() not in state.results]
             if missing:
                 chunks = chunks_of(missing)
                 state.waiting = len(chunks)
-                queue.extend((state, chunk) for chunk in chunks)
+                queue.extend((state, chunk, prune and state.round_.prune) for chunk in chunks)
                 return
             results = state.results
 
@@ -722,12 +759,12 @@ def run_chains(
     while queue or running:
         free = max(0, executor.capacity - len(running))
         batch, queue[:] = queue[:free], queue[free:]
-        payloads = [{"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": prune}
-                    for _, chunk in batch]
+        payloads = [{"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": chunk_prune}
+                    for _, chunk, chunk_prune in batch]
         for item, handle in zip(batch, executor.submit_many(train_chunk, payloads), strict=True):
             running[handle] = item
         for handle in executor.wait(list(running), timeout=1.0):
-            state, chunk = running.pop(handle)
+            state, chunk, _ = running.pop(handle)
             out = executor.result(handle)
             _store_chunk(store, chunk, out, session, state.results)
             counts["trained"] += len(chunk)

@@ -1,0 +1,405 @@
+"""``batchscale sweep``: many training runs in a resumable store; steps-to-target curves, LR x batch grids."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchscale.cli.common import (
+    device_option,
+    emit,
+    format_option,
+    parse_float_list,
+    parse_int_list,
+    parse_key_values,
+    plot_option,
+    progress,
+    seed_option,
+    workload_options,
+)
+from batchscale.errors import InputError
+
+DEFAULT_OUT = "batchscale-out"
+HEADLINE_OPTIONS = {"mnist1d-mlp": {"n_samples": 20000}}
+
+# The --quick variant (a demo in well under a minute): see docs/sweep.md.
+QUICK = {
+    "workload": "digits-mlp",
+    "workload_options": {},
+    "batch_sizes": (4, 8, 16, 32, 64, 128, 256),
+    "n_learning_rates": 6,
+    "target": 0.1,
+    "max_steps": 4000,
+    "max_extensions": 2,
+    "eval_subset": None,
+}
+
+STEPS_COLUMNS = [
+    "optimizer", "batch_size", "steps", "examples", "learning_rate", "momentum", "regime", "status",
+    "n_trials", "at_edge", "edge",
+]
+GRID_COLUMNS = [
+    "batch_size", "base_learning_rate", "learning_rate", "effective_learning_rate", "test_accuracy",
+    "test_metric", "diverged", "n_trials", "steps", "status",
+]
+
+
+def parse_range(text: str, name: str) -> tuple[float, float]:
+    """``'LO:HI'`` -> (lo, hi) as floats (shape only; the library checks the values)."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not LO:HI (two numbers)", param_hint=name) from None
+
+
+def store_options(func: Callable) -> Callable:
+    """``--out``, ``--db``."""
+    func = click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="SQLite results database (default: OUT/runs.sqlite); re-running resumes from it.",
+    )(func)
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        default=DEFAULT_OUT,
+        show_default=True,
+        help="Output folder (results database, executor logs).",
+    )(func)
+
+
+def executor_options(func: Callable) -> Callable:
+    """``--executor``, ``--workers``, ``--threads``, ``--executor-option``."""
+    func = click.option(
+        "--executor-option",
+        "-X",
+        "executor_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Executor option, repeatable: submitit cluster=local|debug|slurm, slurm_partition=..., "
+        "timeout_min=...; ray address=HOST:PORT.",
+    )(func)
+    func = click.option(
+        "--threads", type=int, default=1, show_default=True, help="torch threads per worker."
+    )(func)
+    func = click.option(
+        "--workers",
+        type=int,
+        default=None,
+        help="Chunks run at once (default: one per core for local; 2 x cores for submitit/ray).",
+    )(func)
+    return click.option(
+        "--executor",
+        "executor_name",
+        type=click.Choice(["local", "inline", "submitit", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where trials run: local process pool, inline (this process), submitit (Slurm; extra "
+        "'slurm') or ray (extra 'ray').",
+    )(func)
+
+
+@click.group()
+def sweep() -> None:
+    """Train many runs: steps-to-target per batch size, LR x batch grids."""
+
+
+def _resolved_workload(workload: str, workload_option: Sequence[str]) -> dict[str, Any]:
+    options = parse_key_values(workload_option)
+    return {**HEADLINE_OPTIONS.get(workload, {}), **options}
+
+
+def _db_path(out_dir: str, db_path: str | None) -> Path:
+    return Path(db_path) if db_path else Path(out_dir) / "runs.sqlite"
+
+
+def _executor_config(name: str, workers: int | None, threads: int, out_dir: str, options: Sequence[str]):
+    from batchscale.empirical.executors import ExecutorConfig
+
+    extra = tuple(sorted(parse_key_values(options, "--executor-option").items()))
+    folder = str(Path(out_dir) / "executor")
+    config = ExecutorConfig(name=name, workers=workers, threads=threads, folder=folder, options=extra)
+    return config.validate()
+
+
+def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
+    from batchscale.empirical.workloads import get_workload
+
+    return get_workload(workload, device="cpu", seed=data_seed, **dict(options)).n_train
+
+
+def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train: int, threads: int):
+    """Open the store and the executor, run, close both; returns (rows, stats)."""
+    from batchscale.empirical.executors import make_executor
+    from batchscale.empirical.store import open_store
+
+    with open_store(db) as store, make_executor(executor_config) as executor:
+        return run_fn(
+            config, store=store, executor=executor, n_train=n_train, threads=threads, progress=progress
+        )
+
+
+@sweep.command("steps")
+@workload_options()
+@click.option("--batch-sizes", default="1..2048", show_default=True,
+              help="Batch sizes: powers of two LO..HI and/or a comma list.")
+@click.option("--optimizers", default="sgd,momentum", show_default=True,
+              help="Comma list of optimizers (sgd, momentum, nesterov, adam); one search chain each.")
+@click.option("--momentum", type=float, default=0.9, show_default=True,
+              help="Momentum of momentum/nesterov (Adam's beta1) when not tuned.")
+@click.option("--tune-momentum", is_flag=True, help="Also search 1 - momentum, log-uniformly (quasi-random).")
+@click.option("--momentum-range", default="0.01:0.5", show_default=True,
+              help="LO:HI range of 1 - momentum searched with --tune-momentum.")
+@click.option("--search", type=click.Choice(["auto", "grid", "quasi-random"]), default="auto",
+              show_default=True, help="Rates factor --lr-factor apart (grid) or scrambled Halton points; "
+              "auto = grid, or quasi-random with --tune-momentum.")
+@click.option("--lrs", "n_learning_rates", type=int, default=8, show_default=True,
+              help="Learning rates per batch size (per window).")
+@click.option("--lr-factor", type=float, default=2.0, show_default=True,
+              help="Ratio of neighbouring learning rates in a window.")
+@click.option("--lr-range", default="0.002:0.25", show_default=True,
+              help="LO:HI learning rates searched at the first batch size (later: linear-scaling window).")
+@click.option("--max-extensions", type=int, default=3, show_default=True,
+              help="Times a batch size's window is extended past an edge holding the optimum.")
+@click.option("--n-seeds", type=int, default=1, show_default=True,
+              help="Seeds per point (seed, seed+1, ...); a point's steps are the median.")
+@click.option("--target", type=float, default=0.2, show_default=True,
+              help="Target test metric (error 0.2 = 80%% accuracy).")
+@click.option("--target-metric", type=click.Choice(["error", "loss"]), default="error", show_default=True,
+              help="Metric the target applies to.")
+@click.option("--max-steps", type=int, default=200_000, show_default=True, help="Step budget per trial.")
+@click.option("--budget-factor", type=float, default=2.0, show_default=True,
+              help="Later batch sizes stop trials at this x the previous best steps (0: no cap).")
+@click.option("--no-prune", is_flag=True, help="Do not stop trials far behind the best of their group.")
+@click.option("--eval-subset", type=int, default=800, show_default=True,
+              help="Evaluate on the first N test examples (0: all).")
+@click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
+              help="Mean or sum of the per-example losses of a batch.")
+@click.option("--critical-fraction", type=float, default=0.2, show_default=True,
+              help="Regimes: perfect scaling while examples-to-target stay within (1 + this) of the first.")
+@click.option("--quick", is_flag=True,
+              help="Demo variant: digits-mlp, batch 4..256, 6 rates, target 10%% error, 4000 steps max.")
+@store_options
+@executor_options
+@device_option
+@seed_option
+@plot_option
+@format_option()
+def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
+          n_learning_rates, lr_factor, lr_range, max_extensions, n_seeds, target, target_metric, max_steps,
+          budget_factor, no_prune, eval_subset, loss_form, critical_fraction, quick, out_dir, db_path,
+          executor_name, workers, threads, executor_option, device, seed, plot_path, fmt):
+    """Steps to target vs batch size, learning rate (and momentum) tuned per batch size (Shallue et al.).
+
+    Per optimizer, batch sizes run in ascending order; each searches a window of learning rates centred on
+    a linear-scaling guess from the previous optimum, extended while the best rate sits on an edge. Every
+    trial is stored in --db as it ends; re-running the same command skips finished trials.
+    """
+    from batchscale.empirical.device import resolve_device
+    from batchscale.empirical.sweep import StepsSweepConfig, run_steps_sweep
+
+    config = StepsSweepConfig(
+        workload=workload,
+        workload_options=_resolved_workload(workload, workload_option),
+        batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes")),
+        optimizers=tuple(o.strip() for o in optimizers.split(",") if o.strip()),
+        momentum=momentum,
+        tune_momentum=tune_momentum,
+        one_minus_momentum_range=parse_range(momentum_range, "--momentum-range"),
+        search=search,
+        n_learning_rates=n_learning_rates,
+        lr_factor=lr_factor,
+        lr_range=parse_range(lr_range, "--lr-range"),
+        max_extensions=max_extensions,
+        seeds=tuple(range(seed, seed + max(n_seeds, 1))),
+        data_seed=seed,
+        target_metric=target_metric,
+        target=target,
+        max_steps=max_steps,
+        budget_factor=budget_factor or None,
+        prune=not no_prune,
+        eval_subset=eval_subset or None,
+        loss_form=loss_form,
+        device=str(resolve_device(device)),
+    )
+    if quick:
+        config = _quick(config)
+    if n_seeds < 1:
+        raise InputError(f"--n-seeds must be >= 1, got {n_seeds}")
+    n_train = _n_train(config.workload, dict(config.workload_options), config.data_seed)
+    config.validate(n_train)
+    executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
+    db = _db_path(out_dir, db_path)
+    progress(f"sweep steps: {config.workload} ({n_train} train), {len(config.batch_sizes)} batch sizes x "
+             f"{', '.join(config.optimizers)}; store {db}; executor {executor_config.name}")
+    started = time.monotonic()
+    rows, stats = _run(run_steps_sweep, config, executor_config, db, n_train, threads)
+    rows = _with_regimes(rows, config.optimizers, critical_fraction)
+    progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
+             f"{stats.reused} reused from {db}")
+    _report_edges(rows)
+    sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db),
+                    "critical_fraction": critical_fraction}
+    out = [{**row, "sweep": sweep_config} for row in rows]
+    if plot_path:
+        _plot_steps(plot_path, rows, config)
+    emit(out, fmt, columns=STEPS_COLUMNS if fmt == "table" else None)
+
+
+def _quick(config: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(config, **QUICK)
+
+
+def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critical_fraction: float):
+    from batchscale.theory.regimes import classify_regimes
+
+    out = []
+    for optimizer in optimizers:
+        curve = [r for r in rows if r["optimizer"] == optimizer]
+        steps = [math.inf if r["steps"] is None else float(r["steps"]) for r in curve]
+        report = classify_regimes([r["batch_size"] for r in curve], steps, critical_fraction)
+        labels = dict(zip(report.batch_sizes, report.regimes, strict=True))
+        progress(f"{optimizer}: critical batch size {_fmt(report.critical_batch_size)}, "
+                 f"maximal useful batch size {_fmt(report.max_useful_batch_size)}")
+        for row in curve:
+            out.append({**row, "regime": labels[row["batch_size"]],
+                        "critical_batch_size": report.critical_batch_size,
+                        "max_useful_batch_size": report.max_useful_batch_size})
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _report_edges(rows: Sequence[Mapping[str, Any]]) -> None:
+    for row in rows:
+        if row["at_edge"]:
+            progress(f"warning: {row['optimizer']} B={row['batch_size']}: the best trial sits on the "
+                     f"{row['edge']} edge of the searched range after {row['extensions']} extension(s); "
+                     "widen --lr-range or raise --max-extensions")
+
+
+def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> None:
+    from batchscale.report.plots import plot_steps_vs_batch
+
+    curves, regimes = {}, None
+    for optimizer in config.optimizers:
+        curve = [r for r in rows if r["optimizer"] == optimizer]
+        label = optimizer if optimizer == "sgd" else f"{optimizer} {config.momentum:g}"
+        if config.tune_momentum and optimizer != "sgd":
+            label = f"{optimizer} (tuned)"
+        curves[label] = {
+            "batch_size": [r["batch_size"] for r in curve],
+            "steps": [math.nan if r["steps"] is None else r["steps"] for r in curve],
+            "learning_rate": [math.nan if r["learning_rate"] is None else r["learning_rate"] for r in curve],
+        }
+        regimes = regimes or [r["regime"] for r in curve]
+    target = f"loss {config.target}"
+    if config.target_metric == "error":
+        target = f"{1 - config.target:.0%} accuracy"
+    plot_steps_vs_batch(path, curves, regimes=regimes, title=f"{config.workload}: steps to {target}",
+                        ylabel="steps to target")
+    progress(f"wrote {path}")
+
+
+@sweep.command("grid")
+@workload_options()
+@click.option("--batch-sizes", default="1..1024", show_default=True,
+              help="Batch sizes: powers of two LO..HI and/or a comma list.")
+@click.option("--lrs", "learning_rates", default=None,
+              help="Comma list of (base) learning rates; default 2^-14 .. 2^-4 (sum form) or "
+              "2^-8 .. 2^1 (mean form), factor 4 apart.")
+@click.option("--optimizer", default="sgd", show_default=True, help="sgd, momentum, nesterov or adam.")
+@click.option("--momentum", type=float, default=0.0, show_default=True,
+              help="Momentum (needed > 0 for momentum/nesterov).")
+@click.option("--loss-form", type=click.Choice(["sum", "mean"]), default="sum", show_default=True,
+              help="sum: --lrs are base learning rates eta/m (Masters & Luschi); mean: plain rates.")
+@click.option("--epochs", type=float, default=5.0, show_default=True, help="Training budget in epochs.")
+@click.option("--last-evals", type=int, default=3, show_default=True,
+              help="A cell's accuracy is the median over this many last evaluations.")
+@click.option("--n-seeds", type=int, default=1, show_default=True, help="Seeds per cell (median).")
+@click.option("--eval-subset", type=int, default=0, show_default=True,
+              help="Evaluate on the first N test examples (0: all).")
+@click.option("--quick", is_flag=True, help="Demo variant: digits-mlp, batch 1..256 (factor 4), 1 epoch.")
+@store_options
+@executor_options
+@device_option
+@seed_option
+@plot_option
+@format_option()
+def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, momentum, loss_form, epochs,
+         last_evals, n_seeds, eval_subset, quick, out_dir, db_path, executor_name, workers, threads,
+         executor_option, device, seed, plot_path, fmt):
+    """Test accuracy and divergence over base learning rate x batch size, fixed epochs (Masters & Luschi).
+
+    Every cell trains for --epochs epochs without a target; its accuracy is the median of the last
+    evaluations, and a cell counts as diverged when most of its seeds diverged.
+    """
+    from batchscale.empirical.device import resolve_device
+    from batchscale.empirical.sweep import GridSweepConfig, run_grid_sweep
+
+    if learning_rates:
+        rates = tuple(parse_float_list(learning_rates, "--lrs"))
+    else:
+        rates = tuple(2.0**k for k in (range(-14, -3, 2) if loss_form == "sum" else range(-8, 2, 2)))
+    options = _resolved_workload(workload, workload_option)
+    sizes = tuple(parse_int_list(batch_sizes, "--batch-sizes"))
+    if quick:
+        workload, options, sizes, epochs = "digits-mlp", {}, (1, 4, 16, 64, 256), 1.0
+    if n_seeds < 1:
+        raise InputError(f"--n-seeds must be >= 1, got {n_seeds}")
+    config = GridSweepConfig(
+        workload=workload, workload_options=options, batch_sizes=sizes, learning_rates=rates,
+        optimizer=optimizer, momentum=momentum, loss_form=loss_form, epochs=epochs,
+        seeds=tuple(range(seed, seed + n_seeds)), data_seed=seed, last_evals=last_evals,
+        eval_subset=eval_subset or None, device=str(resolve_device(device)),
+    )
+    n_train = _n_train(config.workload, dict(config.workload_options), config.data_seed)
+    config.validate(n_train)
+    executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
+    db = _db_path(out_dir, db_path)
+    progress(f"sweep grid: {config.workload} ({n_train} train), {len(sizes)} batch sizes x {len(rates)} "
+             f"rates, {epochs:g} epochs; store {db}")
+    started = time.monotonic()
+    rows, stats = _run(run_grid_sweep, config, executor_config, db, n_train, threads)
+    progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
+             f"{stats.reused} reused from {db}")
+    sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db)}
+    if plot_path:
+        _plot_grid(plot_path, rows, config)
+    columns = [c for c in GRID_COLUMNS if any(c in r for r in rows)] if fmt == "table" else None
+    emit([{**row, "sweep": sweep_config} for row in rows], fmt, columns=columns)
+
+
+def _plot_grid(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> None:
+    from batchscale.report.plots import plot_heatmap
+
+    key = "base_learning_rate" if config.loss_form == "sum" else "learning_rate"
+    cells = {(r["batch_size"], r[key]): r for r in rows}
+    values = [[_nan_if_none(cells[(b, lr)]["test_accuracy"]) for b in config.batch_sizes]
+              for lr in config.learning_rates]
+    diverged = [[bool(cells[(b, lr)]["diverged"]) for b in config.batch_sizes]
+                for lr in config.learning_rates]
+    ylabel = "base learning rate (sum form)" if config.loss_form == "sum" else "learning rate"
+    plot_heatmap(path, list(config.batch_sizes), list(config.learning_rates), values, diverged=diverged,
+                 xlabel="batch size", ylabel=ylabel, value_label="test accuracy",
+                 title=f"{config.workload}: test accuracy after {config.epochs:g} epochs")
+    progress(f"wrote {path}")
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else float(value)
