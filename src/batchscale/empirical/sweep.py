@@ -796,6 +796,9 @@ def _chunk_message(name: str, chunk: list[TrainConfig], out: Mapping[str, Any], 
     results = out["results"]
     reached = [r["steps"] for r in results if r["status"] == "complete" and r["steps"] is not None]
     best = f"best {min(reached)} steps" if reached else "target not reached"
+    if chunk[0].target is None:
+        finals = [r["final_metric"] for r in results if r["final_metric"] is not None]
+        best = f"best final {chunk[0].target_metric} {min(finals):.4g}" if finals else "all diverged"
     rates = [t.learning_rate for t in chunk]
     return (
         f"[{elapsed:7.1f}s] {name}: B={chunk[0].batch_size} {len(chunk)} trials "
