@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -119,3 +121,30 @@ def test_user_workload_through_the_cli(tmp_path, monkeypatch):
     (row,) = json.loads(result.stdout)
     assert row["name"] == "cli_user_wl:make" and row["description"] == "user workload"
     assert (row["n_train"], row["outputs"], row["n_params"]) == (9, 3, 5 * 4 + 4 + 4 * 3 + 3)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "workloads.md"
+
+
+def test_the_documented_user_workload_runs(tmp_path, monkeypatch):
+    text = DOCS.read_text()
+    after = text.split("<!-- example: my_workloads.py -->", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_workloads.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_workloads", raising=False)  # test_workloads has its own
+    args = [
+        "workloads",
+        "--workload",
+        "my_workloads:spirals",
+        "-W",
+        "n=1000",
+        "-W",
+        "width=32",
+        "--format",
+        "json",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["n_train"], row["n_test"], row["n_params"]) == (800, 200, 2 * 32 + 32 + 32 * 2 + 2)

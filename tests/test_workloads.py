@@ -7,6 +7,7 @@ spectrum, hand-counted parameter numbers, and user workloads written to files.
 from __future__ import annotations
 
 import pickle
+import sys
 import textwrap
 
 import numpy as np
@@ -248,6 +249,8 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "my_workloads.py").write_text(textwrap.dedent(USER_MODULE))
     (tmp_path / "broken_workloads.py").write_text("import this_package_does_not_exist\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("my_workloads", "broken_workloads"):  # the docs example is also called my_workloads
+        monkeypatch.delitem(sys.modules, name, raising=False)
     return "my_workloads"
 
 
