@@ -174,6 +174,17 @@ def test_bad_options_are_one_line_input_errors(name, options, fragment):
     assert fragment in message and "\n" not in message
 
 
+@pytest.mark.parametrize("device", ["cpu", "auto", torch.device("cpu")], ids=str)
+def test_device_names(device):
+    w = get_workload("linreg", device=device, **SMALL["linreg"])
+    assert w.device.type == ("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+
+
+def test_unknown_device_is_an_input_error():
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        get_workload("linreg", device="tpu")
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(InputError, match="unknown workload 'mnist'; known: mnist1d-mlp, .*cifar10-resnet8"):
         get_workload("mnist")

@@ -23,6 +23,7 @@ from torch import nn
 
 from batchscale.empirical import models
 from batchscale.empirical.data import Arrays
+from batchscale.empirical.device import resolve_device
 from batchscale.errors import InputError, require
 
 LossName = Literal["cross_entropy", "mse"]
@@ -252,8 +253,10 @@ def get_workload(name: str, *, device: str | torch.device = "cpu", seed: int = 0
 
     ``seed`` is the data seed of the synthetic workloads (``linreg``, ``teacher-student``); model weights
     are seeded separately by ``Workload.make_model(seed)``. Unknown names, bad options or a result that
-    breaks the :class:`Workload` contract raise a one-line :class:`InputError`.
+    breaks the :class:`Workload` contract raise a one-line :class:`InputError`. ``device`` may also be
+    ``"auto"`` (CUDA when available, see :func:`batchscale.empirical.device.resolve_device`).
     """
+    device = resolve_device(device) if isinstance(device, str) else device
     entry = _REGISTRY.get(name)
     if entry is None and ":" not in name:
         raise InputError(f"unknown workload {name!r}; known: {known_names()} (or package.module:function)")
