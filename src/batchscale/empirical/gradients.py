@@ -320,7 +320,9 @@ class _GroupSums:
     sum_sq: np.ndarray  # (K,)
 
 
-def _bootstrap_b_simple(sums: _GroupSums, population: int, n_boot: int, seed: int) -> tuple[float, float]:
+def _bootstrap_b_simple(
+    sums: _GroupSums, point: float, population: int, n_boot: int, seed: int
+) -> tuple[float, float]:
     """95% interval for the population's B_simple from resampling the K groups with replacement.
 
     Replicate b with group multiplicities w estimates |G|^2 by the U-statistic over pairs of distinct
@@ -333,9 +335,6 @@ def _bootstrap_b_simple(sums: _GroupSums, population: int, n_boot: int, seed: in
     counts, sum_sq = sums.counts[keep], sums.sum_sq[keep]
     means = sums.sum_grad[torch.from_numpy(keep)] / torch.from_numpy(counts).to(sums.sum_grad)[:, None]
     k, n_total = counts.shape[0], float(counts.sum())
-    point = _ratio(
-        float(sums.sum_grad.sum(0).pow(2).sum()) / n_total**2, float(sum_sq.sum()), n_total, population
-    )
     shrink = math.sqrt((population - n_total) / (population - 1)) if population > 1 else 0.0
     if k < 2 or shrink == 0.0 or not math.isfinite(point):
         return (point, point) if shrink == 0.0 else (0.0, math.inf)
@@ -348,11 +347,6 @@ def _bootstrap_b_simple(sums: _GroupSums, population: int, n_boot: int, seed: in
         low, mid, high = np.percentile(log_ratio, [2.5, 50, 97.5], method="nearest")
         out = (point * np.exp(-shrink * (mid - low)), point * np.exp(shrink * (high - mid)))
     return tuple(float(v) if np.isfinite(v) else math.inf for v in out)  # type: ignore[return-value]
-
-
-def _ratio(mean_grad_sq: float, sum_sq: float, n: float, population: int) -> float:
-    g2, tr = population_moments(mean_grad_sq, sum_sq / n, int(n), population)
-    return b_simple(g2, tr)
 
 
 def _add_group(sums: dict, group: int, sq: torch.Tensor, grad_sum: torch.Tensor) -> None:
@@ -418,6 +412,7 @@ def _statistics_from_sums(method: str, sums: _GroupSums, population: int, n_boot
     mean_grad_sq = float(mean_gradient.pow(2).sum())
     mean_sq_norm = float(sums.sum_sq.sum() / n)
     g2, tr = population_moments(mean_grad_sq, mean_sq_norm, n, population)
+    point = b_simple(g2, tr)
     return GradientStatistics(
         method=method,
         n_examples=n,
@@ -425,8 +420,8 @@ def _statistics_from_sums(method: str, sums: _GroupSums, population: int, n_boot
         grad_norm_sq=g2,
         trace_cov=tr,
         mean_sq_norm=mean_sq_norm,
-        b_simple=b_simple(g2, tr),
-        b_simple_ci=_bootstrap_b_simple(sums, population, n_boot, seed),
+        b_simple=point,
+        b_simple_ci=_bootstrap_b_simple(sums, point, population, n_boot, seed),
         mean_gradient=mean_gradient,
     )
 
@@ -450,8 +445,8 @@ class TwoBatchEstimate:
     r"""Two-batch-size estimate of :math:`|G|^2`, :math:`\mathrm{tr}\,\Sigma` and their ratio B_simple.
 
     ``grad_norm_sq`` and ``trace_cov`` are averages of per-draw unbiased estimates (numerator and
-    denominator averaged separately, never the ratio); ``b_simple_ci`` is a bootstrap 95% interval over
-    the draws.
+    denominator averaged separately, never the ratio), with standard errors over the draws;
+    ``b_simple_ci`` is a bootstrap 95% interval over the draws.
     """
 
     small: int
@@ -461,6 +456,8 @@ class TwoBatchEstimate:
     trace_cov: float
     b_simple: float
     b_simple_ci: tuple[float, float]
+    grad_norm_sq_stderr: float = math.nan
+    trace_cov_stderr: float = math.nan
 
     def as_row(self) -> dict[str, object]:
         return {
@@ -529,7 +526,10 @@ def two_batch_noise_scale(
         ratio = np.where(g2_b > 0, tr_b / g2_b, np.inf)
     low, high = np.percentile(ratio, [2.5, 97.5])
     g2, tr = float(g2), float(tr)
-    return TwoBatchEstimate(small, big, draws, g2, tr, b_simple(g2, tr), (float(low), float(high)))
+    g2_se, tr_se = (est.std(0, ddof=1) / math.sqrt(draws)).tolist()
+    return TwoBatchEstimate(
+        small, big, draws, g2, tr, b_simple(g2, tr), (float(low), float(high)), g2_se, tr_se
+    )
 
 
 @dataclass(frozen=True)
