@@ -126,24 +126,28 @@ def optimizer_update(kind: str, params, grads, state: list[list[torch.Tensor]], 
     """One update of stacked ``params`` in place, as torch.optim.SGD (dampening 0) / Adam would.
 
     ``hyper``: (K,) tensors ``lr`` (already scheduled), ``momentum`` (beta1 for adam), ``weight_decay``;
-    ``t`` is the 1-based update count (Adam's bias correction).
+    ``t`` is the 1-based update count (Adam's bias correction). In-place ops keep temporaries few: the
+    update is memory-bound at small batch sizes.
     """
     lr, mu, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
+    decay = bool((wd != 0).any())
     for p, g, s in zip(params, grads, state, strict=True):
-        g = g + per_copy(wd, p) * p  # L2 term: g + wd w
+        if decay:
+            g = g.addcmul(p, per_copy(wd, p))  # L2 term: g + wd w
+        neg_lr = per_copy(-lr, p)
         if kind == "sgd":
-            p.sub_(per_copy(lr, p) * g)
+            p.addcmul_(g, neg_lr)  # w <- w - lr g
         elif kind in ("momentum", "nesterov"):
             buf = s[0].mul_(per_copy(mu, p)).add_(g)  # b <- mu b + g
-            step = g + per_copy(mu, p) * buf if kind == "nesterov" else buf
-            p.sub_(per_copy(lr, p) * step)
+            step = g.addcmul(buf, per_copy(mu, p)) if kind == "nesterov" else buf  # g + mu b  |  b
+            p.addcmul_(step, neg_lr)  # w <- w - lr step
         else:
             m, v = s
             m.lerp_(g, 1 - per_copy(mu, p))  # m <- b1 m + (1 - b1) g
             v.mul_(ADAM_BETA2).addcmul_(g, g, value=1 - ADAM_BETA2)  # v <- b2 v + (1 - b2) g^2
             step_size = lr / (1 - mu**t)  # lr / (1 - b1^t)
             denom = (v.sqrt() / math.sqrt(1 - ADAM_BETA2**t)).add_(ADAM_EPS)
-            p.sub_(per_copy(step_size, p) * m / denom)  # w <- w - lr m_hat / (sqrt(v_hat) + eps)
+            p.addcmul_(m.div(denom), per_copy(-step_size, p))  # w <- w - lr m_hat / (sqrt(v_hat) + eps)
 
 
 def optimizer_slots(kind: str) -> int:
