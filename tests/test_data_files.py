@@ -10,6 +10,7 @@ import gzip
 import os
 import pickle
 import struct
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,23 @@ def test_cifar_workload_reads_planes_and_labels(tmp_path, sub):
     channel_means = w.x_train.double().mean(dim=(0, 2, 3))
     np.testing.assert_allclose(channel_means.numpy(), 0.0, atol=1e-5)  # standardised per channel
     assert w.model(0)(w.x_test[:2]).shape == (2, 10)
+
+
+def test_cifar_read_from_the_unopened_archive(tmp_path):
+    train_data, train_labels, test_data, test_labels = write_cifar(
+        tmp_path / "unpacked" / "cifar-10-batches-py"
+    )
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "unpacked" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    arrays = files.load_cifar10(tmp_path)
+    np.testing.assert_allclose(arrays.x_test.reshape(len(test_labels), -1), test_data / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(arrays.y_train, train_labels)
+
+
+def test_broken_archive_is_an_input_error(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(InputError, match="is not the CIFAR-10 python archive"):
+        files.load_cifar10(tmp_path)
 
 
 class Evil:

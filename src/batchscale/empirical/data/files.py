@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -31,9 +32,11 @@ HOW_TO_GET = {
     "torchvision.datasets.MNIST(<data_dir>, download=True) on a machine with torchvision",
     "fashion-mnist": "get them from https://github.com/zalandoresearch/fashion-mnist (data/fashion), or with "
     "torchvision.datasets.FashionMNIST(<data_dir>, download=True)",
-    "cifar10": "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and unpack it in <data_dir>",
+    "cifar10": "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into <data_dir> (packed "
+    "or unpacked)",
 }
 CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = ("test_batch",)
 
@@ -124,19 +127,24 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def parse_cifar_batch(handle: BinaryIO, where: str) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch: ``data`` (N, 3072) uint8 in R, G, B planes and ``labels`` -> images
-    (N, 3, 32, 32) uint8 and int64 labels."""
+    (N, 3, 32, 32) uint8 and int64 labels. ``where`` names the source in error messages."""
     try:
-        with open(path, "rb") as handle:
-            batch = NumpyOnlyUnpickler(handle, encoding="bytes").load()
+        batch = NumpyOnlyUnpickler(handle, encoding="bytes").load()
         data = np.asarray(batch[b"data"] if b"data" in batch else batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"] if b"labels" in batch else batch["labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{where} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-        raise InputError(f"{path}: data {data.shape} and labels {labels.shape} are not a CIFAR-10 batch")
+        raise InputError(f"{where}: data {data.shape} and labels {labels.shape} are not a CIFAR-10 batch")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_cifar_batch` of the file ``path``."""
+    with open(path, "rb") as handle:
+        return parse_cifar_batch(handle, str(path))
 
 
 def cifar_search_dirs(data_dir: Path) -> list[Path]:
@@ -144,18 +152,46 @@ def cifar_search_dirs(data_dir: Path) -> list[Path]:
     return [data_dir / CIFAR_FOLDER, data_dir]
 
 
+def read_cifar_batches(data_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The six batches (train 1..5, then test) from an unpacked folder, else from the unopened archive
+    ``<data_dir>/cifar-10-python.tar.gz`` (read in place, nothing extracted to disk)."""
+    names = CIFAR_TRAIN + CIFAR_TEST
+    dirs = cifar_search_dirs(data_dir)
+    folder = next((d for d in dirs if all((d / n).is_file() for n in names)), None)
+    if folder is not None:
+        return [read_cifar_batch(folder / n) for n in names]
+    archive = data_dir / CIFAR_ARCHIVE
+    if archive.is_file():
+        return read_cifar_archive(archive)
+    missing = [n for n in names if not any((d / n).is_file() for d in dirs)]
+    raise missing_error("cifar10", missing or list(names), [*dirs, archive])
+
+
+def read_cifar_archive(archive: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The six batches from the official ``cifar-10-python.tar.gz``."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            out = []
+            for name in CIFAR_TRAIN + CIFAR_TEST:
+                member = tar.extractfile(f"{CIFAR_FOLDER}/{name}")
+                if member is None:
+                    raise KeyError(name)
+                out.append(parse_cifar_batch(member, f"{archive}:{CIFAR_FOLDER}/{name}"))
+            return out
+    except (tarfile.TarError, KeyError, OSError, EOFError) as exc:
+        raise InputError(
+            f"{archive} is not the CIFAR-10 python archive ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def load_cifar10(data_dir: str | Path) -> Arrays:
-    """CIFAR-10 from ``cifar-10-batches-py``: images (N, 3, 32, 32) scaled to [0, 1] as float32 (50000
-    train from ``data_batch_1..5``, 10000 test from ``test_batch``), int64 labels. Not yet standardised."""
-    dirs = cifar_search_dirs(Path(data_dir).expanduser())
-    folder = next((d for d in dirs if all((d / n).is_file() for n in CIFAR_TRAIN + CIFAR_TEST)), None)
-    if folder is None:
-        missing = [n for n in CIFAR_TRAIN + CIFAR_TEST if not any((d / n).is_file() for d in dirs)]
-        raise missing_error("cifar10", missing or list(CIFAR_TRAIN + CIFAR_TEST), dirs)
-    train = [read_cifar_batch(folder / n) for n in CIFAR_TRAIN]
-    x_test, y_test = read_cifar_batch(folder / CIFAR_TEST[0])
-    x_train = np.concatenate([x for x, _ in train])
-    y_train = np.concatenate([y for _, y in train])
+    """CIFAR-10 from ``cifar-10-batches-py`` (or its .tar.gz): images (N, 3, 32, 32) scaled to [0, 1] as
+    float32 (50000 train from ``data_batch_1..5``, 10000 test from ``test_batch``), int64 labels. Not yet
+    standardised."""
+    batches = read_cifar_batches(Path(data_dir).expanduser())
+    x_train = np.concatenate([x for x, _ in batches[:-1]])
+    y_train = np.concatenate([y for _, y in batches[:-1]])
+    x_test, y_test = batches[-1]
     scale = np.float32(255.0)
     return Arrays(x_train.astype(np.float32) / scale, y_train, x_test.astype(np.float32) / scale, y_test)
 
