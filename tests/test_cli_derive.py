@@ -1,0 +1,198 @@
+"""``batchscale derive``: output of every command, JSON parseable by sympy, bad input as exit code 2."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import sympy as sp
+from click.testing import CliRunner
+
+from batchscale.cli import derive as derive_cli
+from batchscale.cli.main import cli
+
+NAMES = {"M", "m", "eta", "eta_base", "G", "Sigma", "n"}
+EXACT_TOL = 1e-10
+
+
+def run(*args: str):
+    result = CliRunner().invoke(cli, ["derive", *args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_cli_choices_match_the_theory():
+    from batchscale.theory import moments as mo
+
+    assert (derive_cli.FORMS, derive_cli.SAMPLINGS, derive_cli.PERS) == (mo.FORMS, mo.SAMPLINGS, mo.PERS)
+
+
+@pytest.fixture(scope="module")
+def moments_json() -> list[dict]:
+    result = run("moments", "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_moments_json_has_every_case_and_sympifies(moments_json):
+    rows = moments_json
+    cases = {(r["form"], r["sampling"], r["per"]) for r in rows}
+    assert len(rows) == 18 and len(cases) == 18
+    for row in rows:
+        for field in ("mean", "covariance", "covariance_m1", "covariance_mM", "covariance_Minf", "mean_Minf"):
+            expr = sp.sympify(row[field])
+            assert {s.name for s in expr.free_symbols} <= NAMES, (field, row[field])
+        assert isinstance(row["note"], str) and row["note"]
+    reshuffle_epoch = [r for r in rows if r["sampling"] == "reshuffle" and r["per"] == "epoch"]
+    assert all(r["covariance"] == "0" and "deterministic" in r["note"] for r in reshuffle_epoch)
+
+
+def enumerate_moments(grads: np.ndarray, m: int, lr: float, form: str, sampling: str, per: str):
+    """Exact moments by listing every batch (sequence) of a tiny dataset; independent of the library."""
+    size = len(grads)
+    if sampling == "with":
+        batches = list(itertools.product(range(size), repeat=m))
+    elif sampling == "without":
+        batches = list(itertools.combinations(range(size), m))
+    else:
+        batches = [p[j : j + m] for p in itertools.permutations(range(size)) for j in range(0, size, m)]
+    c = lr / m if form == "mean" else lr
+    steps = [-c * grads[list(b)].sum(axis=0) for b in batches]
+    if per == "epoch":
+        s = size // m
+        if sampling == "reshuffle":
+            perms = list(itertools.permutations(range(size)))
+            steps = [-c * grads[list(p)].sum(axis=0) for p in perms]  # all s batches of one partition
+        else:
+            steps = [sum(t) for t in itertools.product(steps, repeat=s)]
+    values = np.array(steps)
+    mean = values.mean(axis=0)
+    cov = (values - mean).T @ (values - mean) / len(values)
+    return (mean / m, cov / m) if per == "example" else (mean, cov)
+
+
+def test_moments_json_evaluates_to_the_enumeration(moments_json):
+    """Evaluate the printed expressions with sympy only and compare with every batch of a tiny dataset."""
+    grads = np.random.default_rng(5).normal(size=(4, 2)) + [1.0, -0.5]  # M = 4, d = 2
+    size, m, lr = 4, 2, 0.7
+    mean_grad = grads.mean(axis=0)
+    sigma = (grads - mean_grad).T @ (grads - mean_grad) / size
+    for row in moments_json:
+        numbers = {"M": size, "m": m, "eta": lr, "eta_base": lr, "G": 1, "Sigma": 1}
+        mean_coef = float(sp.sympify(row["mean"]).subs(numbers))
+        cov_coef = float(sp.sympify(row["covariance"]).subs(numbers))
+        mean, cov = enumerate_moments(grads, m, lr, row["form"], row["sampling"], row["per"])
+        case = (row["form"], row["sampling"], row["per"])
+        np.testing.assert_allclose(mean_coef * mean_grad, mean, atol=EXACT_TOL, err_msg=str(case))
+        np.testing.assert_allclose(cov_coef * sigma, cov, atol=EXACT_TOL, err_msg=str(case))
+
+
+def test_moments_default_pretty_prints_all_cases_with_limits():
+    result = run("moments")
+    assert result.exit_code == 0
+    assert result.output.count("== ") == 18
+    assert result.output.count("Cov limits") == 18
+    assert "Σ" in result.output and "η_base" in result.output and "deterministic" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, count",
+    [
+        (["--form", "sum"], 9),
+        (["--sampling", "with", "--sampling", "without"], 12),
+        (["--form", "mean", "--sampling", "without", "--per", "step"], 1),
+        (["--per", "epoch"], 6),
+    ],
+    ids=["form", "two-samplings", "one-case", "per-epoch"],
+)
+def test_moments_filters(args, count):
+    rows = json.loads(run("moments", *args, "--format", "json").stdout)
+    assert len(rows) == count
+
+
+def test_moments_latex():
+    result = run("moments", "--form", "mean", "--sampling", "without", "--per", "step", "--format", "latex")
+    assert result.exit_code == 0
+    assert (
+        r"\operatorname{Cov}[\Delta w] = \frac{\Sigma \eta^{2} \left(M - m\right)}{m \left(M - 1\right)}"
+        in (result.output)
+    )
+
+
+def test_moments_at_sizes_with_partial_last_batch():
+    rows = json.loads(run("moments", "-M", "1050", "-m", "100", "--per", "epoch", "--format", "json").stdout)
+    by_case = {(r["form"], r["sampling"]): r for r in rows}
+    # 10 full batches and one of 50: the mean loss gives the last batch the weight of a full step
+    assert sp.sympify(by_case[("mean", "with")]["mean"]) == sp.sympify("-11*G*eta")
+    assert sp.sympify(by_case[("sum", "reshuffle")]["covariance"]) == 0
+    # reshuffle, mean form: only the short last batch is random, (1/50 - 1/100)^2 * 50 * 1000/1049
+    assert sp.sympify(by_case[("mean", "reshuffle")]["covariance"]) == sp.sympify("5*Sigma*eta**2/1049")
+    table = run("moments", "-M", "1050", "-m", "100")
+    assert table.exit_code == 0 and "3·Σ·η²/25" in table.output
+
+
+def test_accounting_integers():
+    rows = json.loads(run("accounting", "-M", "1050", "-m", "100", "--format", "json").stdout)
+    assert (rows[0]["steps_per_epoch"], rows[0]["last_batch_size"]) == (11, 50)
+    rows = json.loads(run("accounting", "-M", "1050", "-m", "100", "--drop-last", "--format", "json").stdout)
+    assert (rows[0]["steps_per_epoch"], rows[0]["examples_dropped_per_epoch"]) == (10, 50)
+    rows = json.loads(
+        run("accounting", "-M", "1050", "-m", "1,100,2048", "--epochs", "2", "--format", "json").stdout
+    )
+    assert [r["updates"] for r in rows] == [2100, 22, 2]
+    pretty = run("accounting", "-M", "1050", "-m", "100", "--examples", "2500")
+    assert pretty.exit_code == 0 and "26" in pretty.output
+    latex = run("accounting", "-M", "1050", "-m", "100", "--format", "latex")
+    assert r"\lceil 1050/100 \rceil = 11" in latex.output
+
+
+def test_accumulation_output():
+    rows = json.loads(run("accumulation", "-m", "12", "-k", "3", "--format", "json").stdout)
+    assert [r["form"] for r in rows] == ["mean", "sum"]
+    assert all(r["holds"] and r["relative_diff_float64"] < 1e-14 for r in rows)
+    assert rows[0]["micro_batch_loss_scale"] == pytest.approx(1 / 3)
+    pretty = run("accumulation", "--form", "mean")
+    assert pretty.exit_code == 0 and "holds" in pretty.output and "float32" in pretty.output
+
+
+def test_staleness_output():
+    rows = json.loads(run("staleness", "--form", "sum", "--order", "3", "--format", "json").stdout)
+    series = rows[0]
+    assert series["kind"] == "series" and set(series["terms"]) == {"2", "3"}
+    assert sp.sympify(series["terms"]["2"]) == sp.sympify("eta_base**2*(H_2*S_1 + H_3*S_1 + H_3*S_2)")
+    expectations = {r["sampling"]: r for r in rows[1:]}
+    assert set(expectations) == {"with", "without", "reshuffle"}
+    assert "C" in expectations["reshuffle"]["mean"] and "C" not in expectations["with"]["mean"]
+    pretty = run("staleness")
+    assert pretty.exit_code == 0 and "T₂" in pretty.output and "O⎝η_base" in pretty.output
+    assert run("staleness", "--format", "latex").exit_code == 0
+
+
+BAD = [
+    (["accounting", "-M", "1050", "-m", "0"], "batch_size must be a positive integer, got 0"),
+    (["accounting", "-M", "1050", "--batch-size=-5"], "got -5"),
+    (["accounting", "-M", "0", "-m", "10"], "dataset_size must be a positive integer, got 0"),
+    (["accounting", "-M", "10", "-m", "20", "--drop-last"], "leaves no batch"),
+    (["accounting", "-M", "10", "-m", "x"], "'x' is not an integer"),
+    (["moments", "-M", "4", "-m", "5", "--sampling", "without"], "needs sampling with replacement"),
+    (["moments", "-M", "4", "-m", "0"], "batch_size must be >= 1"),
+    (["moments", "-M", "0", "-m", "1"], "dataset_size must be >= 1"),
+    (["moments", "-M", "4"], "--dataset-size and --batch-size go together"),
+    (["moments", "--form", "avg"], "'avg' is not one of"),
+    (["moments", "--sampling", "replace"], "'replace' is not one of"),
+    (["moments", "--per", "batch"], "'batch' is not one of"),
+    (["staleness", "--order", "0"], "order must be a positive integer, got 0"),
+    (["staleness", "--steps", "0"], "steps must be a positive integer, got 0"),
+    (["accumulation", "-m", "8", "-k", "3"], "micro_batches 3 does not divide batch_size 8"),
+    (["accumulation", "-m", "0"], "batch_size must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exit_code_2_one_line(args, fragment):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
