@@ -158,6 +158,10 @@ def test_numeric_epoch_with_partial_last_batch_equals_enumeration(ds, form, samp
     numeric = mo.update_moments_numeric(mean_grad, grad_cov, size, m, LR, form, sampling, "epoch", drop_last)
     np.testing.assert_allclose(numeric.mean, mean, atol=EXACT_TOL)
     np.testing.assert_allclose(numeric.covariance, cov, atol=EXACT_TOL)
+    exact = mo.update_moments_at(form, sampling, "epoch", size, m, drop_last)  # rationals times G, Sigma
+    np.testing.assert_allclose(evaluate(exact.mean, size, m, mean_grad, grad_cov), mean, atol=EXACT_TOL)
+    expected_cov = evaluate(exact.covariance, size, m, mean_grad, grad_cov) if exact.covariance != 0 else 0
+    np.testing.assert_allclose(expected_cov, cov, atol=EXACT_TOL)
 
 
 def test_reshuffle_epoch_is_deterministic_when_m_divides_M():
