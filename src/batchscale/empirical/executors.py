@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import importlib.util
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -97,10 +98,11 @@ def set_threads(threads: int) -> None:
 
 
 def probe(payload: Any) -> dict[str, Any]:
-    """A tiny task for checking an executor: where it ran, its torch threads, and ``payload`` echoed."""
-    import torch
-
-    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "payload": payload}
+    """A tiny task for checking an executor: where it ran, its torch threads (None when the worker has not
+    imported torch), and ``payload`` echoed."""
+    torch = sys.modules.get("torch")
+    threads = None if torch is None else torch.get_num_threads()
+    return {"pid": os.getpid(), "threads": threads, "payload": payload}
 
 
 class Executor:

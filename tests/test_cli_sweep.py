@@ -1,0 +1,216 @@
+"""``batchscale sweep steps|grid`` end to end on tiny workloads, bad input, and resumption after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from batchscale.cli.main import cli
+
+TINY_STEPS = [
+    "sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "16,32", "--optimizers", "sgd,momentum",
+    "--lrs", "4", "--lr-range", "0.02:0.8", "--target", "0.15", "--max-steps", "1500", "--eval-subset", "0",
+    "--max-extensions", "1", "--executor", "inline",
+]
+REQUIRED = {"batch_size", "steps", "learning_rate", "momentum", "optimizer", "regime", "status", "n_trials",
+            "at_edge", "config", "sweep"}
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def one_line_error(result, words):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:") and words in lines[-1], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_tiny_steps_sweep_json_plot_and_resume(tmp_path):
+    db, plot = tmp_path / "runs.sqlite", tmp_path / "steps.png"
+    first = invoke([*TINY_STEPS, "--db", str(db), "--format", "json", "--plot", str(plot)])
+    assert first.exit_code == 0, first.output
+    rows = json.loads(first.stdout)
+    assert [(r["optimizer"], r["batch_size"]) for r in rows] == [
+        ("sgd", 16), ("sgd", 32), ("momentum", 16), ("momentum", 32)
+    ]
+    for row in rows:
+        assert REQUIRED <= set(row)
+        assert row["status"] == "complete" and row["steps"] > 0
+        assert row["config"]["batch_size"] == row["batch_size"]
+        assert row["config"]["learning_rate"] == row["learning_rate"]
+        assert row["regime"] in ("perfect_scaling", "diminishing_returns", "maximal_parallelism")
+    assert {r["momentum"] for r in rows if r["optimizer"] == "momentum"} == {0.9}
+    assert rows[0]["sweep"]["workload"] == "digits-mlp" and rows[0]["sweep"]["executor"]["name"] == "inline"
+    assert plot.stat().st_size > 1000
+
+    again = invoke([*TINY_STEPS, "--db", str(db), "--format", "json"])
+    assert again.exit_code == 0
+    assert "0 trials trained" in again.stderr
+    assert [{k: r[k] for k in REQUIRED - {"sweep"}} for r in json.loads(again.stdout)] == [
+        {k: r[k] for k in REQUIRED - {"sweep"}} for r in rows
+    ]
+
+    table = invoke([*TINY_STEPS, "--db", str(db)])
+    assert table.exit_code == 0 and "at_edge" in table.stdout and "regime" in table.stdout
+
+
+def test_unreachable_target_is_a_row_status(tmp_path):
+    args = [*TINY_STEPS, "--optimizers", "sgd", "--target", "0.0", "--max-steps", "20"]
+    args += ["--max-extensions", "0"]
+    result = invoke([*args, "--db", str(tmp_path / "r.sqlite"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert {r["status"] for r in json.loads(result.stdout)} == {"unreachable"}
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--batch-sizes", "16,4096"], "larger than the training set"),
+        (["--lr-range", "1:0.1"], "learning-rate range"),
+        (["--optimizers", "sgd,lbfgs"], "unknown optimizer 'lbfgs'"),
+        (["--n-seeds", "0"], "--n-seeds"),
+    ],
+    ids=["batch-too-large", "empty-lr-range", "unknown-optimizer", "no-seeds"],
+)
+def test_bad_input_is_one_line(tmp_path, extra, words):
+    one_line_error(invoke([*TINY_STEPS, *extra, "--db", str(tmp_path / "r.sqlite")]), words)
+
+
+def test_missing_executor_extra_names_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    fake = lambda name, *a: None if name == "ray" else real(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    result = invoke([*TINY_STEPS, "--executor", "ray", "--db", str(tmp_path / "r.sqlite")])
+    one_line_error(result, "batchscale[ray]")
+
+
+def test_malformed_option_text_is_a_usage_error(tmp_path):
+    result = invoke([*TINY_STEPS, "--lr-range", "abc", "--db", str(tmp_path / "r.sqlite")])
+    assert result.exit_code == 2 and "LO:HI" in result.output
+
+
+def test_foreign_database_is_refused_untouched(tmp_path):
+    db = tmp_path / "theirs.sqlite"
+    connection = sqlite3.connect(db)
+    try:
+        with connection:
+            connection.execute("CREATE TABLE invoices (id INTEGER)")
+    finally:
+        connection.close()
+    before = db.read_bytes()
+    one_line_error(invoke([*TINY_STEPS, "--db", str(db)]), "another program")
+    assert db.read_bytes() == before
+
+
+def test_tiny_grid_with_divergence_and_heatmap(tmp_path):
+    plot = tmp_path / "grid.png"
+    args = [
+        "sweep", "grid", "--workload", "digits-mlp", "--batch-sizes", "32,128", "--lrs", "0.001,1.0",
+        "--epochs", "0.5", "--executor", "inline", "--db", str(tmp_path / "r.sqlite"), "--format", "json",
+        "--plot", str(plot),
+    ]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    cells = {(r["batch_size"], r["base_learning_rate"]): r for r in rows}
+    assert set(cells) == {(32, 0.001), (32, 1.0), (128, 0.001), (128, 1.0)}
+    assert cells[(128, 1.0)]["diverged"] and cells[(128, 1.0)]["test_accuracy"] is None
+    assert not cells[(32, 0.001)]["diverged"] and 0 < cells[(32, 0.001)]["test_accuracy"] <= 1
+    assert cells[(32, 0.001)]["steps"] == 23  # 0.5 epoch of ceil(1437 / 32) = 45 steps
+    assert cells[(128, 1.0)]["effective_learning_rate"] == 128.0
+    assert plot.stat().st_size > 1000
+    assert invoke([*args[:-2], "--format", "csv"]).stdout.startswith("batch_size,")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kill -9 in the middle, re-run, compare with an uninterrupted run.
+
+KILL_ARGS = [
+    "sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "8..32", "--optimizers", "sgd,momentum",
+    "--lrs", "4", "--lr-range", "0.02:0.8", "--target", "0.15", "--max-steps", "1500", "--eval-subset", "0",
+    "--max-extensions", "1", "--threads", "1", "--format", "json",
+]
+KEYS = ("optimizer", "batch_size", "steps", "learning_rate", "momentum", "status", "n_trials", "at_edge")
+
+
+def run_cli(args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchscale.cli.main", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
+    )
+
+
+def stored_rows(db: Path) -> list[tuple[str, str, float]]:
+    if not db.exists():
+        return []
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return connection.execute("SELECT trial_id, session, finished_at FROM trials").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        connection.close()
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        return False
+    state = next((line for line in status.read_text().splitlines() if line.startswith("State:")), "")
+    return "Z" not in state.split()[1:2]
+
+
+def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path):
+    killed_db, reference_db = tmp_path / "killed.sqlite", tmp_path / "reference.sqlite"
+    reference = run_cli([*KILL_ARGS, "--executor", "inline", "--db", str(reference_db)])
+
+    victim = run_cli([*KILL_ARGS, "--executor", "local", "--workers", "1", "--db", str(killed_db)])
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while len(stored_rows(killed_db)) < 2 and time.monotonic() < deadline and victim.poll() is None:
+        workers = children_of(victim.pid) or workers
+        time.sleep(0.02)
+    workers = children_of(victim.pid) or workers
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
+    before = {trial_id: (session, finished) for trial_id, session, finished in stored_rows(killed_db)}
+    assert before, "no rows were written before the kill"
+
+    for pid in workers:  # orphaned pool workers notice the dead parent and exit by themselves
+        stop = time.monotonic() + 15
+        while alive(pid) and time.monotonic() < stop:
+            time.sleep(0.1)
+        assert not alive(pid), f"worker {pid} outlived its killed parent"
+
+    resumed = run_cli([*KILL_ARGS, "--executor", "inline", "--db", str(killed_db)])
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"{len(before)} reused" in err or "reused" in err
+    after = {trial_id: (session, finished) for trial_id, session, finished in stored_rows(killed_db)}
+    assert all(after[k] == v for k, v in before.items()), "rows of the killed run were re-trained"
+    assert len(after) > len(before)
+
+    ref_out, ref_err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_err
+    pick = lambda text: [tuple(r[k] for k in KEYS) for r in json.loads(text)]  # noqa: E731
+    assert pick(out) == pick(ref_out)
+    assert len(after) == len(stored_rows(reference_db))
