@@ -43,7 +43,8 @@ DIVERGED = "diverged"
 
 DENSE_STEPS = 32  # every t <= DENSE_STEPS is checked
 CHECKPOINTS_PER_OCTAVE = 8
-DEFAULT_MAX_STEPS = 10**8
+COMPACT_FRACTION = 0.7  # drop finished configurations once fewer than this fraction is still searching
+DEFAULT_MAX_STEPS = 10**7
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -117,19 +118,22 @@ def ema_stationary_moments(curvature, noise, batch_size, learning_rate, decay):
 class PowerSequence(NamedTuple):
     r"""t-independent coefficients of :math:`G_t = p^{t-1} R_t` (see :func:`power_sequence`), same shapes.
 
-    kind 0: real, z = q/p in [0, 1], :math:`R_t = \mathrm{expm1}(tL)/\mathrm{expm1}(L)`, L = log z;
-    kind 1: real, z < 0, :math:`R_t = (1 - z^t)/(1 - z)`; kind 2: complex pair p e^{+-i theta},
-    :math:`R_t = \sin(t\theta)/\sin\theta`.
+    Real roots with z = q/p >= 0: :math:`R_t = \mathrm{expm1}(tL)/\mathrm{expm1}(L)`, L = log z (a double
+    root, L = 0, is stored as L = -1e-300, which gives R_t = t to double precision); real with z < 0
+    (``negative_z``): :math:`R_t = (1 - z^t)/(1 - z)`; a complex pair :math:`|p| e^{\pm i\theta}`
+    (``oscillating``): :math:`R_t = \sin(t\theta)/\sin\theta`.
     """
 
-    base: np.ndarray
+    abs_base: np.ndarray
+    negative_base: np.ndarray
     log_z: np.ndarray
     expm1_log_z: np.ndarray
     z: np.ndarray
     one_minus_z: np.ndarray
     theta: np.ndarray
     sin_theta: np.ndarray
-    kind: np.ndarray
+    negative_z: np.ndarray
+    oscillating: np.ndarray
 
     def take(self, rows: np.ndarray) -> PowerSequence:
         """The same coefficients for the configurations (first axis) ``rows``."""
@@ -146,9 +150,11 @@ def divided_power_sequence(x, y, x_minus_y) -> PowerSequence:
         z = np.where(nonzero, q / np.where(nonzero, p, 1.0), 0.0)
         one_minus_z = np.where(nonzero, d / np.where(nonzero, p, 1.0), 1.0)
         log_z = np.log1p(-np.where(z >= 0, np.minimum(one_minus_z, 1.0), 0.0))
+    log_z = np.where(log_z == 0, -1e-300, log_z)
     zeros = np.zeros_like(p)
-    kind = np.where(z >= 0, 0, 1).astype(np.int8)
-    return PowerSequence(p, log_z, np.expm1(log_z), z, one_minus_z, zeros, zeros, kind)
+    return PowerSequence(
+        np.abs(p), p < 0, log_z, np.expm1(log_z), z, one_minus_z, zeros, zeros, z < 0, zeros.astype(bool)
+    )
 
 
 def heavy_ball_power_sequence(eta_h, momentum) -> PowerSequence:
@@ -166,33 +172,28 @@ def heavy_ball_power_sequence(eta_h, momentum) -> PowerSequence:
         r2 = np.where(r1 != 0, beta / np.where(r1 != 0, r1, 1.0), 0.0)
     seq = divided_power_sequence(r1, r2, sign * root)
     theta = np.where(real, 0.0, np.arctan2(root, big_a))
-    return PowerSequence(
-        np.where(real, seq.base, q),
-        seq.log_z,
-        seq.expm1_log_z,
-        seq.z,
-        seq.one_minus_z,
-        theta,
-        np.sin(theta),
-        np.where(real, seq.kind, 2).astype(np.int8),
+    return seq._replace(
+        abs_base=np.where(real, seq.abs_base, q),
+        negative_base=real & seq.negative_base,
+        theta=theta,
+        sin_theta=np.sin(theta),
+        negative_z=real & seq.negative_z,
+        oscillating=~real,
     )
 
 
 def power_sequence(seq: PowerSequence, t) -> np.ndarray:
     """:math:`G_t = p^{t-1} R_t` for integer t >= 0 (``t`` broadcasts against ``seq``); G_0 = 0."""
     t = np.asarray(t, dtype=float)
-    kinds = [bool(np.any(seq.kind == k)) for k in range(3)]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = np.zeros(np.broadcast_shapes(t.shape, seq.kind.shape))
-        if kinds[0]:
-            pos = np.where(seq.log_z == 0, t, np.expm1(t * seq.log_z) / seq.expm1_log_z)
-            ratio = np.where(seq.kind == 0, pos, ratio)
-        if kinds[1]:
-            ratio = np.where(seq.kind == 1, (1.0 - _signed_power(seq.z, t)) / seq.one_minus_z, ratio)
-        if kinds[2]:
-            ratio = np.where(seq.kind == 2, np.sin(t * seq.theta) / seq.sin_theta, ratio)
-        out = _signed_power(seq.base, t - 1.0) * ratio
-    return np.where(t == 0, 0.0, out)
+        ratio = np.expm1(t * seq.log_z) / seq.expm1_log_z
+        if seq.oscillating.any():
+            ratio = np.where(seq.oscillating, np.sin(t * seq.theta) / seq.sin_theta, ratio)
+        if seq.negative_z.any():
+            z_power = _signed_power(np.abs(seq.z), seq.z < 0, t)
+            ratio = np.where(seq.negative_z, (1.0 - z_power) / seq.one_minus_z, ratio)
+        out = _signed_power(seq.abs_base, seq.negative_base, t - 1.0) * ratio
+    return np.where(t == 0, 0.0, out) if np.any(t == 0) else out
 
 
 def divided_power(x, y, x_minus_y, t):
@@ -205,11 +206,13 @@ def divided_power(x, y, x_minus_y, t):
     return power_sequence(divided_power_sequence(x, y, x_minus_y), t)
 
 
-def _signed_power(base, exponent):
-    """base ** exponent for integer-valued float exponents and any sign of base (0 ** 0 = 1)."""
-    magnitude = np.power(np.abs(base), exponent)
+def _signed_power(magnitude, negative, exponent):
+    """(-1 if ``negative``)^n |base|^n for integer-valued float exponents n (0 ** 0 = 1)."""
+    power = np.power(magnitude, exponent)
+    if not negative.any():
+        return power
     odd = np.mod(exponent, 2.0) == 1.0
-    return np.where((base < 0) & odd, -magnitude, magnitude)
+    return np.where(negative & odd, -power, power)
 
 
 def heavy_ball_sequence(eta_h, momentum, t):
@@ -300,7 +303,7 @@ class _Model:
     seq: PowerSequence | None  # (N, K) power-sequence coefficients (momentum, ema)
     param: np.ndarray  # (N, 1) momentum or EMA decay
     stable: np.ndarray  # (N,)
-    monotone_signal: np.ndarray  # (N,) the signal part never increases in t
+    monotone: np.ndarray  # (N, K) the coordinate's signal part never increases in t
 
     def take(self, rows: np.ndarray) -> _Model:
         """The model restricted to configurations ``rows``."""
@@ -313,11 +316,25 @@ class _Model:
             seq=seq,
             param=self.param[rows],
             stable=self.stable[rows],
-            monotone_signal=self.monotone_signal[rows],
+            monotone=self.monotone[rows],
         )
 
     def parts(self, t) -> tuple[np.ndarray, np.ndarray]:
         """(signal, noise) parts of the expected loss of every configuration at its step ``t`` (both (N,))."""
+        signal, noise = self.elements(t)
+        return signal @ self.weight, noise @ self.weight
+
+    def monotone_signal(self, t) -> np.ndarray:
+        """The signal part of the coordinates whose signal never increases, at step ``t`` ((N,)).
+
+        A lower bound on the loss at every step up to ``t``: if it exceeds the target at t = max_steps, the
+        target is unreachable within max_steps.
+        """
+        signal, _ = self.elements(t)
+        return np.where(self.monotone, signal, 0.0) @ self.weight
+
+    def elements(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """(signal, noise) per configuration and coordinate ((N, K) each) at step ``t``."""
         tt = np.broadcast_to(np.asarray(t, dtype=float), self.stable.shape)[:, None]
         if self.family == "sgd":
             # E[x_t^2] = a^t x0^2 + s (1 - a^t),  a = (1 - eta h)^2
@@ -327,7 +344,7 @@ class _Model:
             signal, noise = _momentum_parts(self.seq, self.param, self.init_sq, *self.coef, tt)
         else:
             signal, noise = _ema_parts(self.seq, self.rate, self.param, self.init_sq, *self.coef, tt)
-        return signal @ self.weight, noise @ self.weight
+        return signal, noise
 
     def loss(self, t) -> np.ndarray:
         """Expected loss of every configuration at its step ``t``."""
@@ -378,16 +395,17 @@ def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0
     eta_h = eta * h
     if family == "sgd":
         coef, seq, rate = (sgd_stationary_variance(h, c, batch, eta),), None, (1.0 - eta_h) ** 2
-        monotone = np.ones_like(stable)
+        monotone = np.ones_like(eta_h, dtype=bool)  # a^t x0^2 with 0 <= a < 1
     elif family == "momentum":
         coef, seq = (
             momentum_stationary_moments(h, c, batch, eta, param),
             heavy_ball_power_sequence(eta_h, param),
         )
-        rate, monotone = eta_h, np.zeros_like(stable)
+        # real roots 0 <= r2 <= r1 < 1: x0^2 (a_{t+1} - beta a_t)^2 decreases (see the tests)
+        rate, monotone = eta_h, ~(seq.oscillating | seq.negative_base)
     else:
         coef, seq = ema_stationary_moments(h, c, batch, eta, param), ema_power_sequence(eta_h, param)
-        rate, monotone = 1.0 - eta_h, np.all(eta_h <= 1.0, axis=1)  # r >= 0: the EMA signal decays
+        rate, monotone = 1.0 - eta_h, eta_h <= 1.0  # r >= 0: the EMA signal decays
     weight = 0.5 * spectrum.counts * h
     return _Model(family, weight, spectrum.init_sq, rate, coef, seq, param, stable, monotone)
 
@@ -440,16 +458,25 @@ class StepsResult:
     floor: np.ndarray
 
 
-def checkpoints(max_steps: int) -> np.ndarray:
-    """Every t <= 32, then t about 2^(1/8) apart up to and including ``max_steps``."""
-    dense = np.arange(0, min(DENSE_STEPS, max_steps) + 1)
-    if max_steps <= DENSE_STEPS:
-        return dense.astype(np.int64)
-    octaves = math.log2(max_steps / DENSE_STEPS)
-    sparse = np.geomspace(
-        DENSE_STEPS, max_steps, max(2, int(math.ceil(octaves * CHECKPOINTS_PER_OCTAVE)) + 1)
-    )
-    return np.unique(np.concatenate([dense, np.round(sparse), [max_steps]])).astype(np.int64)
+def checkpoint(start, k, max_steps: int) -> np.ndarray:
+    """k-th checkpoint of a search that starts at ``start``: start + k for k <= 32, then 2^(1/8) apart.
+
+    t_k = start + k (k <= DENSE_STEPS), t_k = round((start + 32) 2^((k - 32)/8)) beyond, capped at
+    ``max_steps``; strictly increasing until the cap.
+    """
+    start, k = np.asarray(start, dtype=float), np.asarray(k, dtype=float)
+    dense = start + np.minimum(k, DENSE_STEPS)
+    sparse = np.round(dense * 2.0 ** (np.maximum(k - DENSE_STEPS, 0.0) / CHECKPOINTS_PER_OCTAVE))
+    return np.minimum(np.where(k <= DENSE_STEPS, dense, sparse), max_steps).astype(np.int64)
+
+
+def checkpoints(max_steps: int, start: int = 0) -> np.ndarray:
+    """All checkpoints of one search (see :func:`checkpoint`), ending with ``max_steps``."""
+    out, k = [], 0
+    while not out or out[-1] < max_steps:
+        out.append(int(checkpoint(start, k, max_steps)))
+        k += 1
+    return np.array(out, dtype=np.int64)
 
 
 def steps_to_target(
@@ -462,11 +489,14 @@ def steps_to_target(
     ema_decay=0.0,
     precond_power: float = 0.0,
     max_steps: int = DEFAULT_MAX_STEPS,
+    race=None,
 ) -> StepsResult:
     """First t <= ``max_steps`` with E[L(x_t)] <= ``target`` for every broadcast configuration at once.
 
     Absolute target (same units as the loss). Search: closed form at :func:`checkpoints`, then bisection on
     integer t inside the first bracketing interval (see the module docstring for the exact definition).
+    ``race``: optional group id per configuration; only each group's fastest members are resolved, the
+    rest are reported 'unreachable' (used to find the best setting per batch size quickly).
     Zhang et al. Sec. 3 ("steps required to reach a target loss").
     """
     require(math.isfinite(target) and target > 0, f"target loss must be > 0, got {target}")
@@ -476,7 +506,11 @@ def steps_to_target(
     )
     configs = _configs(batch_size, learning_rate, momentum, ema_decay)
     model = build_model(spectrum, configs, precond_power)
-    lo, hi = _bracket(model, target, int(max_steps))
+    race = (
+        None if race is None else np.broadcast_to(np.asarray(race, dtype=np.int64), configs.batch_size.shape)
+    )
+    start = np.minimum(_information_start(spectrum, configs.batch_size, target), int(max_steps))
+    lo, hi = _bracket(model, target, int(max_steps), start, race)
     steps = _bisect(model, target, lo, hi)
     status = np.where(~model.stable, DIVERGED, np.where(steps >= 0, OK, UNREACHABLE))
     at = np.where(steps >= 0, steps, int(max_steps))
@@ -484,26 +518,37 @@ def steps_to_target(
     return StepsResult(configs, steps, status, loss, _continuous(model, target, steps, loss), model.floor())
 
 
-def _bracket(model: _Model, target: float, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) per config: loss(lo) > target >= loss(hi); hi = -1 where no checkpoint reaches the target."""
+def _bracket(
+    model: _Model, target: float, max_steps: int, start: np.ndarray, race: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per config: loss(lo) > target >= loss(hi); hi = -1 where no checkpoint reaches the target.
+
+    Config i is checked at ``checkpoint(start[i], k)``, k = 0, 1, ...; its loss before ``start[i]`` is known
+    to exceed the target (information bound). ``race`` (group ids, (N,), members share ``start``): stop
+    searching every member of a group at the first checkpoint where one member crosses (the others take
+    more steps, so they cannot be the group's best); they get hi = -1.
+    """
     n = model.stable.size
-    lo, hi = np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    finished = None if race is None else np.zeros(int(race.max()) + 1 if n else 0, dtype=bool)
+    lo, hi = np.maximum(start - 1, 0), np.full(n, -1, dtype=np.int64)
     active = np.flatnonzero(model.stable)
     # a never-increasing signal that is still above the target at max_steps never lets the loss reach it
-    signal_end, _ = model.take(active).parts(max_steps)
-    active = active[~(model.monotone_signal[active] & (signal_end > target))]
-    sub, previous = model.take(active), 0
-    for t in checkpoints(max_steps):
-        if active.size == 0:
-            break
+    active = active[model.take(active).monotone_signal(max_steps) <= target]
+    sub, alive, k = model.take(active), np.ones(active.size, dtype=bool), 0
+    while alive.any():
+        t = checkpoint(start[active], k, max_steps)
         signal, noise = sub.parts(t)
-        crossed = signal + noise <= target
-        lo[active[crossed]], hi[active[crossed]] = previous, t
+        crossed = alive & (signal + noise <= target)
+        hi[active[crossed]] = t[crossed]
         # the noise part never decreases: once above the target, the loss stays above it
-        keep = ~crossed & (noise <= target)
-        if not np.all(keep):
-            active, sub = active[keep], sub.take(np.flatnonzero(keep))
-        previous = t
+        alive &= ~crossed & (noise <= target) & (t < max_steps)
+        if race is not None:  # a group member crossed: the others need more steps than it
+            finished[race[active[crossed]]] = True
+            alive &= ~finished[race[active]]
+        lo[active[alive]] = t[alive]
+        if alive.sum() < COMPACT_FRACTION * alive.size:
+            active, sub, alive = active[alive], sub.take(np.flatnonzero(alive)), alive[alive]
+        k += 1
     return lo, hi
 
 
@@ -579,7 +624,227 @@ def information_bound_examples(spectrum: Spectrum, target: float) -> int:
     return hi
 
 
+def _information_start(spectrum: Spectrum, batch_size: np.ndarray, target: float) -> np.ndarray:
+    """First step worth checking: one below the information bound (a margin for rounding), at least 0."""
+    return np.maximum(steps_lower_bound(spectrum, batch_size, target) - 1, 0)
+
+
 def steps_lower_bound(spectrum: Spectrum, batch_size, target: float) -> np.ndarray:
     r""":math:`\lceil n_{\rm info} / B \rceil` steps: no optimizer in this model reaches ``target`` sooner."""
     n_info = information_bound_examples(spectrum, target)
     return np.ceil(n_info / np.asarray(batch_size, dtype=float)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tuned learning rate (and momentum) per batch size
+# --------------------------------------------------------------------------------------------------------
+
+SEARCHES = ("continuous", "grid")
+COARSE_LR_POINTS = 16  # continuous search: coarse log-grid points before golden-section refinement
+COARSE_MOMENTUM_POINTS = 6
+GOLDEN_ITERATIONS = 16
+MOMENTUM_ROUNDS = 2  # alternating (log eta, log(1 - beta)) golden-section rounds
+
+
+@dataclass(frozen=True)
+class TunedCurve:
+    """Steps to target per batch size with the learning rate (and momentum) tuned for each.
+
+    ``steps`` is -1 where no searched setting reaches the target within ``max_steps`` (``status``
+    'unreachable'); ``learning_rate`` / ``momentum`` are then NaN and ``loss_at_steps`` is the lowest loss
+    any searched setting reaches at ``max_steps``. ``steps_lower_bound`` is :func:`steps_lower_bound`.
+    """
+
+    batch_sizes: np.ndarray
+    steps: np.ndarray
+    learning_rate: np.ndarray
+    momentum: np.ndarray
+    loss_at_steps: np.ndarray
+    status: np.ndarray
+    steps_lower_bound: np.ndarray
+    target: float
+    optimizer: str
+    search: str
+    max_steps: int
+
+    def rows(self, with_momentum: bool | None = None) -> list[dict]:
+        """One flat dict per batch size (``momentum`` only when the optimizer uses it)."""
+        with_momentum = self.optimizer == "momentum" if with_momentum is None else with_momentum
+        out = []
+        for i, b in enumerate(self.batch_sizes):
+            ok = self.status[i] == OK
+            row = {
+                "batch_size": int(b),
+                "steps": int(self.steps[i]) if ok else None,
+                "learning_rate": float(self.learning_rate[i]) if ok else None,
+            }
+            if with_momentum:
+                row["momentum"] = float(self.momentum[i]) if ok else None
+            row |= {
+                "loss_at_steps": float(self.loss_at_steps[i]),
+                "status": str(self.status[i]),
+                "steps_lower_bound": int(self.steps_lower_bound[i]),
+            }
+            out.append(row)
+        return out
+
+
+def log_grid(lo: float, hi: float, n: int) -> np.ndarray:
+    """``n`` values 10^u, u evenly spaced from ``lo`` to ``hi`` (Zhang et al. tune on such grids)."""
+    require(math.isfinite(lo) and math.isfinite(hi) and hi >= lo and n >= 1, f"bad log grid {lo}:{hi}:{n}")
+    return np.logspace(lo, hi, n) if n > 1 else np.array([10.0**lo])
+
+
+def tune_steps(
+    spectrum: Spectrum,
+    batch_sizes,
+    target: float,
+    *,
+    lr_grid,
+    momentum_grid=None,
+    search: str = "continuous",
+    precond_power: float = 0.0,
+    ema_decay: float = 0.0,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> TunedCurve:
+    """Fewest steps to ``target`` per batch size over the learning rate (and momentum), Zhang et al. Sec. 3.
+
+    ``search='grid'``: the best of every (learning rate, momentum) pair of ``lr_grid`` x ``momentum_grid``
+    (ties: the earlier crossing within the last step). ``search='continuous'``: a coarse log-grid
+    (``COARSE_LR_POINTS`` learning rates, ``COARSE_MOMENTUM_POINTS`` momenta) spanning the same bounds,
+    then golden-section search on log eta (alternating with log(1 - beta) for momentum) within one coarse
+    spacing of the best point and within the grid bounds; the objective is the interpolated crossing time
+    (:class:`StepsResult`), and the best point ever evaluated is kept.
+    """
+    require(search in SEARCHES, f"unknown search {search!r}; expected one of {', '.join(SEARCHES)}")
+    batch = np.asarray(batch_sizes, dtype=float).ravel()
+    require(batch.size > 0, "no batch sizes given")
+    _require_finite_all(batch, batch > 0, "batch size must be > 0")
+    lrs = _checked_grid(lr_grid, "learning-rate grid", lambda g: g > 0)
+    momenta = (
+        None
+        if momentum_grid is None
+        else _checked_grid(momentum_grid, "momentum grid", lambda g: (g >= 0) & (g < 1))
+    )
+    fixed = {"ema_decay": ema_decay, "precond_power": precond_power, "max_steps": max_steps}
+
+    def run(b, lr, beta, race=None):
+        return steps_to_target(spectrum, b, lr, target, momentum=beta, race=race, **fixed)
+
+    if search == "continuous":
+        lrs = _coarse(lrs, COARSE_LR_POINTS)
+        momenta = None if momenta is None else _coarse(momenta, COARSE_MOMENTUM_POINTS)
+    best = _grid_best(run, batch, lrs, momenta)
+    if search == "continuous":
+        best = _refine(run, batch, best, lrs, momenta)
+    final = run(batch, best.learning_rate, best.momentum)
+    ok = final.status == OK
+    lowest = np.where(ok, final.loss_at_steps, best.lowest_loss)
+    optimizer = (
+        "momentum" if momenta is not None else "ema" if ema_decay else "precond" if precond_power else "sgd"
+    )
+    return TunedCurve(
+        batch_sizes=batch.astype(np.int64),
+        steps=np.where(ok, final.steps, -1),
+        learning_rate=np.where(ok, best.learning_rate, np.nan),
+        momentum=np.where(ok, best.momentum, np.nan),
+        loss_at_steps=lowest,
+        status=np.where(ok, OK, UNREACHABLE),
+        steps_lower_bound=steps_lower_bound(spectrum, batch, target),
+        target=float(target),
+        optimizer=optimizer,
+        search=search,
+        max_steps=int(max_steps),
+    )
+
+
+class _Best(NamedTuple):
+    learning_rate: np.ndarray  # (n,)
+    momentum: np.ndarray  # (n,)
+    objective: np.ndarray  # (n,) interpolated steps, inf if not reached
+    lowest_loss: np.ndarray  # (n,) lowest loss at max_steps among unreachable settings
+
+
+def _checked_grid(values, name: str, ok) -> np.ndarray:
+    grid = np.sort(np.asarray(values, dtype=float).ravel())
+    require(grid.size > 0, f"{name} is empty")
+    _require_finite_all(grid, ok(grid), f"{name} has a bad value")
+    return grid
+
+
+def _coarse(grid: np.ndarray, points: int) -> np.ndarray:
+    """``points`` log-spaced values over the bounds of ``grid`` (the grid itself if it is smaller)."""
+    if grid.size <= points:
+        return grid
+    return log_grid(math.log10(grid[0]), math.log10(grid[-1]), points) if grid[0] > 0 else grid
+
+
+def _grid_best(run, batch: np.ndarray, lrs: np.ndarray, momenta: np.ndarray | None) -> _Best:
+    """Best (fewest steps, then earliest crossing) of the full grid, per batch size."""
+    betas = np.zeros(1) if momenta is None else momenta
+    b, lr, beta = np.meshgrid(batch, lrs, betas, indexing="ij")  # (n, L, M)
+    n = batch.size
+    result = run(b.ravel(), lr.ravel(), beta.ravel(), np.repeat(np.arange(n), lr.size // n))
+    steps = np.where(result.steps >= 0, result.steps, np.iinfo(np.int64).max).reshape(n, -1).astype(float)
+    objective = result.steps_continuous.reshape(n, -1)
+    order = _argmin_pair(steps, objective)
+    pick = np.arange(n), order
+    lowest = np.where(result.status == DIVERGED, np.inf, result.loss_at_steps).reshape(n, -1).min(axis=1)
+    return _Best(lr.reshape(n, -1)[pick], beta.reshape(n, -1)[pick], objective[pick], lowest)
+
+
+def _argmin_pair(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """Per row, the column with the smallest ``primary``, ties broken by the smallest ``secondary``."""
+    best_primary = primary.min(axis=1, keepdims=True)
+    masked = np.where(primary == best_primary, secondary, np.inf)
+    return np.argmin(masked, axis=1)
+
+
+def _refine(run, batch: np.ndarray, best: _Best, lrs: np.ndarray, momenta: np.ndarray | None) -> _Best:
+    """Golden-section refinement of log eta (and log(1 - beta)) around the coarse optimum."""
+    lr_axis = _LogAxis(np.log10(lrs), lambda u: 10.0**u, lambda v: np.log10(v))
+    for _ in range(1 if momenta is None else MOMENTUM_ROUNDS):
+        best = _golden_axis(lambda u, m=best.momentum: run(batch, 10.0**u, m), best, lr_axis, "learning_rate")
+        if momenta is not None and momenta[0] < momenta[-1]:
+            axis = _LogAxis(
+                np.log10(1.0 - momenta[::-1]), lambda u: 1.0 - 10.0**u, lambda v: np.log10(1.0 - v)
+            )
+            best = _golden_axis(
+                lambda u, r=best.learning_rate: run(batch, r, 1.0 - 10.0**u), best, axis, "momentum"
+            )
+    return best
+
+
+class _LogAxis(NamedTuple):
+    grid: np.ndarray  # ascending coordinates u of the coarse grid
+    value: object  # u -> parameter value
+    coordinate: object  # parameter value -> u
+
+
+def _golden_axis(evaluate, best: _Best, axis: _LogAxis, field: str) -> _Best:
+    """Vectorised golden-section search over one coordinate, one bracket per batch size."""
+    if axis.grid.size < 2 or not np.any(np.isfinite(best.objective)):
+        return best
+    step = float(np.max(np.diff(axis.grid)))
+    centre = axis.coordinate(getattr(best, field))
+    lo = np.clip(centre - step, axis.grid[0], axis.grid[-1])
+    hi = np.clip(centre + step, axis.grid[0], axis.grid[-1])
+    inv = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = hi - inv * (hi - lo), lo + inv * (hi - lo)
+    fc, fd = evaluate(c).steps_continuous, evaluate(d).steps_continuous
+    best = _keep_better(_keep_better(best, axis.value(c), fc, field), axis.value(d), fd, field)
+    for _ in range(GOLDEN_ITERATIONS):
+        left = fc <= fd  # the minimum lies in [lo, d]
+        lo, hi = np.where(left, lo, c), np.where(left, d, hi)
+        fresh = np.where(left, hi - inv * (hi - lo), lo + inv * (hi - lo))
+        f_fresh = evaluate(fresh).steps_continuous
+        c, d = np.where(left, fresh, d), np.where(left, c, fresh)
+        fc, fd = np.where(left, f_fresh, fd), np.where(left, fc, f_fresh)
+        best = _keep_better(best, axis.value(fresh), f_fresh, field)
+    return best
+
+
+def _keep_better(best: _Best, value: np.ndarray, objective: np.ndarray, field: str) -> _Best:
+    better = objective < best.objective
+    updated = np.where(better, value, getattr(best, field))
+    return best._replace(**{field: updated, "objective": np.where(better, objective, best.objective)})

@@ -1,0 +1,229 @@
+"""``batchscale predict nqm``: steps to target vs batch size in the noisy quadratic model (Zhang et al.)."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from batchscale.cli.common import (
+    emit,
+    format_option,
+    parse_int_list,
+    parse_log_grid,
+    plot_option,
+    progress,
+)
+from batchscale.errors import InputError
+
+OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
+
+
+@click.command("nqm")
+@click.option(
+    "--dim",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Coordinates d of the power-law spectrum h_i = i^-alpha, i = 1..d.",
+)
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Power-law exponent alpha.")
+@click.option(
+    "--bins",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Group the eigenvalues into this many geometric bins (0 = no binning).",
+)
+@click.option(
+    "--spectrum",
+    "spectrum_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A .npy/.csv file: column 1 eigenvalues h, optional column 2 noise variances c "
+    "(default c = h); replaces --dim/--alpha.",
+)
+@click.option(
+    "--noise",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Scale of the per-example gradient-noise variances c (c = noise * h by default).",
+)
+@click.option(
+    "--target",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Absolute target expected loss (the default problem starts at 4.894).",
+)
+@click.option(
+    "--batch-sizes",
+    default="4..2097152",
+    show_default=True,
+    help="Comma list, or LOW..HIGH for the powers of two between.",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(OPTIMIZERS),
+    default="sgd",
+    show_default=True,
+    help="sgd; heavy-ball momentum (tuned); precond: SGD preconditioned by H^-p; ema: SGD with "
+    "an exponential moving average of the iterates.",
+)
+@click.option(
+    "--lr-search",
+    type=click.Choice(["continuous", "grid"]),
+    default="continuous",
+    show_default=True,
+    help="grid: best of --lr-grid (x --momentum-grid) exactly; continuous: coarse grid over the "
+    "same bounds, then golden-section search on log learning rate (and log(1 - momentum)).",
+)
+@click.option(
+    "--lr-grid",
+    default="-5:0.5:100",
+    show_default=True,
+    help="Learning rates LO:HI:N: N values log-spaced from 10^LO to 10^HI (Zhang et al.).",
+)
+@click.option(
+    "--momentum-grid",
+    default="-3:0:20",
+    show_default=True,
+    help="Momenta LO:HI:N as log10(1 - momentum): -3:0:20 spans momentum 0.999 down to 0.",
+)
+@click.option(
+    "--precond-power",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Preconditioner H^-p for --optimizer precond (0 = SGD, 1 = Newton).",
+)
+@click.option(
+    "--ema-decay",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="EMA decay gamma for --optimizer ema (x~ <- gamma x~ + (1 - gamma) x).",
+)
+@click.option(
+    "--max-steps",
+    type=int,
+    default=10**7,
+    show_default=True,
+    help="Give up after this many steps (the target is then 'unreachable' at that batch size).",
+)
+@format_option()
+@plot_option
+def nqm(
+    dim,
+    alpha,
+    bins,
+    spectrum_path,
+    noise,
+    target,
+    batch_sizes,
+    optimizer,
+    lr_search,
+    lr_grid,
+    momentum_grid,
+    precond_power,
+    ema_decay,
+    max_steps,
+    fmt,
+    plot_path,
+) -> None:
+    """Noisy quadratic model: steps to target vs batch size with tuned learning rate.
+
+    Loss 1/2 sum_i h_i x_i^2, gradient noise variance c_i / B, E[x_i^2] = 1 at the start; expected loss
+    in closed form (Zhang et al. 2019, arXiv 1907.04164). For each batch size the learning rate (and the
+    momentum) is tuned for the fewest steps to reach --target; each row carries the Shallue et al.
+    regime and an information lower bound on the steps.
+    """
+    from batchscale.theory import nqm as model
+    from batchscale.theory.regimes import classify_regimes
+    from batchscale.theory.spectra import load_spectrum, power_law_spectrum
+
+    batches = parse_int_list(batch_sizes, "--batch-sizes")
+    lrs = model.log_grid(*parse_log_grid(lr_grid, "--lr-grid"))
+    momenta = None
+    if optimizer == "momentum":
+        momenta = 1.0 - model.log_grid(*parse_log_grid(momentum_grid, "--momentum-grid"))
+    _check_options(bins, dim, max_steps, precond_power, ema_decay, batches)
+    if spectrum_path:
+        spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)
+    else:
+        spectrum = power_law_spectrum(dim, alpha, noise_scale=noise, bins=bins)
+    initial = spectrum.initial_loss()
+    if not target < initial:
+        raise InputError(
+            f"target {target} is not below the initial loss {initial:.4g}: every batch needs 0 steps"
+        )
+    progress(
+        f"nqm: {spectrum.dim} coordinates in {spectrum.bins} bins, initial loss {initial:.4g}, "
+        f"target {target}, {optimizer}, {lr_search} search over {len(batches)} batch sizes"
+    )
+    curve = model.tune_steps(
+        spectrum,
+        batches,
+        target,
+        lr_grid=lrs,
+        momentum_grid=momenta,
+        search=lr_search,
+        precond_power=precond_power if optimizer == "precond" else 0.0,
+        ema_decay=ema_decay if optimizer == "ema" else 0.0,
+        max_steps=max_steps,
+    )
+    steps = [s if s >= 0 else math.inf for s in curve.steps.tolist()]
+    report = classify_regimes(batches, steps)
+    rows = curve.rows()
+    for row, regime in zip(rows, report.regimes, strict=True):
+        row["regime"] = regime
+        if row["status"] != "ok":
+            progress(
+                f"batch size {row['batch_size']}: target {target} unreachable within {max_steps} steps "
+                f"(lowest loss reached {row['loss_at_steps']:.4g})"
+            )
+    columns = ["batch_size", "steps", "learning_rate"] + (["momentum"] if momenta is not None else [])
+    emit(rows, fmt, columns + ["regime", "loss_at_steps", "status", "steps_lower_bound"])
+    if plot_path:
+        _plot(plot_path, rows, report, optimizer, target)
+
+
+def _check_options(bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
+    """Range checks that belong to the command's own options."""
+    if bins < 0:
+        raise InputError(f"--bins must be >= 0, got {bins}")
+    if dim < 1:
+        raise InputError(f"--dim must be >= 1, got {dim}")
+    if max_steps < 1:
+        raise InputError(f"--max-steps must be >= 1, got {max_steps}")
+    if not math.isfinite(precond_power):
+        raise InputError(f"--precond-power must be finite, got {precond_power}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise InputError(f"--ema-decay must be in [0, 1), got {ema_decay}")
+    if min(batches) <= 0:
+        raise InputError(f"batch size must be > 0, got {min(batches)}")
+
+
+def _plot(path, rows, report, optimizer, target) -> None:
+    from batchscale.report.plots import plot_steps_vs_batch
+
+    def column(name):
+        return [math.inf if r[name] is None else r[name] for r in rows]
+
+    curves = {
+        optimizer: {
+            "batch_size": column("batch_size"),
+            "steps": column("steps"),
+            "learning_rate": column("learning_rate"),
+        }
+    }
+    lines = {"information bound": {"batch_size": column("batch_size"), "steps": column("steps_lower_bound")}}
+    plot_steps_vs_batch(
+        path,
+        curves,
+        regimes=list(report.regimes),
+        lines=lines,
+        title=f"Noisy quadratic model, {optimizer}, target loss {target}",
+    )
+    progress(f"wrote {path}")
