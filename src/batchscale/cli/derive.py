@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from batchscale.cli.common import emit, parse_int_list, seed_option
+from batchscale.cli.common import emit, parse_int_list, progress, seed_option
 
 # The same names as batchscale.theory.moments (kept here so `derive --help` does not import sympy).
 FORMS = ("mean", "sum")
@@ -199,6 +199,7 @@ def moments(
         ]
         _print_sized(sized, fmt)
         return
+    progress(f"deriving {len(forms) * len(samplings) * len(pers)} cases with sympy ...")
     results = mo.all_update_moments(tuple(forms), tuple(samplings), tuple(pers))
     if fmt == "json":
         emit([_moments_row(r) for r in results], "json")

@@ -121,7 +121,7 @@ def weighted_batch_sum_variance(sampling: str) -> sp.Expr:
     if sampling == "without":
         return m * chain_square_sum() * (M - m) / (M - 1)
     # M A_2 - m A_1^2 = n (n - 1) (2 M (2n - 1) - 3 m n (n - 1)) / 12
-    return m * n * (n - 1) * (2 * M * (2 * n - 1) - 3 * m * n * (n - 1)) / (12 * (M - 1))
+    return sp.Rational(1, 12) * m * n * (n - 1) * (2 * M * (2 * n - 1) - 3 * m * n * (n - 1)) / (M - 1)
 
 
 class LeadingTermMoments(NamedTuple):
