@@ -169,7 +169,8 @@ def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train:
 @click.option("--lr-factor", type=float, default=2.0, show_default=True,
               help="Ratio of neighbouring learning rates in a window.")
 @click.option("--lr-range", default="0.002:0.25", show_default=True,
-              help="LO:HI learning rates searched at the first batch size (later: linear-scaling window).")
+              help="LO:HI learning rates searched at the first batch size, times 1 - momentum for "
+              "momentum/nesterov (later batch sizes: a window around a linear-scaling guess).")
 @click.option("--max-extensions", type=int, default=3, show_default=True,
               help="Times a batch size's window is extended past an edge holding the optimum.")
 @click.option("--n-seeds", type=int, default=1, show_default=True,

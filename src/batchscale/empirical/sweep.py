@@ -79,7 +79,8 @@ class StepsSweepConfig:
             log space) or ``auto`` (grid, or quasi-random when the momentum is tuned).
         n_learning_rates: trials per batch size and seed in one window (>= 2).
         lr_factor: ratio of neighbouring rates in a grid window, and the unit of window widths.
-        lr_range: (low, high) rates searched at the first batch size.
+        lr_range: (low, high) rates searched at the first batch size; for ``momentum``/``nesterov`` they
+            are multiplied by 1 - momentum (the same effective step lr / (1 - momentum); 0.1 when tuned).
         max_extensions: edge extensions per batch size; ``n_extend`` new points each.
         seeds: one trial per seed at every point; the point's steps are the median over seeds.
         target_metric, target: the run is complete when the test metric first is <= target.
@@ -411,6 +412,9 @@ class BatchSearch:
         c = self.config
         if self.first:
             low, high = c.lr_range
+            if self.optimizer in ("momentum", "nesterov"):  # same effective step lr / (1 - momentum)
+                scale = 1.0 - (c.momentum if not self.tune_momentum else 0.9)
+                low, high = low * scale, high * scale
         else:
             half = c.lr_factor ** ((c.n_learning_rates - 1) / 2)
             low, high = self.center / half, self.center * half
