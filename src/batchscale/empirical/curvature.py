@@ -2,7 +2,7 @@
 
 H is the Hessian of the *mean* per-example loss L(w) = (1/M) sum_i l_i(w) over the examples given
 (conventions as in :mod:`batchscale.empirical.gradients`). Nothing here forms H: every quantity is built
-from Hessian-vector products (forward-over-reverse with torch.func), chunked over the data.
+from Hessian-vector products (reverse-over-reverse with torch.func), chunked over the data.
 """
 
 from __future__ import annotations
@@ -16,19 +16,47 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
-from torch.func import functional_call, grad, jvp
 
 from batchscale.empirical.gradients import (
     LossFn,
     iter_per_example_gradients,
     num_parameters,
     trainable_parameters,
-    unflatten,
 )
 from batchscale.errors import require
 
 SharpnessMethod = Literal["lanczos", "power"]
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def hessian_vector_products(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    vectors: torch.Tensor,
+    *,
+    chunk_size: int = 2048,
+) -> torch.Tensor:
+    r""":math:`H v_k` for each row of ``vectors`` (K, P), :math:`H = \nabla^2_w \frac{1}{M}\sum_i l_i(w)`.
+
+    Reverse-over-reverse (Pearlmutter 1994): :math:`Hv = \nabla_w (v^\top \nabla_w L)`. Per chunk of
+    ``chunk_size`` examples, one backward pass builds :math:`\nabla_w L` with its graph and each vector
+    then costs one more backward through it. (Forward-over-reverse ``torch.func.jvp`` would avoid the
+    retained graph, but torch 2.13's forward AD emits a ``torch.jit.script`` DeprecationWarning.)
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    dtype = params[0].dtype
+    vectors = vectors.to(dtype)
+    total = torch.zeros(vectors.shape, dtype=dtype, device=vectors.device)
+    for start in range(0, x.shape[0], chunk_size):
+        loss = loss_fn(model(x[start : start + chunk_size]), y[start : start + chunk_size]).sum()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        flat = torch.cat([g.reshape(-1) for g in grads])  # (P,), differentiable
+        for k in range(vectors.shape[0]):
+            hv = torch.autograd.grad(flat @ vectors[k], params, retain_graph=k < vectors.shape[0] - 1)
+            total[k] += torch.cat([h.reshape(-1) for h in hv]).detach()
+    return total / x.shape[0]
 
 
 def hessian_vector_product(
@@ -42,22 +70,9 @@ def hessian_vector_product(
 ) -> torch.Tensor:
     r""":math:`Hv` with :math:`H = \nabla^2_w \frac{1}{M}\sum_i l_i(w)` over the M examples ``x``, ``y``.
 
-    Forward-over-reverse (Pearlmutter 1994): :math:`Hv = \frac{d}{dt}\nabla L(w + t v)|_{t=0}`, via
-    ``torch.func.jvp(grad(L))``, summed over chunks of ``chunk_size`` examples. ``vector`` is v, shape (P,).
+    ``vector`` is v, shape (P,); see :func:`hessian_vector_products`.
     """
-    params = trainable_parameters(model)
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
-    tangent = unflatten(vector.to(next(iter(params.values())).dtype), params)
-    total = torch.zeros(vector.numel(), dtype=vector.dtype, device=vector.device)
-    for start in range(0, x.shape[0], chunk_size):
-        xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
-
-        def chunk_loss(p, xc=xc, yc=yc):
-            return loss_fn(functional_call(model, (p, buffers), (xc,)), yc).sum()
-
-        _, hv = jvp(grad(chunk_loss), (params,), (tangent,))
-        total += torch.cat([t.reshape(-1) for t in hv.values()]).to(total.dtype)
-    return total / x.shape[0]
+    return hessian_vector_products(model, loss_fn, x, y, vector[None], chunk_size=chunk_size)[0]
 
 
 def hvp_operator(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> MatVec:
@@ -225,10 +240,8 @@ def b_noise(
     g_h_g = float(g.double() @ op(g).double())
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:probes].to(x.device)
     (grads,) = iter_per_example_gradients(model, loss_fn, x[idx], y[idx], chunk_size=probes)
-    quad = []
-    for gi in grads:
-        d = gi - g  # g_i - G
-        quad.append(float(d.double() @ op(d).double()))
-    values = np.array(quad)
+    d = grads - g  # (probes, P): g_i - G
+    h_d = hessian_vector_products(model, loss_fn, x, y, d)
+    values = (d.double() * h_d.double()).sum(1).cpu().numpy()  # (g_i - G)^T H (g_i - G)
     stderr = float(values.std(ddof=1) / math.sqrt(probes) * math.sqrt(1 - (probes - 1) / max(n - 1, 1)))
     return NoiseScaleCurvature(float(values.mean()), stderr if probes > 1 else math.inf, g_h_g, probes, n)
