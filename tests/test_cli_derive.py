@@ -196,3 +196,27 @@ def test_bad_input_exit_code_2_one_line(args, fragment):
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and fragment in errors[0], result.output
+
+
+def test_staleness_plot_and_curve(tmp_path):
+    path = tmp_path / "staleness.png"
+    result = run(
+        "staleness",
+        "--form",
+        "sum",
+        "--sampling",
+        "with",
+        "--steps",
+        "4",
+        "--plot",
+        str(path),
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert path.stat().st_size > 10_000
+    curve = [r for r in json.loads(result.stdout) if r["kind"] == "curve"]
+    assert len(curve) == 12
+    small = curve[0]  # eta n lambda_max = 1e-3: the leading term is the difference to 1e-4 relative
+    assert small["lr_n_lambda_max"] == pytest.approx(1e-3)
+    assert small["leading_remainder"] < 1e-4 * small["difference"]

@@ -281,3 +281,20 @@ def test_bad_input_is_one_line_input_error(call, fragment):
     with pytest.raises(InputError, match=fragment) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_matrix_form_of_the_moments_evaluates_like_the_coefficients():
+    size, dim, m = 6, 3, 3
+    mean_grad, grad_cov = mo.gradient_statistics(grads_of(size, dim))
+    numbers = {BY_NAME["M"]: size, BY_NAME["m"]: m, BY_NAME["eta"]: LR}
+    for sampling in mo.SAMPLINGS:
+        r = mo.update_moments("mean", sampling, "step")
+        for expr, value in ((r.mean, mean_grad[:, None]), (r.covariance, grad_cov)):
+            matrix = mo.as_matrix_expression(expr, dim)
+            (symbol,) = matrix.atoms(sp.MatrixSymbol)
+            evaluated = matrix.xreplace({symbol: sp.ImmutableMatrix(value)}).subs(numbers).doit()
+            coefficient = float(expr.subs(numbers).subs({BY_NAME["G"]: 1, BY_NAME["Sigma"]: 1}))
+            np.testing.assert_allclose(np.array(evaluated, dtype=float), coefficient * value, atol=EXACT_TOL)
+    assert mo.as_matrix_expression(mo.update_covariance("sum", "reshuffle", "epoch"), 2) == sp.ZeroMatrix(
+        2, 2
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from batchscale.cli.common import emit, parse_int_list, progress, seed_option
+from batchscale.cli.common import emit, parse_int_list, plot_option, progress, seed_option
 
 # The same names as batchscale.theory.moments (kept here so `derive --help` does not import sympy).
 FORMS = ("mean", "sum")
@@ -393,8 +393,18 @@ def _accumulation_row(identity, diffs: dict[str, float]) -> dict[str, Any]:
 @click.option(
     "--steps", "-n", type=int, default=3, show_default=True, help="Number n of small steps written out."
 )
+@plot_option
+@seed_option
 @format_option()
-def staleness(forms: tuple[str, ...], samplings: tuple[str, ...], order: int, steps: int, fmt: str) -> None:
+def staleness(
+    forms: tuple[str, ...],
+    samplings: tuple[str, ...],
+    order: int,
+    steps: int,
+    plot_path: str | None,
+    seed: int,
+    fmt: str,
+) -> None:
     """One big step vs n small steps: series in the learning rate, product form, expectation.
 
     Sum form: batch j has summed gradient S_j and summed Hessian H_j at the start; n small steps with
@@ -433,12 +443,60 @@ def staleness(forms: tuple[str, ...], samplings: tuple[str, ...], order: int, st
                     "note": r.note,
                 }
             )
+    curve = _staleness_curve(steps, order, seed, plot_path) if plot_path else []
     if fmt == "json":
-        emit([_stringify(row) for row in rows], "json")
+        emit([_stringify(row) for row in rows] + [{"kind": "curve", **p._asdict()} for p in curve], "json")
     elif fmt == "latex":
         click.echo("\n".join(_staleness_latex(row) for row in rows))
     else:
         click.echo("\n".join(_staleness_pretty(row) for row in rows))
+        if curve:
+            click.echo(f"random quadratic (d={CURVE_DIM}, n={steps}, seed={seed}), norms over |w_big - w_0|:")
+            emit([p._asdict() for p in curve], "table")
+
+
+CURVE_DIM = 10
+
+
+def _staleness_curve(steps: int, order: int, seed: int, plot_path: str):
+    """Exact vs predicted difference on a random quadratic over learning rates; draws the figure."""
+    import numpy as np
+
+    from batchscale.theory import staleness as st
+
+    hessians, grads = st.random_quadratic(CURVE_DIM, steps, seed)
+    lam = float(np.linalg.eigvalsh(hessians).max())
+    curve = st.staleness_curve(hessians, grads, np.geomspace(1e-3, 4.0, 12) / (steps * lam), order)
+    _plot_staleness(curve, steps, order, plot_path)
+    progress(f"wrote {plot_path}")
+    return curve
+
+
+def _plot_staleness(curve, steps: int, order: int, plot_path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [p.lr_n_lambda_max for p in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.loglog(x, [p.difference for p in curve], "o-", label=r"exact $|w_n - w_{big}|$ ($\propto\eta$)")
+    ax.loglog(x, [p.leading for p in curve], "--", label=r"leading term $\eta^2|\sum_{k<j}H_jS_k|$")
+    ax.loglog(
+        x, [p.leading_remainder for p in curve], "^-.", label=r"exact $-$ leading term ($\propto\eta^2$)"
+    )
+    if order > 2:
+        label = f"exact $-$ series to order {order} ($\\propto\\eta^{{{order}}}$)"
+        ax.loglog(x, [p.series_remainder for p in curve], "s:", label=label)
+    ax.axvline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel(r"$\eta\, n\, \lambda_{max}$ (big step against the curvature)")
+    ax.set_ylabel(r"norm relative to the big step $|w_{big} - w_0|$")
+    ax.set_title(f"{steps} small steps vs one big step, random quadratic (d={CURVE_DIM})")
+    ax.legend()
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(plot_path, dpi=120)
+    plt.close(fig)
 
 
 def _stringify(row: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from batchscale.theory.symbols import G, M, Sigma, eta, eta_base, m
 FORMS = ("mean", "sum")
 SAMPLINGS = ("with", "without", "reshuffle")
 PERS = ("step", "example", "epoch")
+DIM = sp.Symbol("d", positive=True, integer=True)  # dimension of G and Sigma in matrix form
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -220,6 +221,20 @@ def all_update_moments(
 ) -> list[UpdateMoments]:
     """:func:`update_moments` for every combination of the given forms, samplings and normalisations."""
     return [update_moments(f, s, p) for s in samplings for f in forms for p in pers]
+
+
+def as_matrix_expression(expr: sp.Expr, dim: int | sp.Symbol = DIM) -> sp.MatrixExpr:
+    """A moment with G as a (d, 1) and Sigma as a (d, d) MatrixSymbol: the same coefficient times each.
+
+    Every moment is (scalar coefficient) * G or * Sigma (or 0, returned as a (d, d) zero matrix).
+    """
+    for symbol, shape in ((G, (dim, 1)), (Sigma, (dim, dim))):
+        if expr.has(symbol):
+            coefficient = expr.subs(symbol, 1)
+            require(sp.simplify(expr - coefficient * symbol) == 0, f"{expr} is not linear in {symbol}")
+            return coefficient * sp.MatrixSymbol(symbol.name, *shape)
+    require(expr == 0, f"{expr} has neither G nor Sigma")
+    return sp.ZeroMatrix(dim, dim)
 
 
 # ---------------------------------------------------------------------------------------------------------

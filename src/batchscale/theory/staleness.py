@@ -224,3 +224,53 @@ def staleness_series_numeric(hessians: np.ndarray, grads: np.ndarray, lr: float,
 def leading_term(hessians: np.ndarray, grads: np.ndarray, lr: float) -> np.ndarray:
     r""":math:`\eta^2\sum_{k<j} H_j S_k`, (d,): the second-order staleness term."""
     return staleness_series_numeric(hessians, grads, lr, order=2)
+
+
+def random_quadratic(dim: int, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-batch Hessians (n, d, d), SPD with largest eigenvalue 1 over all batches, and gradients (n, d)."""
+    require(dim >= 1 and steps >= 1, f"need dim >= 1 and steps >= 1, got dim={dim}, steps={steps}")
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(steps, dim, dim))
+    hessians = a @ a.transpose(0, 2, 1) / dim + 0.01 * np.eye(dim)  # (n, d, d)
+    return hessians / np.linalg.eigvalsh(hessians).max(), rng.normal(size=(steps, dim))
+
+
+class StalenessPoint(NamedTuple):
+    """One learning rate of :func:`staleness_curve`; norms relative to the big step's length."""
+
+    lr: float
+    lr_n_lambda_max: float  # eta * n * lambda_max: the big step against the curvature
+    difference: float  # |w_n - w_big| / |w_big - w_0|
+    leading: float  # |eta^2 sum_{k<j} H_j S_k| / |w_big - w_0|
+    leading_remainder: float  # |w_n - w_big - leading| / |w_big - w_0|, falls like eta^3
+    series_remainder: float  # |w_n - w_big - series to `order`| / |w_big - w_0|
+
+
+def staleness_curve(
+    hessians: np.ndarray, grads: np.ndarray, lrs: np.ndarray, order: int = 2
+) -> list[StalenessPoint]:
+    r"""Exact difference, leading term and series remainder over learning rates (MISSION claim 4).
+
+    The relative difference :math:`|w_n - w_{big}|/|w_{big}-w_0|` grows like :math:`\eta n\lambda_{max}`
+    while that is small: linear learning-rate scaling holds there.
+    """
+    hessians, grads = _check_arrays(hessians, grads)
+    lam = float(np.linalg.eigvalsh(hessians).max())
+    points = []
+    for lr in np.asarray(lrs, dtype=float):
+        big = lr * np.linalg.norm(grads.sum(axis=0))
+        diff = small_steps_minus_big_step(hessians, grads, lr)
+        lead = leading_term(hessians, grads, lr)
+        points.append(
+            StalenessPoint(
+                lr=float(lr),
+                lr_n_lambda_max=float(lr * len(grads) * lam),
+                difference=float(np.linalg.norm(diff) / big),
+                leading=float(np.linalg.norm(lead) / big),
+                leading_remainder=float(np.linalg.norm(diff - lead) / big),
+                series_remainder=float(
+                    np.linalg.norm(diff - staleness_series_numeric(hessians, grads, lr, order)) / big
+                ),
+            )
+        )
+    return points
