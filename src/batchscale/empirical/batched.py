@@ -13,7 +13,7 @@ Two forward paths: plain MLPs (``nn.Sequential`` of Flatten/Linear/ReLU, or one 
 ``torch.func.vmap(functional_call)`` over ``torch.func.stack_module_state``. Modules with buffers
 (batch norm) run one at a time. The optimizers are written out on the stacked tensors with
 ``torch.optim``'s update rules. :func:`run_groups` picks stacked vs one-at-a-time by batch size
-(:data:`BATCHED_MAX_BATCH`, measured in ``docs/perf-training.md``).
+(:data:`BATCHED_MAX_BATCH`, :func:`stack_size`; measured in ``docs/perf-training.md``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from batchscale.empirical.train import (
 from batchscale.empirical.trials import ADAM_BETA2, ADAM_EPS, TrainConfig, TrialResult
 from batchscale.empirical.workloads import Workload, per_example_loss
 
-BATCHED_MAX_BATCH = 512  # stack a group when its batch size is below this (docs/perf-training.md)
-MAX_COPIES = 32  # larger groups are split into stacks of at most this many copies
+BATCHED_MAX_BATCH = 4096  # "auto" stacks a group when its batch size is at most this (docs/perf-training.md)
+MAX_COPIES = 32  # larger groups are split into stacks of at most this many copies ...
+STACK_MAX_ROWS = 32_768  # ... and of at most this many examples per step (copies x batch size): memory
 EVAL_CHUNK = 2048  # test examples per forward pass when evaluating a stack
 
 
@@ -266,7 +267,12 @@ def use_stack(config: TrainConfig, workload: Workload, strategy: str) -> bool:
     """Stacked or one at a time: ``auto`` stacks batch sizes below :data:`BATCHED_MAX_BATCH`."""
     if strategy == "sequential" or not stackable(workload.model(config.seed)):
         return False
-    return strategy == "batched" or config.batch_size < BATCHED_MAX_BATCH
+    return strategy == "batched" or config.batch_size <= BATCHED_MAX_BATCH
+
+
+def stack_size(batch_size: int) -> int:
+    """Copies per stack: at most MAX_COPIES and at most STACK_MAX_ROWS examples per step."""
+    return max(1, min(MAX_COPIES, STACK_MAX_ROWS // batch_size))
 
 
 @contextmanager
@@ -325,8 +331,9 @@ def run_groups(
             driver = Driver(group_tracks, prune=prune, on_result=report, device=str(workload.device))
             local = list(range(len(group)))
             if use_stack(first, workload, strategy):
-                for start in range(0, len(group), MAX_COPIES):
-                    chunk = local[start : start + MAX_COPIES]
+                size = stack_size(first.batch_size)
+                for start in range(0, len(group), size):
+                    chunk = local[start : start + size]
                     driver.drive(StackedRun(workload, [configs[group[i]] for i in chunk], chunk))
             else:
                 for i in local:
