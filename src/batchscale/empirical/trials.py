@@ -157,11 +157,13 @@ class TrialResult:
             above ``DIVERGENCE_FACTOR`` times its initial value) or ``pruned`` (stopped far behind
             the best trial of its group).
         steps: the first step at which the target was met (``complete`` with a target only), resolved
-            to within 1% of the first crossing (see ``docs/training.md``).
+            to within 1% of the first crossing after the last evaluation that missed it
+            (see ``docs/training.md``).
         final_metric, final_loss: test metric and test loss at the last evaluation (None if diverged).
         best_metric: the best (lowest) metric over the evaluations.
         history: ``(step, metric, loss)`` at each evaluation, by step (non-finite values as None).
-        wall_time: seconds (for a stacked group: the group's time shared equally among its trials).
+        wall_time: seconds from the start of its run to its end (trials of one stacked run share the
+            machine, so their wall times overlap).
         device: where it ran.
         stop_step: the step at which training of this trial stopped.
     """
@@ -208,10 +210,12 @@ def run_trials(
 ) -> list[TrialResult]:
     """Run every config; return the results in input order.
 
-    Trials that share :meth:`TrainConfig.group_key` form a group. A group runs as one stacked model
+    Trials that share :meth:`TrainConfig.group_key` form a group. A group runs as stacked models
     (``strategy="batched"``), one trial at a time (``"sequential"``), or by batch size (``"auto"``:
-    stacked below :data:`batchscale.empirical.batched.BATCHED_MAX_BATCH`, measured in
-    ``docs/perf-training.md``).
+    stacked up to :data:`batchscale.empirical.batched.BATCHED_MAX_BATCH`, in stacks of
+    :func:`batchscale.empirical.batched.stack_size` copies; measured in ``docs/perf-training.md``).
+    Models with buffers or dropout always run one at a time. With ``prune``, the order of the configs
+    matters for trials run one at a time (each is compared with those of its group that ran before).
 
     Args:
         configs: the trials; each is validated first (:class:`InputError` on a bad value).
