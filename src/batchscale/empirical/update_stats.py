@@ -461,7 +461,7 @@ def sgd_checkpoints(
         model.zero_grad(set_to_none=True)
         batch_loss = loss_fn(model(x[idx]), y[idx]).mean()
         batch_loss.backward()
-        loss = float(batch_loss)
+        loss = float(batch_loss.detach())
         if not math.isfinite(loss):
             yield Checkpoint(step, loss, "diverged")
             return

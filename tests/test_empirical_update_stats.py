@@ -1,0 +1,238 @@
+"""Update moments, gradient cosine, accumulation and the SGD loop against independent computations.
+
+- the prediction formulas vs brute-force enumeration of every minibatch of a tiny population;
+- the measured moments on least squares vs those predictions (Monte Carlo, Z standard errors);
+- accumulation vs one plain backward pass of the whole batch (float precision);
+- the SGD loop vs a step-by-step torch.optim.SGD loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from batchscale.empirical.gradients import gradient_statistics
+from batchscale.empirical.update_stats import (
+    accumulated_update,
+    accumulation,
+    gradient_cosine,
+    predicted_cosine,
+    predicted_update_mean,
+    predicted_update_trace_cov,
+    saved_tensor_meter,
+    sgd_checkpoints,
+    update_moments,
+)
+from batchscale.empirical.workloads import get_workload, per_example_loss
+from batchscale.errors import InputError
+
+ENUM_RTOL = 1e-12  # enumeration is exact up to float64 rounding
+
+
+def tiny_population(m_total=6, dim=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(m_total, dim)) + 0.5  # per-example gradients g_i
+
+
+def enumerate_batches(m_total, m, sampling):
+    """Every equally likely minibatch: ordered m-tuples with replacement, m-subsets without."""
+    if sampling == "with":
+        return list(itertools.product(range(m_total), repeat=m))
+    return list(itertools.combinations(range(m_total), m))
+
+
+# (id, form, sampling, m)
+CASES = [
+    (f"{form}-{sampling}-m{m}", form, sampling, m)
+    for form in ("mean", "sum")
+    for sampling in ("with", "without")
+    for m in (1, 2, 3, 6)
+]
+
+
+@pytest.mark.parametrize(("form", "sampling", "m"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_predicted_moments_equal_enumeration(form, sampling, m):
+    g = tiny_population()
+    lr, m_total = 0.3, g.shape[0]
+    big_g = g.mean(0)
+    trace_sigma = ((g - big_g) ** 2).sum(1).mean()
+    scale = lr if form == "mean" else lr * m  # step applied to the batch-mean gradient
+    updates = np.array([-scale * g[list(b)].mean(0) for b in enumerate_batches(m_total, m, sampling)])
+    mean = updates.mean(0)
+    along = mean @ (-big_g / np.linalg.norm(big_g))
+    trace_cov = ((updates - mean) ** 2).sum(1).mean()
+    assert predicted_update_mean(lr, form, m, float(np.linalg.norm(big_g))) == pytest.approx(
+        along, rel=ENUM_RTOL
+    )
+    assert np.allclose(mean, -scale * big_g, rtol=ENUM_RTOL)
+    predicted = predicted_update_trace_cov(lr, form, m, trace_sigma, sampling, m_total)
+    assert predicted == pytest.approx(trace_cov, rel=1e-10, abs=1e-14)
+
+
+@pytest.mark.parametrize("sampling", ["with", "without"])
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_predicted_cosine_is_exact_for_ratio_of_expectations(sampling, m):
+    """E[g_B . G] / (|G| sqrt(E|g_B|^2)) = 1/sqrt(1 + c(m) B_simple), by enumeration."""
+    g = tiny_population(m_total=5)
+    big_g = g.mean(0)
+    b_simple = ((g - big_g) ** 2).sum(1).mean() / (big_g @ big_g)
+    batch_means = np.array([g[list(b)].mean(0) for b in enumerate_batches(5, m, sampling)])
+    ratio = (batch_means @ big_g).mean() / (np.linalg.norm(big_g) * np.sqrt((batch_means**2).sum(1).mean()))
+    assert predicted_cosine(b_simple, m, sampling, 5) == pytest.approx(ratio, rel=1e-12)
+
+
+def linreg(n_train=256):
+    return get_workload("linreg", spectrum=(1.0, 0.5, 0.25), n_train=n_train, n_test=8, noise_std=0.5)
+
+
+def test_measured_update_moments_match_prediction_on_linreg():
+    """200 draws per m; every check within Z = 4 standard errors (plus float floor)."""
+    wl = linreg()
+    model = wl.model(0)
+    stats = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train)
+    checks = update_moments(
+        model,
+        wl.per_example_loss,
+        wl.x_train,
+        wl.y_train,
+        stats=stats,
+        batch_sizes=[1, 8, 64, 256],
+        lr=0.05,
+        draws=200,
+        seed=3,
+    )
+    assert len(checks) == 2 * 2 * 4 * 2  # forms x samplings x m x quantities
+    failed = [c.as_row() for c in checks if not c.passed]
+    assert not failed, failed
+    full = [
+        c for c in checks if c.batch_size == 256 and c.sampling == "without" and c.quantity == "trace_cov"
+    ]
+    assert all(c.predicted == 0.0 and c.measured < 1e-9 for c in full)  # m = M without replacement: no noise
+
+
+def test_measured_cosine_matches_prediction_on_linreg():
+    wl = linreg()
+    model = wl.model(0)
+    stats = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train)
+    checks = gradient_cosine(
+        model,
+        wl.per_example_loss,
+        wl.x_train,
+        wl.y_train,
+        stats=stats,
+        batch_sizes=[1, 4, 32, 256],
+        draws=100,
+    )
+    assert all(c.passed for c in checks), [c.as_row() for c in checks]
+    assert checks[-1].measured == pytest.approx(1.0, abs=1e-9)  # m = M without replacement: G itself
+
+
+def mlp(dtype):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3)).to(dtype)
+
+
+def cross_entropy(out, y):
+    return per_example_loss("cross_entropy", out, y)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rtol"), [(torch.float32, 1e-5), (torch.float64, 1e-12)], ids=["f32", "f64"]
+)
+@pytest.mark.parametrize("form", ["mean", "sum"])
+def test_accumulation_equals_one_plain_backward(dtype, rtol, form):
+    model = mlp(dtype)
+    x, y = torch.randn(48, 6, dtype=dtype), torch.randint(3, (48,))
+    losses = cross_entropy(model(x), y)
+    (losses.mean() if form == "mean" else losses.sum()).backward()
+    expected = -0.1 * torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    model.zero_grad()
+    for micro in (1, 3, 16, 48):
+        got, _, _ = accumulated_update(model, cross_entropy, x, y, micro_batch=micro, lr=0.1, form=form)
+        assert float((got - expected).abs().max()) <= rtol * float(expected.abs().max())
+
+
+def test_accumulation_rows_pass_and_memory_grows_linearly():
+    model = mlp(torch.float32)
+    x, y = torch.randn(200, 6), torch.randint(3, (200,))
+    results = accumulation(model, cross_entropy, x, y, batch_size=64, micro_batches=[4, 16, 64], lr=0.1)
+    assert all(r.passed for r in results)
+    saved = {r.micro_batch: r.saved_bytes for r in results if r.form == "mean"}
+    # affine in the micro-batch (activations) plus a few constant bytes (the loss's scalar buffers)
+    assert saved[64] - saved[16] == 4 * (saved[16] - saved[4])
+    assert saved[4] - (saved[16] - saved[4]) / 3 < 64  # the constant part is a few bytes
+
+
+def test_saved_tensor_meter_counts_activations():
+    """Linear(6,32) saves its input (B x 6), ReLU its output (B x 32), Linear(32,3) its input (same
+    tensor, counted once): (6 + 32) * B float32 values."""
+    model = mlp(torch.float32)
+    with saved_tensor_meter(model) as meter:
+        cross_entropy(model(torch.randn(10, 6)), torch.randint(3, (10,)))
+    activations = (6 + 32) * 10 * 4
+    assert activations <= meter["bytes"] <= activations + 10 * 3 * 4 * 2 + 10 * 8  # + loss internals
+
+
+def test_sgd_loop_equals_torch_optim_sgd():
+    wl = linreg(64)
+    model, reference = wl.model(0), wl.model(0)
+    points = list(
+        sgd_checkpoints(
+            model,
+            wl.per_example_loss,
+            wl.x_train,
+            wl.y_train,
+            steps=10,
+            every=4,
+            lr=0.1,
+            batch_size=16,
+            seed=5,
+        )
+    )
+    assert [p.step for p in points] == [0, 4, 8, 10]
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(5)
+    for step in range(10):
+        if step % 4 == 0:  # 64 // 16 = 4 batches per epoch
+            order = torch.randperm(64, generator=generator)
+        idx = order[(step % 4) * 16 : (step % 4 + 1) * 16]
+        opt.zero_grad()
+        wl.per_example_loss(reference(wl.x_train[idx]), wl.y_train[idx]).mean().backward()
+        opt.step()
+    torch.testing.assert_close(model.weight, reference.weight, rtol=1e-6, atol=1e-7)
+
+
+def test_sgd_loop_reports_divergence():
+    wl = linreg(64)
+    points = list(
+        sgd_checkpoints(
+            wl.model(0),
+            wl.per_example_loss,
+            wl.x_train,
+            wl.y_train,
+            steps=500,
+            every=100,
+            lr=50.0,
+            batch_size=16,
+        )
+    )
+    assert points[-1].status == "diverged" and not math.isfinite(points[-1].batch_loss)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"lr": 0.0}, "positive"), ({"batch_sizes": [512]}, "exceeds"), ({"forms": ["avg"]}, "loss form")],
+    ids=["zero-lr", "batch-too-big", "bad-form"],
+)
+def test_update_moments_bad_input(kwargs, match):
+    wl = linreg(64)
+    model = wl.model(0)
+    stats = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train)
+    args = {"stats": stats, "batch_sizes": [4], "lr": 0.1, "draws": 4, **kwargs}
+    with pytest.raises(InputError, match=match):
+        update_moments(model, wl.per_example_loss, wl.x_train, wl.y_train, **args)
