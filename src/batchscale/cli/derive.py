@@ -544,12 +544,15 @@ def _staleness_latex(row: dict[str, Any]) -> str:
     import sympy as sp
 
     if row["kind"] == "series":
+        from batchscale.theory.moments import learning_rate_symbol
+
+        lr = learning_rate_symbol(row["form"])
         lines = [
-            f"% {FORM_TEXT[row['form']]}, n = {row['steps']}, order {row['order']}",
-            f"w_n - w_{{big}} = {sp.latex(row['leading_term'])} + O(\\eta^3)",
+            f"% {FORM_TEXT[row['form']]}, n = {row['steps']}, order {row['order']}; T_q: the term in lr^q",
+            f"w_n - w_{{big}} = {sp.latex(row['leading_term'] + sp.O(lr**3))}",
             f"w_n - w_{{big}} = {sp.latex(row['exact'])}",
         ]
-        lines += [f"[\\eta^{q}]\\; {sp.latex(t)}" for q, t in row["terms"].items()]
+        lines += [f"T_{{{q}}} = {sp.latex(t)}" for q, t in row["terms"].items()]
         return "\n".join(lines)
     return "\n".join(
         [
