@@ -1,0 +1,144 @@
+"""``batchscale measure``: every subcommand on a tiny least-squares workload, plots, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from batchscale.cli.main import cli
+
+TINY = ["--workload", "linreg", "-W", "n_train=128", "-W", "n_test=8", "-W", "dim=4"]
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["measure", *args])
+
+
+def run_json(*args: str) -> list[dict]:
+    result = run(*args, *TINY, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_noise_scale_methods_agree():
+    rows = run_json(
+        "noise-scale", "--method", "exact,fast,two-batch", "--batch-sizes", "4,64", "--draws", "40"
+    )
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["fast"]["b_simple"] == pytest.approx(by_method["exact"]["b_simple"], rel=1e-5)
+    two = by_method["two-batch"]
+    assert two["ci_low"] <= by_method["exact"]["b_simple"] <= two["ci_high"]
+    assert all(r["config"]["workload"] == "linreg" for r in rows)
+
+
+def test_noise_scale_with_b_noise_and_during_training(tmp_path):
+    png = tmp_path / "b.png"
+    args = [
+        "noise-scale",
+        "--b-noise",
+        "--probes",
+        "8",
+        "--during-training",
+        "--train-steps",
+        "6",
+        "--every",
+        "3",
+    ]
+    result = run(*args, "--train-lr", "0.05", *TINY, "--format", "json", "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["step"] for r in rows] == [0, 3, 6]
+    assert all(r["b_noise"] > 0 for r in rows)
+    assert png.stat().st_size > 0
+
+
+def test_moments_all_checks_pass():
+    rows = run_json("moments", "--sample", "64", "--batch-sizes", "1,8,64", "--draws", "60")
+    assert len(rows) == 2 * 2 * 3 * 2
+    assert {r["pass"] for r in rows} == {"yes"}
+    assert {"predicted", "measured", "stderr", "tolerance", "pass"} <= set(rows[0])
+
+
+def test_cosine_table_and_plot(tmp_path):
+    png = tmp_path / "cos.png"
+    result = run("cosine", "--sample", "64", "--draws", "20", *TINY, "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].split()
+    assert header[:9] == [
+        "quantity",
+        "sampling",
+        "m",
+        "predicted",
+        "measured",
+        "stderr",
+        "tolerance",
+        "pass",
+        "draws",
+    ]
+    assert len(result.stdout.splitlines()) == 2 + 7  # m = 1..64
+    assert png.stat().st_size > 0
+
+
+def test_accumulation_csv():
+    result = run("accumulation", "--batch-size", "32", "--micro-batches", "1,4,32", *TINY, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("form,m,micro_batch,k,predicted,measured,tolerance,pass,saved_MiB")
+    assert len(lines) == 1 + 2 * 3 and all(",yes," in line for line in lines[1:])
+
+
+def test_sharpness_lanczos_and_power_agree():
+    lanczos = run_json("sharpness", "--k", "2")
+    power = run_json("sharpness", "--method", "power", "--iters", "500", "--tol", "1e-7")
+    assert [r["rank"] for r in lanczos] == [1, 2]
+    assert power[0]["eigenvalue"] == pytest.approx(lanczos[0]["eigenvalue"], rel=1e-3)
+
+
+BAD_INPUT = [
+    ("unknown-workload", ["noise-scale", "--workload", "no-such-workload"], "unknown workload"),
+    ("batch-larger-than-data", ["moments", *TINY, "--sample", "16", "--batch-sizes", "32"], "exceeds"),
+    ("non-positive-lr", ["moments", *TINY, "--lr", "0"], "--lr must be positive"),
+    ("negative-train-lr", ["sharpness", *TINY, "--train-lr", "-1"], "--train-lr must be positive"),
+    (
+        "micro-batch-not-dividing",
+        ["accumulation", *TINY, "--batch-size", "30", "--micro-batches", "4"],
+        "divide",
+    ),
+    ("accumulation-batch-too-big", ["accumulation", *TINY, "--batch-size", "4096"], "exceeds"),
+    ("bad-method", ["noise-scale", *TINY, "--method", "magic"], "magic"),
+    ("plot-needs-training", ["noise-scale", *TINY, "--plot", "x.png"], "--during-training"),
+    ("bad-workload-option", ["cosine", *TINY, "-W", "nonsense"], "KEY=VALUE"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), [b[1:] for b in BAD_INPUT], ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2(args, message):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.stdout.strip() == "" or "Usage" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_exit_2():
+    result = run("noise-scale", *TINY, "--device", "cuda")
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        "Error: --device cuda was requested but CUDA is not available on this machine"
+    ]
+
+
+def test_measure_help_imports_no_torch():
+    code = (
+        "import sys; from click.testing import CliRunner; from batchscale.cli.main import cli; "
+        "r = CliRunner().invoke(cli, ['measure', 'moments', '--help']); assert r.exit_code == 0, r.output; "
+        "print('torch' in sys.modules, 'sympy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
