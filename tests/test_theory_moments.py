@@ -298,3 +298,26 @@ def test_matrix_form_of_the_moments_evaluates_like_the_coefficients():
     assert mo.as_matrix_expression(mo.update_covariance("sum", "reshuffle", "epoch"), 2) == sp.ZeroMatrix(
         2, 2
     )
+
+
+MC_DRAWS_SLOW = 1_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", mo.SAMPLINGS)
+@pytest.mark.parametrize("form", mo.FORMS)
+def test_per_epoch_moments_monte_carlo_heavy(form, sampling):
+    """The per-epoch check at M = 8, m = 3 (partial last batch of 2) with MC_DRAWS_SLOW draws."""
+    size, m, dim = 8, 3, 3
+    rng = np.random.default_rng(13)
+    grads = grads_of(size, dim)
+    sizes = [3, 3, 2]
+    if sampling == "reshuffle":
+        perms = rng.random((MC_DRAWS_SLOW, size)).argsort(axis=-1)
+        parts = [perms[:, 0:3], perms[:, 3:6], perms[:, 6:8]]
+    else:
+        parts = [simulate_batches(rng, size, b, 1, sampling, MC_DRAWS_SLOW)[:, 0] for b in sizes]
+    totals = sum(-scale(form, p.shape[1]) * grads[p].sum(axis=1) for p in parts)  # (R, d)
+    mean_grad, grad_cov = mo.gradient_statistics(grads)
+    expected = mo.update_moments_numeric(mean_grad, grad_cov, size, m, LR, form, sampling, "epoch")
+    assert_mc_close(totals, expected.mean, expected.covariance)

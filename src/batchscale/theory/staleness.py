@@ -21,6 +21,7 @@ step at the linearly scaled learning rate :math:`n\eta` on the batch of nm (its 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +30,8 @@ import sympy as sp
 from batchscale.errors import require
 from batchscale.theory.moments import FORMS, SAMPLINGS, check_choice, learning_rate_symbol
 from batchscale.theory.symbols import M, eta, eta_base, m, n
+
+MAX_SYMBOLIC_TERMS = 2000  # refuse to write out more products than this (the count grows like C(n, K))
 
 # Non-commutative stand-ins for the matrices, so products keep their order (H G, H Sigma H).
 H_MAT, G_MAT, SIGMA_MAT, C_MAT = sp.symbols("H G Sigma C", commutative=False)
@@ -69,6 +72,11 @@ def staleness_terms(steps: int, order: int, form: str = "sum") -> dict[int, sp.E
     There is no first-order term; powers above n vanish.
     """
     _check_steps_order(steps, order)
+    # the power p+1 has one product per chain j < l_p < ... < l_1, i.e. C(n, p+1) of them
+    count = sum(math.comb(steps, p + 1) for p in range(1, order))
+    require(
+        count <= MAX_SYMBOLIC_TERMS, f"{count} products for steps={steps}, order={order}: too many to write"
+    )
     lr = learning_rate_symbol(form)
     hessians, grads = batch_symbols(steps, form)
     chains = list(grads)  # U_0
