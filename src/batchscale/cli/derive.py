@@ -116,7 +116,9 @@ def derive() -> None:
 def accounting(
     dataset_size: int, batch_size: str, drop_last: bool, epochs: int | None, examples: int | None, fmt: str
 ) -> None:
-    """Steps per epoch, last batch and updates for a budget, as exact integers.
+    """Epoch integers: steps, last batch, updates.
+
+    Steps per epoch, the last batch and the updates for a budget of epochs or examples, as exact integers.
 
     Steps per epoch are ceil(M/m), or floor(M/m) with --drop-last; the last batch holds M mod m examples
     when m does not divide M. A budget of examples counts the updates completed within it.
@@ -178,7 +180,10 @@ def moments(
     drop_last: bool,
     fmt: str,
 ) -> None:
-    """Mean and covariance of one SGD update: every loss form, sampling scheme and normalisation.
+    """Mean and covariance of one SGD update.
+
+    Every loss form (mean, sum), sampling scheme (with, without, reshuffle) and normalisation (per step,
+    per example seen, per epoch), as exact sympy expressions in M, m, eta or eta_base, G and Sigma.
 
     With no options, prints all 18 cases (3 samplings x 2 forms x 3 normalisations) with their m = 1,
     m = M and M -> infinity limits; --form, --sampling and --per select cases. With --dataset-size and
@@ -316,7 +321,7 @@ def _print_sized(sized, fmt: str) -> None:
 @seed_option
 @format_option()
 def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, dim: int, seed: int, fmt: str):
-    """Gradient accumulation: k micro-batches of m/k give the update of one batch of m.
+    """k micro-batches of m/k equal one batch of m.
 
     States the identity for general k and b = m/k, checks it exactly for the given m and k, and measures
     the float rounding difference on random per-example gradients (numpy, float64 and float32).
@@ -405,7 +410,10 @@ def staleness(
     seed: int,
     fmt: str,
 ) -> None:
-    """One big step vs n small steps: series in the learning rate, product form, expectation.
+    """n small steps vs one big step, in the lr.
+
+    The difference w_n - w_big as a series in the learning rate, its exact product form for a quadratic,
+    and the expectation and covariance of its leading term over random batches.
 
     Sum form: batch j has summed gradient S_j and summed Hessian H_j at the start; n small steps with
     base lr eta_base vs one step on all n batches with gradients at the start. Mean form: batch means g_j,
