@@ -67,8 +67,8 @@ def step_scale(form: str) -> sp.Expr:
 def finite_population_factor(sampling: str) -> sp.Expr:
     r"""Factor f in :math:`\mathrm{Cov}[S] = m f \Sigma`: 1 with replacement, :math:`\frac{M-m}{M-1}` else.
 
-    Sampling without replacement from a finite population of M (Cochran 1977, Thm 2.2; Masters & Luschi
-    2018, Eq. 4). One batch of a random partition (``reshuffle``) is a uniform m-subset, so the same.
+    Sampling without replacement from a finite population of M (simple random sampling, Cochran 1977,
+    Sampling Techniques, Ch. 2; MISSION claim 3). One batch of a random partition (``reshuffle``) is a uniform m-subset, so the same.
     """
     return sp.Integer(1) if check_choice("sampling", sampling, SAMPLINGS) == "with" else (M - m) / (M - 1)
 
@@ -105,7 +105,7 @@ def update_mean(form: str, sampling: str, per: str) -> sp.Expr:
 
     Per step :math:`-c\,mG` with c from :func:`step_scale`, i.e. :math:`-\eta G` (mean form) or
     :math:`-\tilde\eta m G` (sum form); per example that over m; per epoch that times M/m
-    (Masters & Luschi 2018, Sec. 2.1). The sampling scheme does not enter.
+    (Masters & Luschi 2018, Sec. 2). The sampling scheme does not enter.
     """
     _check_case(form, sampling, per)
     step = -step_scale(form) * batch_sum_mean()
@@ -118,7 +118,7 @@ def update_covariance(form: str, sampling: str, per: str) -> sp.Expr:
     Per step :math:`c^2 m f \Sigma` (f from :func:`finite_population_factor`): :math:`\eta^2\Sigma/m` or
     :math:`\tilde\eta^2 m \Sigma` with replacement, times :math:`\frac{M-m}{M-1}` without. Per example
     that over m. Per epoch of s = M/m steps :math:`s\,c^2\mathrm{Cov}[S] + s(s-1)\,c^2\mathrm{Cov}[S_j,S_k]`,
-    which vanishes for ``reshuffle`` (Masters & Luschi 2018, Eqs. 3-5).
+    which vanishes for ``reshuffle`` (Masters & Luschi 2018, Sec. 2; MISSION claim 3).
     """
     _check_case(form, sampling, per)
     c = step_scale(form)
@@ -261,6 +261,8 @@ def gradient_statistics(per_example_grads: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _check_numeric(dataset_size: int, batch_size: int, sampling: str) -> None:
+    for name, value in (("dataset_size", dataset_size), ("batch_size", batch_size)):
+        require(isinstance(value, (int, np.integer)), f"{name} must be an integer, got {value!r}")
     require(dataset_size >= 1, f"dataset_size must be >= 1, got {dataset_size}")
     require(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
     require(
