@@ -68,7 +68,8 @@ def finite_population_factor(sampling: str) -> sp.Expr:
     r"""Factor f in :math:`\mathrm{Cov}[S] = m f \Sigma`: 1 with replacement, :math:`\frac{M-m}{M-1}` else.
 
     Sampling without replacement from a finite population of M (simple random sampling, Cochran 1977,
-    Sampling Techniques, Ch. 2; MISSION claim 3). One batch of a random partition (``reshuffle``) is a uniform m-subset, so the same.
+    Sampling Techniques, Ch. 2; MISSION claim 3). One batch of a random partition (``reshuffle``) is a
+    uniform m-subset, so the same.
     """
     return sp.Integer(1) if check_choice("sampling", sampling, SAMPLINGS) == "with" else (M - m) / (M - 1)
 
