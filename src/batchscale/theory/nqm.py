@@ -18,12 +18,11 @@ noise term never decreases in t. No loop over steps is needed: T^t is written wi
 
 Divergent settings (spectral radius of T >= 1 for some coordinate) are flagged, never evaluated.
 
-Definition of "steps to target": the first integer t with E[L(x_t)] <= target, found by evaluating the closed
-form at every t <= 32 and then at checkpoints 2^(1/8) apart, and bisecting between the last checkpoint above
-and the first one below the target. This is the exact first crossing unless the loss dips below the target
-and climbs back above it inside one checkpoint interval (checked against a step-by-step loop in the tests and
-the benchmark). A setting whose accumulated noise already exceeds the target can never reach it (the noise
-term only grows) and is marked unreachable at once.
+Definition of "steps to target": the first integer t with E[L(x_t)] <= target, exactly (no assumption of
+monotonicity: momentum makes the loss oscillate). The search steps forward with doubling strides and accepts
+a stride only when a rigorous lower bound of the loss over it is above the target (the noise part never
+decreases; monotone signals are smallest at the end; oscillating heavy-ball signals are bounded lobe by
+lobe), halving the stride otherwise; it starts at the information bound :func:`steps_lower_bound`.
 """
 
 from __future__ import annotations
@@ -41,8 +40,6 @@ OK = "ok"
 UNREACHABLE = "unreachable"
 DIVERGED = "diverged"
 
-DENSE_STEPS = 32  # every t <= DENSE_STEPS is checked
-CHECKPOINTS_PER_OCTAVE = 8
 COMPACT_FRACTION = 0.7  # drop finished configurations once fewer than this fraction is still searching
 DEFAULT_MAX_STEPS = 10**7
 
@@ -304,6 +301,7 @@ class _Model:
     param: np.ndarray  # (N, 1) momentum or EMA decay
     stable: np.ndarray  # (N,)
     monotone: np.ndarray  # (N, K) the coordinate's signal part never increases in t
+    wave: tuple = ()  # momentum: (amplitude, theta, phase) of the oscillating signals, each (N, K)
 
     def take(self, rows: np.ndarray) -> _Model:
         """The model restricted to configurations ``rows``."""
@@ -317,12 +315,38 @@ class _Model:
             param=self.param[rows],
             stable=self.stable[rows],
             monotone=self.monotone[rows],
+            wave=tuple(w[rows] for w in self.wave),
         )
 
     def parts(self, t) -> tuple[np.ndarray, np.ndarray]:
         """(signal, noise) parts of the expected loss of every configuration at its step ``t`` (both (N,))."""
         signal, noise = self.elements(t)
         return signal @ self.weight, noise @ self.weight
+
+    def evaluate(self, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(loss, noise part, signal of the monotone coordinates) at steps ``t`` ((N,) each)."""
+        signal, noise = self.elements(t)
+        monotone = np.where(self.monotone, signal, 0.0) @ self.weight
+        noise = noise @ self.weight
+        return signal @ self.weight + noise, noise, monotone
+
+    def wave_bound(self, a, b) -> np.ndarray:
+        r"""Lower bound on the oscillating coordinates' signal over a <= t <= b ((N,)).
+
+        Underdamped heavy ball: signal :math:`= C \beta^t \sin^2(t\theta + \phi)`; between two zeros of
+        the sine its smallest value is at an end, so the bound is :math:`C \beta^b \min(\sin^2(a\theta+\phi),
+        \sin^2(b\theta+\phi))` when no zero lies in [a, b], else 0.
+        """
+        if not self.wave:
+            return np.zeros(self.stable.shape)
+        amplitude, theta, phase = self.wave
+        a = np.asarray(a, dtype=float)[:, None]
+        b = np.asarray(b, dtype=float)[:, None]
+        start, end = a * theta + phase, b * theta + phase
+        same_lobe = np.floor(start / np.pi) == np.floor(end / np.pi)
+        low = np.minimum(np.sin(start) ** 2, np.sin(end) ** 2)
+        bound = np.where(same_lobe, amplitude * np.power(self.param, b) * low, 0.0)
+        return bound @ self.weight
 
     def monotone_signal(self, t) -> np.ndarray:
         """The signal part of the coordinates whose signal never increases, at step ``t`` ((N,)).
@@ -393,6 +417,7 @@ def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0
     stable = np.all(eta * h < limit, axis=1)
     eta = np.where(stable[:, None], eta, 0.5 / h)  # keeps divergent rows finite (never reported)
     eta_h = eta * h
+    wave = ()
     if family == "sgd":
         coef, seq, rate = (sgd_stationary_variance(h, c, batch, eta),), None, (1.0 - eta_h) ** 2
         monotone = np.ones_like(eta_h, dtype=bool)  # a^t x0^2 with 0 <= a < 1
@@ -403,11 +428,25 @@ def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0
         )
         # real roots 0 <= r2 <= r1 < 1: x0^2 (a_{t+1} - beta a_t)^2 decreases (see the tests)
         rate, monotone = eta_h, ~(seq.oscillating | seq.negative_base)
+        wave = _momentum_wave(seq, eta_h, param, spectrum.init_sq)
     else:
         coef, seq = ema_stationary_moments(h, c, batch, eta, param), ema_power_sequence(eta_h, param)
         rate, monotone = 1.0 - eta_h, eta_h <= 1.0  # r >= 0: the EMA signal decays
     weight = 0.5 * spectrum.counts * h
-    return _Model(family, weight, spectrum.init_sq, rate, coef, seq, param, stable, monotone)
+    return _Model(family, weight, spectrum.init_sq, rate, coef, seq, param, stable, monotone, wave)
+
+
+def _momentum_wave(seq: PowerSequence, eta_h, beta, init_sq) -> tuple:
+    r"""(C, theta, phi) with signal :math:`= C \beta^t \sin^2(t\theta+\phi)` for complex roots (C = 0 else).
+
+    :math:`a_{t+1} - \beta a_t = \beta^{t/2} \sqrt{\eta h} \sin(t\theta + \phi)/\sin\theta`,
+    :math:`\phi = \arg(e^{i\theta} - \sqrt\beta)`, so :math:`C = x_0^2 \eta h / \sin^2\theta`.
+    """
+    osc = seq.oscillating
+    sin_theta = np.where(osc, seq.sin_theta, 1.0)
+    amplitude = np.where(osc, init_sq * eta_h / sin_theta**2, 0.0)
+    phase = np.arctan2(np.sin(seq.theta), np.cos(seq.theta) - np.sqrt(beta))
+    return amplitude, seq.theta, phase
 
 
 def expected_loss(
@@ -458,27 +497,6 @@ class StepsResult:
     floor: np.ndarray
 
 
-def checkpoint(start, k, max_steps: int) -> np.ndarray:
-    """k-th checkpoint of a search that starts at ``start``: start + k for k <= 32, then 2^(1/8) apart.
-
-    t_k = start + k (k <= DENSE_STEPS), t_k = round((start + 32) 2^((k - 32)/8)) beyond, capped at
-    ``max_steps``; strictly increasing until the cap.
-    """
-    start, k = np.asarray(start, dtype=float), np.asarray(k, dtype=float)
-    dense = start + np.minimum(k, DENSE_STEPS)
-    sparse = np.round(dense * 2.0 ** (np.maximum(k - DENSE_STEPS, 0.0) / CHECKPOINTS_PER_OCTAVE))
-    return np.minimum(np.where(k <= DENSE_STEPS, dense, sparse), max_steps).astype(np.int64)
-
-
-def checkpoints(max_steps: int, start: int = 0) -> np.ndarray:
-    """All checkpoints of one search (see :func:`checkpoint`), ending with ``max_steps``."""
-    out, k = [], 0
-    while not out or out[-1] < max_steps:
-        out.append(int(checkpoint(start, k, max_steps)))
-        k += 1
-    return np.array(out, dtype=np.int64)
-
-
 def steps_to_target(
     spectrum: Spectrum,
     batch_size,
@@ -493,8 +511,8 @@ def steps_to_target(
 ) -> StepsResult:
     """First t <= ``max_steps`` with E[L(x_t)] <= ``target`` for every broadcast configuration at once.
 
-    Absolute target (same units as the loss). Search: closed form at :func:`checkpoints`, then bisection on
-    integer t inside the first bracketing interval (see the module docstring for the exact definition).
+    Absolute target (same units as the loss). Exact first crossing by certified stepping (:func:`_search`,
+    module docstring).
     ``race``: optional group id per configuration; only each group's fastest members are resolved, the
     rest are reported 'unreachable' (used to find the best setting per batch size quickly).
     Zhang et al. Sec. 3 ("steps required to reach a target loss").
@@ -510,60 +528,65 @@ def steps_to_target(
         None if race is None else np.broadcast_to(np.asarray(race, dtype=np.int64), configs.batch_size.shape)
     )
     start = np.minimum(_information_start(spectrum, configs.batch_size, target), int(max_steps))
-    lo, hi = _bracket(model, target, int(max_steps), start, race)
-    steps = _bisect(model, target, lo, hi)
+    steps = _search(model, target, int(max_steps), start, race)
     status = np.where(~model.stable, DIVERGED, np.where(steps >= 0, OK, UNREACHABLE))
     at = np.where(steps >= 0, steps, int(max_steps))
     loss = np.where(model.stable, model.loss(at), np.inf)
     return StepsResult(configs, steps, status, loss, _continuous(model, target, steps, loss), model.floor())
 
 
-def _bracket(
+def _search(
     model: _Model, target: float, max_steps: int, start: np.ndarray, race: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) per config: loss(lo) > target >= loss(hi); hi = -1 where no checkpoint reaches the target.
+) -> np.ndarray:
+    """First t <= max_steps with loss(t) <= target per configuration (-1 if none), exactly.
 
-    Config i is checked at ``checkpoint(start[i], k)``, k = 0, 1, ...; its loss before ``start[i]`` is known
-    to exceed the target (information bound). ``race`` (group ids, (N,), members share ``start``): stop
-    searching every member of a group at the first checkpoint where one member crosses (the others take
-    more steps, so they cannot be the group's best); they get hi = -1.
+    Certified stepping: from a step ``a`` known to be above the target, look at ``b = a + step``. If the
+    loss at b is below the target, halve the step (at step 1, b is the answer). Otherwise, if a rigorous
+    lower bound of the loss on [a, b] (noise part at a, which never decreases, plus the signal of the
+    monotone coordinates at b, plus :meth:`_Model.wave_bound`) is above the target, no step in (a, b]
+    reaches it: move to b and double the step; if not, halve the step (at step 1, move to b). Steps
+    before ``start`` (the information bound) are known to be above the target. ``race`` (group ids
+    sharing ``start``): once a member of a group is resolved at s, members already past s stop (they
+    cannot beat it) and report -1.
     """
     n = model.stable.size
-    finished = None if race is None else np.zeros(int(race.max()) + 1 if n else 0, dtype=bool)
-    lo, hi = np.maximum(start - 1, 0), np.full(n, -1, dtype=np.int64)
+    steps = np.full(n, -1, dtype=np.int64)
     active = np.flatnonzero(model.stable)
     # a never-increasing signal that is still above the target at max_steps never lets the loss reach it
     active = active[model.take(active).monotone_signal(max_steps) <= target]
-    sub, alive, k = model.take(active), np.ones(active.size, dtype=bool), 0
-    while alive.any():
-        t = checkpoint(start[active], k, max_steps)
-        signal, noise = sub.parts(t)
-        crossed = alive & (signal + noise <= target)
-        hi[active[crossed]] = t[crossed]
-        # the noise part never decreases: once above the target, the loss stays above it
-        alive &= ~crossed & (noise <= target) & (t < max_steps)
-        if race is not None:  # a group member crossed: the others need more steps than it
-            finished[race[active[crossed]]] = True
-            alive &= ~finished[race[active]]
-        lo[active[alive]] = t[alive]
+    sub = model.take(active)
+    loss0, noise_a, _ = sub.evaluate(start[active])
+    hit = loss0 <= target
+    steps[active[hit]] = start[active[hit]]
+    a, step = start[active].copy(), np.ones(active.size, dtype=np.int64)
+    alive = ~hit & (noise_a <= target)
+    best = None if race is None else np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    if best is not None:
+        np.minimum.at(best, race[active[hit]], start[active[hit]])
+    while True:
+        if best is not None:
+            alive &= a < best[race[active]]
+        alive &= a < max_steps
+        if not alive.any():
+            break
         if alive.sum() < COMPACT_FRACTION * alive.size:
-            active, sub, alive = active[alive], sub.take(np.flatnonzero(alive)), alive[alive]
-        k += 1
-    return lo, hi
-
-
-def _bisect(model: _Model, target: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Smallest t in (lo, hi] with loss(t) <= target, by bisection on integers (vectorised)."""
-    lo, hi = lo.copy(), hi.copy()
-    todo = np.flatnonzero((hi > 0) & (hi - lo > 1))
-    sub = model.take(todo)
-    while todo.size:
-        mid = (lo[todo] + hi[todo]) // 2
-        below = sub.loss(mid) <= target
-        hi[todo[below]], lo[todo[~below]] = mid[below], mid[~below]
-        keep = hi[todo] - lo[todo] > 1
-        todo, sub = todo[keep], sub.take(np.flatnonzero(keep))
-    return hi
+            keep = np.flatnonzero(alive)
+            active, sub, a, step, noise_a = active[keep], sub.take(keep), a[keep], step[keep], noise_a[keep]
+            alive = np.ones(keep.size, dtype=bool)
+        b = np.minimum(a + step, max_steps)
+        loss_b, noise_b, monotone_b = sub.evaluate(b)
+        below = alive & (loss_b <= target)
+        found = below & (b - a == 1)
+        steps[active[found]] = b[found]
+        if best is not None:
+            np.minimum.at(best, race[active[found]], b[found])
+        certified = ~below & (noise_a + monotone_b + sub.wave_bound(a, b) > target)
+        advance = alive & ~below & (certified | (b - a == 1))
+        a, noise_a = np.where(advance, b, a), np.where(advance, noise_b, noise_a)
+        step = np.where(advance & certified, 2 * step, np.where(advance, step, np.maximum(step // 2, 1)))
+        # the noise part never decreases: once it is above the target, the loss stays above it
+        alive &= ~found & ~(advance & (noise_b > target))
+    return steps
 
 
 def _continuous(model: _Model, target: float, steps: np.ndarray, loss: np.ndarray) -> np.ndarray:
