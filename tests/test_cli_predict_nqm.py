@@ -1,0 +1,143 @@
+"""``batchscale predict nqm`` through click's CliRunner: output fields, formats, plots and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from batchscale.cli.main import cli
+
+SMALL = ["predict", "nqm", "--dim", "1000", "--bins", "30", "--lr-grid", "-4:0.5:30", "--target", "0.02"]
+REGIMES = {"perfect_scaling", "diminishing_returns", "maximal_parallelism", "unreachable"}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [*args])
+
+
+def rows_of(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_sgd_json_rows_carry_the_documented_fields():
+    rows = rows_of(run(*SMALL, "--batch-sizes", "4,64,4096,262144", "--format", "json"))
+    assert [r["batch_size"] for r in rows] == [4, 64, 4096, 262144]
+    for row in rows:
+        assert {"batch_size", "steps", "learning_rate", "regime", "loss_at_steps"} <= set(row)
+        assert "momentum" not in row
+        assert row["regime"] in REGIMES
+        assert row["steps"] >= row["steps_lower_bound"] > 0
+        assert row["loss_at_steps"] <= 0.02
+    steps = [r["steps"] for r in rows]
+    assert steps == sorted(steps, reverse=True)
+
+
+def test_momentum_rows_have_momentum_and_beat_sgd_at_large_batch():
+    args = [*SMALL, "--batch-sizes", "262144", "--format", "json", "--momentum-grid", "-2:0:5"]
+    heavy = rows_of(run(*args, "--optimizer", "momentum"))[0]
+    plain = rows_of(run(*args))[0]
+    assert 0 <= heavy["momentum"] < 1
+    assert heavy["steps"] < plain["steps"]
+
+
+@pytest.mark.parametrize("optimizer", ["precond", "ema"])
+def test_precond_and_ema_run(optimizer):
+    rows = rows_of(run(*SMALL, "--batch-sizes", "16,1024", "--format", "json", "--optimizer", optimizer))
+    assert all(r["steps"] > 0 for r in rows)
+
+
+def test_grid_search_picks_learning_rates_from_the_grid():
+    rows = rows_of(run(*SMALL, "--batch-sizes", "8,512", "--lr-search", "grid", "--format", "json"))
+    grid = np.logspace(-4, 0.5, 30)
+    for row in rows:
+        assert np.min(np.abs(grid - row["learning_rate"])) == 0.0
+
+
+def test_table_and_csv_formats():
+    table = run(*SMALL, "--batch-sizes", "4,8")
+    assert table.exit_code == 0 and "regime" in table.stdout.splitlines()[0]
+    csv = run(*SMALL, "--batch-sizes", "4,8", "--format", "csv")
+    assert csv.stdout.splitlines()[0].startswith("batch_size,steps,learning_rate,regime,loss_at_steps")
+
+
+def test_default_problem_gives_three_regimes():
+    rows = rows_of(run("predict", "nqm", "--batch-sizes", "4..2097152", "--format", "json"))
+    assert len(rows) == 20
+    assert {r["regime"] for r in rows} == {"perfect_scaling", "diminishing_returns", "maximal_parallelism"}
+
+
+@pytest.mark.parametrize("suffix", ["npy", "csv"])
+def test_spectrum_file(tmp_path, suffix):
+    h = 1.0 / np.arange(1, 201)
+    path = tmp_path / f"spectrum.{suffix}"
+    if suffix == "npy":
+        np.save(path, np.column_stack([h, 2 * h]))
+    else:
+        path.write_text("h,c\n" + "\n".join(f"{float(a)!r},{float(2 * a)!r}" for a in h) + "\n")
+    rows = rows_of(
+        run(
+            "predict",
+            "nqm",
+            "--spectrum",
+            str(path),
+            "--bins",
+            "0",
+            "--target",
+            "0.05",
+            "--batch-sizes",
+            "16,4096",
+            "--lr-grid",
+            "-3:0.5:20",
+            "--format",
+            "json",
+        )
+    )
+    assert all(r["steps"] > 0 for r in rows)
+
+
+def test_plot_is_written(tmp_path):
+    path = tmp_path / "nqm.png"
+    result = run(*SMALL, "--batch-sizes", "4..4096", "--plot", str(path))
+    assert result.exit_code == 0, result.output
+    assert path.stat().st_size > 1000
+
+
+def test_unreachable_batch_sizes_are_rows_not_errors():
+    result = run(*SMALL, "--batch-sizes", "4,1048576", "--max-steps", "2000", "--format", "json")
+    rows = rows_of(result)
+    assert rows[0]["status"] == "unreachable" and rows[0]["regime"] == "unreachable"
+    assert rows[0]["steps"] is None and rows[0]["loss_at_steps"] > 0.02
+    assert rows[1]["status"] == "ok"
+    assert "unreachable within 2000 steps (lowest loss reached" in result.stderr
+
+
+BAD = [
+    ("batch-zero", ["--batch-sizes", "0,4"], "batch size"),
+    ("target-zero", ["--target", "0"], "target"),
+    ("target-above-initial-loss", ["--target", "100"], "initial loss"),
+    ("negative-noise", ["--noise", "-1"], "noise"),
+    ("negative-bins", ["--bins", "-1"], "--bins"),
+    ("bad-lr-grid", ["--lr-grid", "1:0:3"], "lr-grid"),
+    ("bad-ema-decay", ["--optimizer", "ema", "--ema-decay", "1.5"], "ema-decay"),
+    ("missing-spectrum", ["--spectrum", "/no/such/file.npy"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_and_exit_code_2(args, words):
+    result = run(*SMALL, "--batch-sizes", "4", *args)
+    assert result.exit_code == 2
+    assert words in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_spectrum_file_values(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("1.0\n-0.5\n")
+    result = run("predict", "nqm", "--spectrum", str(path), "--batch-sizes", "4")
+    assert result.exit_code == 2
+    assert "Error: eigenvalues must be positive" in result.output
