@@ -23,6 +23,7 @@ from batchscale.empirical.gradients import (
     gradient_statistics,
     per_example_gradients,
     per_example_sq_norms,
+    per_example_sq_norms_and_block_sums,
     population_moments,
     two_batch_estimates,
     two_batch_noise_scale,
@@ -80,6 +81,7 @@ PROBLEMS = [
     ("conv2d", conv2d, (1, 6, 6), cross_entropy, "class"),
     ("conv1d", conv1d, (2, 9), cross_entropy, "class"),
 ]
+PARAMS, IDS = [p[1:] for p in PROBLEMS], [p[0] for p in PROBLEMS]
 
 
 def make_problem(factory, shape, target, n=24, seed=0):
@@ -102,9 +104,7 @@ def loop_gradients(model, loss_fn, x, y):
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize(
-    ("factory", "shape", "loss_fn", "target"), [p[1:] for p in PROBLEMS], ids=[p[0] for p in PROBLEMS]
-)
+@pytest.mark.parametrize(("factory", "shape", "loss_fn", "target"), PARAMS, ids=IDS)
 def test_per_example_gradients_equal_a_loop(factory, shape, loss_fn, target):
     model, x, y = make_problem(factory, shape, target)
     expected = loop_gradients(model, loss_fn, x, y)
@@ -112,15 +112,23 @@ def test_per_example_gradients_equal_a_loop(factory, shape, loss_fn, target):
     torch.testing.assert_close(got, expected, rtol=FLOAT32_RTOL, atol=FLOAT32_RTOL * expected.abs().max())
 
 
-@pytest.mark.parametrize(
-    ("factory", "shape", "loss_fn", "target"), [p[1:] for p in PROBLEMS], ids=[p[0] for p in PROBLEMS]
-)
+@pytest.mark.parametrize(("factory", "shape", "loss_fn", "target"), PARAMS, ids=IDS)
 def test_fast_squared_norms_equal_torch_func(factory, shape, loss_fn, target):
     model, x, y = make_problem(factory, shape, target)
     grads = per_example_gradients(model, loss_fn, x, y)
     sq, g_sum = per_example_sq_norms(model, loss_fn, x, y)
     torch.testing.assert_close(sq, grads.pow(2).sum(1), rtol=FLOAT32_RTOL, atol=0.0)
     torch.testing.assert_close(g_sum, grads.sum(0), rtol=FLOAT32_RTOL, atol=FLOAT32_RTOL * g_sum.abs().max())
+
+
+@pytest.mark.parametrize(("factory", "shape", "loss_fn", "target"), PARAMS, ids=IDS)
+def test_fast_block_sums_equal_torch_func(factory, shape, loss_fn, target):
+    model, x, y = make_problem(factory, shape, target)  # 24 examples in 5 blocks: 5, 5, 5, 5, 4
+    grads = per_example_gradients(model, loss_fn, x, y)
+    expected = torch.stack([grads[k * 5 : (k + 1) * 5].sum(0) for k in range(5)])
+    sq, blocks = per_example_sq_norms_and_block_sums(model, loss_fn, x, y, n_groups=5)
+    torch.testing.assert_close(sq, grads.pow(2).sum(1), rtol=FLOAT32_RTOL, atol=0.0)
+    torch.testing.assert_close(blocks, expected, rtol=FLOAT32_RTOL, atol=FLOAT32_RTOL * expected.abs().max())
 
 
 def test_exact_and_fast_statistics_agree():

@@ -408,6 +408,14 @@ def plot_noise_scale(path: str, rows: list[dict[str, Any]], methods: Sequence[st
 # moments
 
 
+def check_sizes(batch_sizes: Sequence[int], population: int) -> None:
+    """Fail fast (before any training or statistics) on a batch size outside 1..M."""
+    from batchscale.empirical.gradients import check_batch_size
+
+    for m in batch_sizes:
+        check_batch_size(m, population)
+
+
 def choices(value: str, allowed: Sequence[str], name: str) -> list[str]:
     return list(allowed) if value == "both" else [value]
 
@@ -486,6 +494,7 @@ def moments(
     positive(train_lr, "--train-lr")
     setup = build(workload, workload_option, device, seed, sample, command="moments", lr=lr, draws=draws)
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
+    check_sizes(ms, int(setup.x.shape[0]))
     for _ in checkpoints(
         setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
     ):
@@ -553,6 +562,7 @@ def cosine(
     positive(train_lr, "--train-lr")
     setup = build(workload, workload_option, device, seed, sample, command="cosine", draws=draws)
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
+    check_sizes(ms, int(setup.x.shape[0]))
     for _ in checkpoints(
         setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
     ):

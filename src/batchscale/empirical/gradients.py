@@ -135,48 +135,49 @@ def per_example_gradients(
 FAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-def _linear_sq_norms(module: nn.Linear, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """|dl_i/dW|^2 (+ |dl_i/db|^2) for a Linear layer with input ``a`` and output gradient ``d``."""
-    if a.dim() == 2:
-        # grad W_i = d_i a_i^T  =>  |grad W_i|^2 = |a_i|^2 |d_i|^2
-        sq = (a * a).sum(1) * (d * d).sum(1)
-        if module.bias is not None and module.bias.requires_grad:
-            sq = sq + (d * d).sum(1)
-        return sq
-    a = a.reshape(a.shape[0], -1, a.shape[-1])  # (N, T, D_in)
-    d = d.reshape(d.shape[0], -1, d.shape[-1])  # (N, T, D_out)
-    sq = _outer_sum_sq_norms(a, d)
-    if module.bias is not None and module.bias.requires_grad:
-        sq = sq + d.sum(1).pow(2).sum(1)
-    return sq
+def _as_positions(module: nn.Module, a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's input and output gradient as (N, T, D_in) and (N, T, D_out): grad W_i = sum_t d_it a_it^T.
 
-
-def _outer_sum_sq_norms(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """|sum_t d_t a_t^T|_F^2 per example for a (N, T, D_in), d (N, T, D_out).
-
-    Gram-matrix trick (Goodfellow 2015; Li et al. 2022 "ghost clipping"): |D^T A|_F^2 = <A A^T, D D^T>_F,
-    used when T^2 < D_in D_out; otherwise the per-example gradient D^T A is formed.
+    Linear: T = 1, or the flattened middle dimensions of a sequence input. Conv1d/Conv2d (groups=1, zero
+    padding): a is unfolded into patches (``F.unfold``), T is the number of output positions.
     """
-    n_pos, d_in, d_out = a.shape[1], a.shape[2], d.shape[2]
-    if n_pos * n_pos < d_in * d_out:
-        return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(d, d.transpose(1, 2))).sum((1, 2))
-    return torch.bmm(d.transpose(1, 2), a).pow(2).sum((1, 2))
-
-
-def _conv_sq_norms(module: nn.Conv1d | nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Per-example squared gradient norms of a Conv1d/Conv2d layer (groups=1, zero padding) via unfold."""
+    if isinstance(module, nn.Linear):
+        return a.reshape(a.shape[0], -1, a.shape[-1]), d.reshape(d.shape[0], -1, d.shape[-1])
     if isinstance(module, nn.Conv1d):
         a, d = a.unsqueeze(2), d.unsqueeze(2)
         kernel, dilation = (1, *module.kernel_size), (1, *module.dilation)
         padding, stride = (0, *module.padding), (1, *module.stride)
     else:
         kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
-    cols = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C_in k, L)
-    d = d.reshape(d.shape[0], d.shape[1], -1)  # (N, C_out, L)
-    sq = _outer_sum_sq_norms(cols.transpose(1, 2), d.transpose(1, 2))
-    if module.bias is not None and module.bias.requires_grad:
-        sq = sq + d.sum(2).pow(2).sum(1)
-    return sq
+    cols = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C_in k, T)
+    return cols.transpose(1, 2), d.reshape(d.shape[0], d.shape[1], -1).transpose(1, 2)
+
+
+def _weight_sq_norms(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """|sum_t d_t a_t^T|_F^2 per example for a (N, T, D_in), d (N, T, D_out).
+
+    T = 1: |d a^T|^2 = |a|^2 |d|^2 (Goodfellow 2015). T > 1: the Gram-matrix trick (Li et al. 2022,
+    "ghost clipping") |D^T A|_F^2 = <A A^T, D D^T>_F when T^2 < D_in D_out; else D^T A is formed.
+    """
+    n_pos, d_in, d_out = a.shape[1], a.shape[2], d.shape[2]
+    if n_pos == 1:
+        return a.pow(2).sum((1, 2)) * d.pow(2).sum((1, 2))
+    if n_pos * n_pos < d_in * d_out:
+        return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(d, d.transpose(1, 2))).sum((1, 2))
+    return torch.bmm(d.transpose(1, 2), a).pow(2).sum((1, 2))
+
+
+def _blocks(t: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(N, T, D) -> (K, ceil(N/K) T, D): K contiguous blocks of examples, the last zero-padded."""
+    size = math.ceil(t.shape[0] / n_groups)
+    padded = F.pad(t, (0, 0, 0, 0, 0, size * n_groups - t.shape[0]))
+    return padded.reshape(n_groups, size * t.shape[1], t.shape[2])
+
+
+def block_counts(n: int, n_groups: int) -> np.ndarray:
+    """How many of n examples fall in each of the K contiguous blocks used by the fast path."""
+    size = math.ceil(n / n_groups)
+    return np.clip(n - size * np.arange(n_groups), 0, size).astype(float)
 
 
 def _check_fast_supported(model: nn.Module) -> None:
@@ -195,11 +196,14 @@ def _check_fast_supported(model: nn.Module) -> None:
 
 
 class _SqNormRecorder:
-    """Forward hooks that keep each layer's input; tensor hooks on its output add per-example |grad|^2."""
+    """Forward hooks keep each layer's input; tensor hooks on its output add per-example |grad|^2 and,
+    with ``n_groups``, the gradient summed over each of K contiguous blocks of examples."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, n_groups: int | None = None):
         _check_fast_supported(model)
+        self.n_groups = n_groups
         self.sq_norms: torch.Tensor | None = None
+        self.group_grads: dict[torch.nn.Parameter, torch.Tensor] = {}  # param -> (K, numel)
         self.calls: dict[str, int] = {}
         self.handles = [
             m.register_forward_hook(self._forward_hook(name))
@@ -217,15 +221,32 @@ class _SqNormRecorder:
         return hook
 
     def _add(self, module: nn.Module, a: torch.Tensor, d: torch.Tensor) -> None:
-        if isinstance(module, nn.Linear):
-            sq = _linear_sq_norms(module, a, d)
-        else:
-            sq = _conv_sq_norms(module, a, d)
+        a, d = _as_positions(module, a, d)  # (N, T, D_in), (N, T, D_out)
+        bias = module.bias if module.bias is not None and module.bias.requires_grad else None
+        sq = _weight_sq_norms(a, d) if module.weight.requires_grad else torch.zeros_like(d[:, 0, 0])
+        if bias is not None:
+            sq = sq + d.sum(1).pow(2).sum(1)  # grad b_i = sum_t d_it
         self.sq_norms = sq if self.sq_norms is None else self.sq_norms + sq
+        if self.n_groups is not None:
+            a_k, d_k = _blocks(a, self.n_groups), _blocks(d, self.n_groups)  # (K, c T, D)
+            if module.weight.requires_grad:
+                self.group_grads[module.weight] = torch.bmm(d_k.transpose(1, 2), a_k).flatten(1)
+            if bias is not None:
+                self.group_grads[bias] = d_k.sum(1)
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def _hooked_backward(model: nn.Module, loss_fn: LossFn, x, y, n_groups: int | None) -> _SqNormRecorder:
+    recorder = _SqNormRecorder(model, n_groups)
+    try:
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).sum().backward()
+    finally:
+        recorder.remove()
+    return recorder
 
 
 def per_example_sq_norms(
@@ -239,16 +260,23 @@ def per_example_sq_norms(
     (Goodfellow 2015, "Efficient per-example gradient computations"). Sequence and conv inputs use the
     Gram-matrix trick (Li et al. 2022; Opacus ghost clipping). No per-example gradient is formed.
     """
-    recorder = _SqNormRecorder(model)
-    try:
-        model.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).sum().backward()
-    finally:
-        recorder.remove()
+    recorder = _hooked_backward(model, loss_fn, x, y, None)
     g_sum = flat_grad(model).detach().clone()
     model.zero_grad(set_to_none=True)
     assert recorder.sq_norms is not None
     return recorder.sq_norms.detach(), g_sum
+
+
+def per_example_sq_norms_and_block_sums(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, n_groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_example_sq_norms` plus the gradient summed over each of ``n_groups`` contiguous blocks
+    of examples ((K, P), one batched matmul per layer; block sizes in :func:`block_counts`)."""
+    recorder = _hooked_backward(model, loss_fn, x, y, n_groups)
+    model.zero_grad(set_to_none=True)
+    assert recorder.sq_norms is not None
+    params = [p for p in model.parameters() if p.requires_grad]
+    return recorder.sq_norms.detach(), torch.cat([recorder.group_grads[p] for p in params], dim=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,15 +357,18 @@ def _bootstrap_b_simple(
     draws, (w^T Q w - sum_k w_k Q_kk) / (K (K - 1)) with Q the Gram matrix of group mean gradients, and
     tr(Sigma) by the weighted mean of |g_i|^2 minus that. The interval is the replicates' 2.5%-97.5%
     spread around their median on a log scale, shrunk by the finite-population factor sqrt((M-n)/(M-1))
-    and placed around the point estimate: zero width when all M examples were used (the value is exact).
+    and placed around the point estimate: zero width when all M examples were used (the value is exact);
+    (nan, nan) when ``n_boot`` is 0.
     """
     keep = sums.counts > 0
+    k, n_total = int(keep.sum()), float(sums.counts.sum())
+    shrink = math.sqrt((population - n_total) / (population - 1)) if population > 1 else 0.0
+    if shrink == 0.0:
+        return point, point
+    if k < 2 or n_boot < 1 or not math.isfinite(point):
+        return math.nan, math.nan
     counts, sum_sq = sums.counts[keep], sums.sum_sq[keep]
     means = sums.sum_grad[torch.from_numpy(keep)] / torch.from_numpy(counts).to(sums.sum_grad)[:, None]
-    k, n_total = counts.shape[0], float(counts.sum())
-    shrink = math.sqrt((population - n_total) / (population - 1)) if population > 1 else 0.0
-    if k < 2 or shrink == 0.0 or not math.isfinite(point):
-        return (point, point) if shrink == 0.0 else (0.0, math.inf)
     gram = (means @ means.T).cpu().numpy()  # (K, K)
     w = np.random.default_rng(seed).multinomial(k, np.full(k, 1.0 / k), size=n_boot).astype(float)
     g2 = (np.einsum("bk,kl,bl->b", w, gram, w) - w @ np.diag(gram)) / (k * (k - 1))
@@ -347,12 +378,6 @@ def _bootstrap_b_simple(
         low, mid, high = np.percentile(log_ratio, [2.5, 50, 97.5], method="nearest")
         out = (point * np.exp(-shrink * (mid - low)), point * np.exp(shrink * (high - mid)))
     return tuple(float(v) if np.isfinite(v) else math.inf for v in out)  # type: ignore[return-value]
-
-
-def _add_group(sums: dict, group: int, sq: torch.Tensor, grad_sum: torch.Tensor) -> None:
-    sums["counts"][group] += sq.numel()
-    sums["sum_sq"][group] += float(sq.double().sum())
-    sums["sum_grad"][group] += grad_sum.double()
 
 
 def sample_indices(n_total: int, sample: int | None, seed: int, device: torch.device) -> torch.Tensor:
@@ -382,28 +407,37 @@ def gradient_statistics(
     ``sample`` of them (unbiased estimates, see :func:`population_moments`).
     ``method="exact"`` forms per-example gradients with torch.func; ``"fast"`` uses only their squared
     norms (:func:`per_example_sq_norms`). Both give :math:`\mathrm{tr}\,\Sigma = \overline{|g_i|^2} - |G|^2`
-    accumulated in float64. The bootstrap interval resamples K = 32 random groups of examples (the
-    shuffled examples are processed in chunks of at most ``chunk_size``; chunk j joins group j mod K).
+    accumulated in float64. The examples are shuffled and processed ``chunk_size`` at a time; each chunk
+    is cut into K = 32 contiguous blocks and block k joins bootstrap group k (group sums of g_i come from
+    the same pass: one batched matmul per layer on the fast path).
     """
     require(method in ("exact", "fast"), f"unknown method {method!r}; expected exact or fast")
+    require(chunk_size >= 1, f"chunk size must be >= 1, got {chunk_size}")
     population = int(x.shape[0])
     order = sample_indices(population, sample, seed, x.device)
-    # shuffled examples in chunks; chunk j joins bootstrap group j mod K
-    size = max(1, min(chunk_size, math.ceil(order.numel() / N_GROUPS)))
     sums = {
         "counts": np.zeros(N_GROUPS),
         "sum_sq": np.zeros(N_GROUPS),
-        "sum_grad": torch.zeros(N_GROUPS, num_parameters(model), dtype=torch.float64, device=x.device),
+        "sum_grad": torch.zeros(N_GROUPS, num_parameters(model), dtype=x.dtype, device=x.device),
     }
-    for j, start in enumerate(range(0, order.numel(), size)):
-        idx = order[start : start + size]
+    for start in range(0, order.numel(), chunk_size):
+        idx = order[start : start + chunk_size]  # shuffled examples; block k of each chunk joins group k
         if method == "exact":
             (grads,) = iter_per_example_gradients(model, loss_fn, x[idx], y[idx], chunk_size=idx.numel())
-            sq, grad_sum = grads.double().pow(2).sum(1), grads.double().sum(0)
+            sq, block_sums = grads.double().pow(2).sum(1), _blocks(grads[:, None, :], N_GROUPS).sum(1)
         else:
-            sq, grad_sum = per_example_sq_norms(model, loss_fn, x[idx], y[idx])
-        _add_group(sums, j % N_GROUPS, sq, grad_sum)
+            sq, block_sums = per_example_sq_norms_and_block_sums(model, loss_fn, x[idx], y[idx], N_GROUPS)
+        counts = block_counts(idx.numel(), N_GROUPS)
+        sums["counts"] += counts
+        sums["sum_sq"] += _block_totals(sq.double(), N_GROUPS)
+        sums["sum_grad"] += block_sums  # model precision within the chunks, float64 from here on
+    sums["sum_grad"] = sums["sum_grad"].double()
     return _statistics_from_sums(method, _GroupSums(**sums), population, n_boot, seed)
+
+
+def _block_totals(values: torch.Tensor, n_groups: int) -> np.ndarray:
+    """Sums of a per-example (N,) tensor over the K contiguous blocks of :func:`block_counts`."""
+    return _blocks(values[:, None, None], n_groups).sum((1, 2)).cpu().numpy()
 
 
 def _statistics_from_sums(method: str, sums: _GroupSums, population: int, n_boot: int, seed: int):
