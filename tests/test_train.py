@@ -136,3 +136,23 @@ def test_replay_from_a_snapshot_is_exact(stacked):
     replay.advance(260)
     assert replay.evaluate() == first
     assert all(math.isfinite(v) for v in first[1])
+
+
+def test_num_threads_is_restored_and_progress_reports_each_trial():
+    before = torch.get_num_threads()
+    lines = []
+    run_trials([config(max_steps=20), config(max_steps=20, seed=1)], workloads=WORKLOADS, num_threads=1,
+               progress=lines.append)
+    assert torch.get_num_threads() == before
+    assert len(lines) == 2 and all("batch 4" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_digits_mlp_sweep_stacked_equals_one_at_a_time():
+    """A real workload by name: the two strategies give the same statuses and steps."""
+    configs = [TrainConfig(workload="digits-mlp", batch_size=b, learning_rate=lr, target=0.1, max_steps=1500)
+               for b in (8, 64) for lr in (0.01, 0.1, 1.0, 30.0)]
+    stacked = run_trials(configs, strategy="batched")
+    single = run_trials(configs, strategy="sequential")
+    assert [(r.status, r.steps) for r in stacked] == [(r.status, r.steps) for r in single]
+    assert {r.status for r in stacked} >= {"complete", "diverged"}
