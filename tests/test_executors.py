@@ -71,6 +71,7 @@ def test_submitit_local_engine_for_real(tmp_path):
     assert any((tmp_path / "submitit").iterdir())
 
 
+@pytest.mark.slow  # starting a local Ray instance takes ~10 s on this machine
 def test_ray_local_instance_for_real():
     pytest.importorskip("ray")
     with make_executor(ExecutorConfig(name="ray", workers=2)) as executor:

@@ -244,7 +244,8 @@ class RayExecutor(Executor):
         import ray
 
         self._ray = ray
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
             ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False)
         self._threads = threads
         self._remotes: dict[Callable, Any] = {}
@@ -265,6 +266,11 @@ class RayExecutor(Executor):
 
     def result(self, handle: Any) -> Any:
         return self._ray.get(handle)
+
+    def shutdown(self) -> None:
+        """Disconnect from (and stop, if this executor started it) the Ray instance."""
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
 
 
 def make_executor(config: ExecutorConfig) -> Executor:
