@@ -24,7 +24,7 @@ from batchscale.cli.common import (
     seed_option,
     workload_options,
 )
-from batchscale.errors import InputError, require
+from batchscale.errors import require
 
 DEFAULT_WORKLOAD = "digits-mlp"
 
@@ -163,7 +163,7 @@ def checkpoints(
     )
     for point in loop:
         if every is not None or point.step == steps or point.status != "ok":
-            if steps:
+            if steps and point.step:
                 progress(f"  step {point.step}/{steps}  batch loss {point.batch_loss:.4g}  {point.status}")
             yield point
 
@@ -416,7 +416,8 @@ def check_sizes(batch_sizes: Sequence[int], population: int) -> None:
         check_batch_size(m, population)
 
 
-def choices(value: str, allowed: Sequence[str], name: str) -> list[str]:
+def choices(value: str, allowed: Sequence[str]) -> list[str]:
+    """``both`` -> every allowed value, else just ``value``."""
     return list(allowed) if value == "both" else [value]
 
 
@@ -510,8 +511,8 @@ def moments(
         stats=stats,
         batch_sizes=ms,
         lr=lr,
-        forms=choices(form, ("mean", "sum"), "--form"),
-        samplings=choices(sampling, ("with", "without"), "--sampling"),
+        forms=choices(form, ("mean", "sum")),
+        samplings=choices(sampling, ("with", "without")),
         draws=draws,
         seed=seed,
         z=z,
@@ -570,7 +571,7 @@ def cosine(
     progress(f"exact per-example statistics over M={setup.x.shape[0]} examples")
     stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
     checks = []
-    for s in choices(sampling, ("with", "without"), "--sampling"):
+    for s in choices(sampling, ("with", "without")):
         progress(f"drawing {draws} minibatches ({s} replacement) for each of {len(ms)} batch sizes")
         checks += gradient_cosine(
             setup.model,
@@ -648,7 +649,7 @@ def accumulation(
         batch_size=batch_size,
         micro_batches=sizes,
         lr=lr,
-        forms=choices(form, ("mean", "sum"), "--form"),
+        forms=choices(form, ("mean", "sum")),
         seed=seed,
     )
     emit(with_config([r.as_row() for r in results], setup, fmt), fmt)
@@ -739,6 +740,3 @@ def sharpness(
             ylabel="top Hessian eigenvalue",
             title="Sharpness along training",
         )
-
-
-__all__ = ["measure", "InputError"]
