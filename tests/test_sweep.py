@@ -111,7 +111,7 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
     assert {t.max_steps for t in second} == {math.ceil(2.0 * min(synthetic(t).steps or 1e9 for t in first))}
 
 
-def test_trials_pruned_against_a_trial_that_later_diverged_are_retried_without_pruning():
+def test_trials_pruned_against_a_trial_that_later_diverged_are_retried():
     config = StepsSweepConfig(workload="synthetic", batch_sizes=(1,), optimizers=("sgd",), max_extensions=0)
     chain = steps_chain(config, "sgd")
     first = next(chain)
@@ -121,8 +121,12 @@ def test_trials_pruned_against_a_trial_that_later_diverged_are_retried_without_p
     pruned_world = {k: TrialResult(t, status[k], None, None, None, None) for t in first.configs
                     for k in [t.trial_id()]}
     retry = chain.send(pruned_world)
-    assert not retry.prune and retry.redo_pruned and len(retry.configs) == len(first.configs) - 1
-    rows, _ = drive_from(chain, retry)
+    assert retry.prune and retry.redo_pruned and len(retry.configs) == len(first.configs) - 1
+    # pruned again by early noise, with no trial reaching the target: the second retry does not prune
+    again = chain.send({k: TrialResult(t, "pruned", None, None, None, None) for t in retry.configs
+                        for k in [t.trial_id()]})
+    assert not again.prune and again.redo_pruned and again.configs == retry.configs
+    rows, _ = drive_from(chain, again)
     assert rows[0]["status"] == "complete" and rows[0]["n_pruned"] == 0
     assert 1 / 1.5 < rows[0]["learning_rate"] / optimal_lr(1) < 1.5
 

@@ -401,7 +401,7 @@ class BatchSearch:
     tried: list[Point] = field(default_factory=list)
     results: dict[Point, dict[str, TrialResult]] = field(default_factory=dict)
     extensions: int = 0
-    retried: bool = False
+    retries: int = 0
 
     @property
     def tune_momentum(self) -> bool:
@@ -467,11 +467,13 @@ class BatchSearch:
         return Round(tuple(configs))
 
     def retry_round(self) -> Round:
-        """The pruned trials again, without pruning: when nothing reached the target, the trial they
-        were pruned against must itself have failed (diverged late), so the pruning was wrong."""
-        self.retried = True
+        """The pruned trials again. When nothing reached the target, the trials they were pruned against
+        failed later (typically a high rate that learned fast, then diverged), so the pruning was wrong.
+        The first retry keeps pruning (the failed leaders are no longer in the stack); a second one, for
+        pruning by early noise, turns it off."""
+        self.retries += 1
         pruned = [t.config for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
-        return Round(tuple(pruned), prune=False, redo_pruned=True)
+        return Round(tuple(pruned), prune=self.retries == 1, redo_pruned=True)
 
     def absorb(self, round_: Round, results: Mapping[str, TrialResult]) -> None:
         """File a finished round's results under their points (a retried trial replaces its old result)."""
@@ -511,7 +513,7 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
             results = yield round_
             search.absorb(round_, results)
             best, edges, _ = search.summary()
-            if best is None and not search.retried and search.count("pruned"):
+            if best is None and search.retries < 2 and search.count("pruned"):
                 round_ = search.retry_round()
                 continue
             if not edges or search.extensions >= config.max_extensions:
