@@ -97,7 +97,9 @@ def list_runs(db_path: str, status: str | None, limit: int, fmt: str) -> None:
 @db_option
 @format_option(default="json")
 def show(trial_id: str, db_path: str, fmt: str) -> None:
-    """Everything stored about one trial (TRIAL_ID may be a unique prefix)."""
+    """Everything stored about one trial.
+
+    TRIAL_ID may be a unique prefix of the id."""
     matches = [r for r in _records(db_path) if r.trial_id.startswith(trial_id)]
     if len(matches) != 1:
         found = "no trial" if not matches else f"{len(matches)} trials"
@@ -125,7 +127,9 @@ def _short(value: Any) -> Any:
               help="Write to this file instead of stdout.")
 @format_option(choices=("csv", "json"), default="csv")
 def export(db_path: str, status: str | None, output: str | None, fmt: str) -> None:
-    """All stored trials with their full config, metrics history and provenance, as CSV or JSON."""
+    """Export all trials as CSV or JSON.
+
+    Every stored field: the full config (as config.<key> columns), metrics history and provenance."""
     from batchscale.report.tables import render
 
     text = render([export_row(r) for r in _records(db_path, status)], fmt)

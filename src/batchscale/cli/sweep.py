@@ -201,11 +201,13 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
           n_learning_rates, lr_factor, lr_range, max_extensions, n_seeds, target, target_metric, max_steps,
           budget_factor, no_prune, eval_subset, loss_form, critical_fraction, quick, out_dir, db_path,
           executor_name, workers, threads, executor_option, device, seed, plot_path, fmt):
-    """Steps to target vs batch size, learning rate (and momentum) tuned per batch size (Shallue et al.).
+    """Steps to target vs batch size, learning rate tuned.
 
-    Per optimizer, batch sizes run in ascending order; each searches a window of learning rates centred on
-    a linear-scaling guess from the previous optimum, extended while the best rate sits on an edge. Every
-    trial is stored in --db as it ends; re-running the same command skips finished trials.
+    Shallue et al. (2018): the learning rate (and, with --tune-momentum, the momentum) is searched per
+    batch size. Per optimizer, batch sizes run in ascending order; each searches a window of learning
+    rates centred on a linear-scaling guess from the previous optimum, extended while the best rate sits
+    on an edge. Every trial is stored in --db as it ends; re-running the same command skips finished
+    trials.
     """
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.sweep import StepsSweepConfig, run_steps_sweep
@@ -345,10 +347,10 @@ def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> No
 def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, momentum, loss_form, epochs,
          last_evals, n_seeds, eval_subset, quick, out_dir, db_path, executor_name, workers, threads,
          executor_option, device, seed, plot_path, fmt):
-    """Test accuracy and divergence over base learning rate x batch size, fixed epochs (Masters & Luschi).
+    """Test accuracy over base learning rate x batch size.
 
-    Every cell trains for --epochs epochs without a target; its accuracy is the median of the last
-    evaluations, and a cell counts as diverged when most of its seeds diverged.
+    Masters & Luschi (2018): every cell trains for --epochs epochs without a target; its accuracy is the
+    median of the last evaluations, and a cell counts as diverged when most of its seeds diverged.
     """
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.sweep import GridSweepConfig, run_grid_sweep
