@@ -663,10 +663,10 @@ def steps_lower_bound(spectrum: Spectrum, batch_size, target: float) -> np.ndarr
 # --------------------------------------------------------------------------------------------------------
 
 SEARCHES = ("continuous", "grid")
-COARSE_LR_POINTS = 16  # continuous search: coarse log-grid points before golden-section refinement
-COARSE_MOMENTUM_POINTS = 6
+COARSE_LR_POINTS = 24  # continuous search: coarse log-grid points before golden-section refinement
+COARSE_MOMENTUM_POINTS = 8
 GOLDEN_ITERATIONS = 16
-MOMENTUM_ROUNDS = 2  # alternating (log eta, log(1 - beta)) golden-section rounds
+MOMENTUM_ROUNDS = 3  # alternating (log eta, log(1 - beta)) golden-section rounds
 
 
 @dataclass(frozen=True)
@@ -733,11 +733,13 @@ def tune_steps(
     """Fewest steps to ``target`` per batch size over the learning rate (and momentum), Zhang et al. Sec. 3.
 
     ``search='grid'``: the best of every (learning rate, momentum) pair of ``lr_grid`` x ``momentum_grid``
-    (ties: the earlier crossing within the last step). ``search='continuous'``: a coarse log-grid
-    (``COARSE_LR_POINTS`` learning rates, ``COARSE_MOMENTUM_POINTS`` momenta) spanning the same bounds,
-    then golden-section search on log eta (alternating with log(1 - beta) for momentum) within one coarse
-    spacing of the best point and within the grid bounds; the objective is the interpolated crossing time
-    (:class:`StepsResult`), and the best point ever evaluated is kept.
+    (ties: the earlier crossing within the last step). ``search='continuous'``: start from the best point
+    of ``lr_grid`` (for momentum, of a coarse log-grid of ``COARSE_LR_POINTS`` x ``COARSE_MOMENTUM_POINTS``
+    over the same bounds), then golden-section search on log eta within one grid spacing (inside the grid
+    bounds); for momentum alternate ``MOMENTUM_ROUNDS`` times with log(1 - beta) at fixed effective
+    learning rate eta/(1 - beta) (inside the momentum bounds; eta may then leave the lr bounds). The
+    objective is the interpolated crossing time (:class:`StepsResult`); the best point seen is kept, so
+    without momentum the result is never worse than grid search.
     """
     require(search in SEARCHES, f"unknown search {search!r}; expected one of {', '.join(SEARCHES)}")
     batch = np.asarray(batch_sizes, dtype=float).ravel()
@@ -754,9 +756,8 @@ def tune_steps(
     def run(b, lr, beta, race=None):
         return steps_to_target(spectrum, b, lr, target, momentum=beta, race=race, **fixed)
 
-    if search == "continuous":
-        lrs = _coarse(lrs, COARSE_LR_POINTS)
-        momenta = None if momenta is None else _coarse(momenta, COARSE_MOMENTUM_POINTS)
+    if search == "continuous" and momenta is not None:  # 1-D: the full grid is cheap, start from it
+        lrs, momenta = _coarse(lrs, COARSE_LR_POINTS), _coarse(momenta, COARSE_MOMENTUM_POINTS)
     best = _grid_best(run, batch, lrs, momenta)
     if search == "continuous":
         best = _refine(run, batch, best, lrs, momenta)
@@ -824,50 +825,60 @@ def _argmin_pair(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
 
 
 def _refine(run, batch: np.ndarray, best: _Best, lrs: np.ndarray, momenta: np.ndarray | None) -> _Best:
-    """Golden-section refinement of log eta (and log(1 - beta)) around the coarse optimum."""
-    lr_axis = _LogAxis(np.log10(lrs), lambda u: 10.0**u, lambda v: np.log10(v))
+    """Golden-section refinement around the coarse optimum.
+
+    Axis 1: log10 eta at fixed momentum. Axis 2 (momentum): log10(1 - beta) at fixed effective learning
+    rate eta / (1 - beta), which follows the valley of the (eta, beta) landscape instead of cutting across it.
+    """
+    lr_grid = np.log10(lrs)
     for _ in range(1 if momenta is None else MOMENTUM_ROUNDS):
-        best = _golden_axis(lambda u, m=best.momentum: run(batch, 10.0**u, m), best, lr_axis, "learning_rate")
+        beta = best.momentum
+        centre = np.log10(best.learning_rate)
+        best = _golden_axis(run, batch, best, lr_grid, centre, lambda u, m=beta: (10.0**u, m))
         if momenta is not None and momenta[0] < momenta[-1]:
-            axis = _LogAxis(
-                np.log10(1.0 - momenta[::-1]), lambda u: 1.0 - 10.0**u, lambda v: np.log10(1.0 - v)
-            )
-            best = _golden_axis(
-                lambda u, r=best.learning_rate: run(batch, r, 1.0 - 10.0**u), best, axis, "momentum"
-            )
+            effective = best.learning_rate / (1.0 - best.momentum)
+            grid = np.log10(1.0 - momenta[::-1])
+
+            def point(u, e=effective):
+                return e * 10.0**u, 1.0 - 10.0**u
+
+            best = _golden_axis(run, batch, best, grid, np.log10(1.0 - best.momentum), point)
     return best
 
 
-class _LogAxis(NamedTuple):
-    grid: np.ndarray  # ascending coordinates u of the coarse grid
-    value: object  # u -> parameter value
-    coordinate: object  # parameter value -> u
+def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, point) -> _Best:
+    """Vectorised golden-section search over u in [centre -+ one grid spacing] (within the grid), per batch.
 
-
-def _golden_axis(evaluate, best: _Best, axis: _LogAxis, field: str) -> _Best:
-    """Vectorised golden-section search over one coordinate, one bracket per batch size."""
-    if axis.grid.size < 2 or not np.any(np.isfinite(best.objective)):
+    ``point(u)`` maps the coordinate to (learning rate, momentum); the best point ever seen is kept.
+    """
+    if grid.size < 2 or not np.any(np.isfinite(best.objective)):
         return best
-    step = float(np.max(np.diff(axis.grid)))
-    centre = axis.coordinate(getattr(best, field))
-    lo = np.clip(centre - step, axis.grid[0], axis.grid[-1])
-    hi = np.clip(centre + step, axis.grid[0], axis.grid[-1])
+    spacing = float(np.max(np.diff(grid)))
+    lo, hi = np.clip(centre - spacing, grid[0], grid[-1]), np.clip(centre + spacing, grid[0], grid[-1])
     inv = (math.sqrt(5.0) - 1.0) / 2.0
+
+    def evaluate(u, best):
+        lr, beta = point(u)
+        objective = run(batch, lr, beta).steps_continuous
+        return objective, _keep_better(best, lr, beta, objective)
+
     c, d = hi - inv * (hi - lo), lo + inv * (hi - lo)
-    fc, fd = evaluate(c).steps_continuous, evaluate(d).steps_continuous
-    best = _keep_better(_keep_better(best, axis.value(c), fc, field), axis.value(d), fd, field)
+    fc, best = evaluate(c, best)
+    fd, best = evaluate(d, best)
     for _ in range(GOLDEN_ITERATIONS):
         left = fc <= fd  # the minimum lies in [lo, d]
         lo, hi = np.where(left, lo, c), np.where(left, d, hi)
         fresh = np.where(left, hi - inv * (hi - lo), lo + inv * (hi - lo))
-        f_fresh = evaluate(fresh).steps_continuous
+        f_fresh, best = evaluate(fresh, best)
         c, d = np.where(left, fresh, d), np.where(left, c, fresh)
         fc, fd = np.where(left, f_fresh, fd), np.where(left, fc, f_fresh)
-        best = _keep_better(best, axis.value(fresh), f_fresh, field)
     return best
 
 
-def _keep_better(best: _Best, value: np.ndarray, objective: np.ndarray, field: str) -> _Best:
+def _keep_better(best: _Best, lr: np.ndarray, beta: np.ndarray, objective: np.ndarray) -> _Best:
     better = objective < best.objective
-    updated = np.where(better, value, getattr(best, field))
-    return best._replace(**{field: updated, "objective": np.where(better, objective, best.objective)})
+    return best._replace(
+        learning_rate=np.where(better, lr, best.learning_rate),
+        momentum=np.where(better, beta, best.momentum),
+        objective=np.where(better, objective, best.objective),
+    )
