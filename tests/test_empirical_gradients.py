@@ -283,3 +283,14 @@ def test_statistics_bad_input(kwargs, match):
     model, x, y = make_problem(mlp, (12,), "class")
     with pytest.raises(InputError, match=match):
         gradient_statistics(model, cross_entropy, x, y, **kwargs)
+
+
+def test_sample_estimate_and_interval_cover_the_full_value():
+    """A sample of 256 of 2000 examples: the 95% interval (bootstrap, 32 groups) holds the exact value."""
+    wl = linreg(2000)
+    model = wl.model(0)
+    full = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train, method="fast")
+    part = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train, method="fast", sample=256)
+    assert part.n_examples == 256 and part.population == 2000
+    assert part.b_simple_ci[0] < full.b_simple < part.b_simple_ci[1]
+    assert part.b_simple_ci[0] < part.b_simple < part.b_simple_ci[1]

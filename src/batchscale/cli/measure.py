@@ -426,18 +426,23 @@ def default_batch_sizes(text: str | None, population: int) -> list[int]:
 
 
 def checks_plot(path: str, checks: Sequence[Any], quantity: str, ylabel: str, title: str, logy: bool) -> None:
-    groups: dict[tuple[str, str], list[Any]] = {}
+    """Predicted and measured ``quantity`` vs m, one pair of lines per (form, sampling).
+
+    On a log axis, points predicted to be exactly 0 (m = M without replacement) are left out: their
+    measurement is float rounding.
+    """
+    groups: dict[tuple[str, str], dict[int, Any]] = {}
     for c in checks:
-        if c.quantity == quantity:
-            groups.setdefault((c.form, c.sampling), []).append(c)
+        if c.quantity == quantity and not (logy and c.predicted == 0):
+            groups.setdefault((c.form, c.sampling), {})[c.batch_size] = c
     ms = sorted({c.batch_size for c in checks})
+    nan = float("nan")
     ys, err = {}, {}
-    for (form, sampling), items in groups.items():
-        by_m = {c.batch_size: c for c in items}
+    for (form, sampling), by_m in groups.items():
         label = f"{form} form, {sampling} repl." if quantity != "cosine" else f"{sampling} replacement"
-        ys[f"predicted, {label}"] = [by_m[m].predicted if m in by_m else float("nan") for m in ms]
-        ys[f"measured, {label}"] = [by_m[m].measured if m in by_m else float("nan") for m in ms]
-        err[f"measured, {label}"] = [by_m[m].stderr if m in by_m else float("nan") for m in ms]
+        ys[f"predicted, {label}"] = [by_m[m].predicted if m in by_m else nan for m in ms]
+        ys[f"measured, {label}"] = [by_m[m].measured if m in by_m else nan for m in ms]
+        err[f"measured, {label}"] = [by_m[m].stderr if m in by_m else nan for m in ms]
     plot(path, ms, ys, xlabel="batch size m", ylabel=ylabel, title=title, logx=True, logy=logy, yerr=err)
 
 
