@@ -178,12 +178,20 @@ def nqm(
     rows = curve.rows()
     for row, regime in zip(rows, report.regimes, strict=True):
         row["regime"] = regime
+        if momenta is not None:
+            ok = row["momentum"] is not None
+            row["effective_learning_rate"] = row["learning_rate"] / (1 - row["momentum"]) if ok else None
         if row["status"] != "ok":
             progress(
                 f"batch size {row['batch_size']}: target {target} unreachable within {max_steps} steps "
                 f"(lowest loss reached {row['loss_at_steps']:.4g})"
             )
-    columns = ["batch_size", "steps", "learning_rate"] + (["momentum"] if momenta is not None else [])
+    progress(
+        f"critical batch size {_fmt(report.critical_batch_size)}, "
+        f"maximal useful batch size {_fmt(report.max_useful_batch_size)}"
+    )
+    columns = ["batch_size", "steps", "learning_rate"]
+    columns += ["momentum", "effective_learning_rate"] if momenta is not None else []
     emit(rows, fmt, columns + ["regime", "loss_at_steps", "status", "steps_lower_bound"])
     if plot_path:
         _plot(plot_path, rows, report, optimizer, target)
@@ -205,18 +213,19 @@ def _check_options(bins, dim, max_steps, precond_power, ema_decay, batches) -> N
         raise InputError(f"batch size must be > 0, got {min(batches)}")
 
 
+def _fmt(value) -> str:
+    return "-" if value is None else str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
 def _plot(path, rows, report, optimizer, target) -> None:
     from batchscale.report.plots import plot_steps_vs_batch
 
     def column(name):
         return [math.inf if r[name] is None else r[name] for r in rows]
 
+    lr = "effective_learning_rate" if optimizer == "momentum" else "learning_rate"
     curves = {
-        optimizer: {
-            "batch_size": column("batch_size"),
-            "steps": column("steps"),
-            "learning_rate": column("learning_rate"),
-        }
+        optimizer: {"batch_size": column("batch_size"), "steps": column("steps"), "learning_rate": column(lr)}
     }
     lines = {"information bound": {"batch_size": column("batch_size"), "steps": column("steps_lower_bound")}}
     plot_steps_vs_batch(
@@ -224,6 +233,7 @@ def _plot(path, rows, report, optimizer, target) -> None:
         curves,
         regimes=list(report.regimes),
         lines=lines,
-        title=f"Noisy quadratic model, {optimizer}, target loss {target}",
+        title=f"Noisy quadratic model, {optimizer}, target loss {target}"
+        + (" (right: effective LR = LR / (1 - momentum))" if optimizer == "momentum" else ""),
     )
     progress(f"wrote {path}")
