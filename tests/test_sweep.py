@@ -104,9 +104,9 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
     second = chain.send({t.trial_id(): synthetic(t) for t in first}).configs
     rates = sorted(t.learning_rate for t in second)
     assert len(rates) == 8
-    assert all(math.isclose(b / a, 2.0, rel_tol=1e-5) for a, b in zip(rates, rates[1:], strict=False))
+    assert all(math.isclose(b / a, 2.0, rel_tol=1e-3) for a, b in zip(rates, rates[1:], strict=False))
     best_first = min((synthetic(t).steps or math.inf, t.learning_rate) for t in first)[1]
-    assert math.isclose(math.sqrt(rates[3] * rates[4]), 2 * best_first, rel_tol=1e-5)
+    assert math.isclose(math.sqrt(rates[3] * rates[4]), 2 * best_first, rel_tol=1e-3)
     # budget: the second batch size may use at most budget_factor x the first one's best steps
     assert {t.max_steps for t in second} == {math.ceil(2.0 * min(synthetic(t).steps or 1e9 for t in first))}
 
@@ -129,6 +129,32 @@ def test_trials_pruned_against_a_trial_that_later_diverged_are_retried():
     rows, _ = drive_from(chain, again)
     assert rows[0]["status"] == "complete" and rows[0]["n_pruned"] == 0
     assert 1 / 1.5 < rows[0]["learning_rate"] / optimal_lr(1) < 1.5
+
+
+def test_pruned_optimum_is_recovered_by_the_verification_round():
+    """Pruning that wrongly stops the best rate (early noise) must not change the answer."""
+
+    def noisy_pruning(trial, prune):
+        result = synthetic(trial)
+        near_best = abs(math.log2(trial.learning_rate / optimal_lr(trial.batch_size))) < 1
+        if prune and near_best and result.status == "complete":
+            return TrialResult(trial, "pruned", None, 0.8, 2.0, 0.8)
+        return result
+
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2, 4), optimizers=("sgd",))
+    chain, budgets = steps_chain(config, "sgd"), []
+    try:
+        round_ = next(chain)
+        while True:
+            budgets += [t.max_steps for t in round_.configs if not round_.prune]
+            round_ = chain.send({t.trial_id(): noisy_pruning(t, round_.prune) for t in round_.configs})
+    except StopIteration as stop:
+        rows = stop.value
+    assert budgets, "no verification round was asked for"
+    for row in rows:
+        assert 1 / 1.5 < row["learning_rate"] / optimal_lr(row["batch_size"]) < 1.5, row
+        assert row["n_verified"] >= 1 and row["n_pruned"] == 0
+        assert row["config"]["max_steps"] < config.max_steps  # the winner came from the verification
 
 
 def drive_from(chain, round_, objective=synthetic):

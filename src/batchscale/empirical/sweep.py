@@ -28,7 +28,7 @@ import platform
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -250,7 +250,7 @@ class Point:
     momentum: float = 0.0
 
 
-def round_sig(x: float, digits: int = 6) -> float:
+def round_sig(x: float, digits: int = 4) -> float:
     """``x`` to ``digits`` significant digits (stable, readable trial ids)."""
     return float(f"{x:.{digits}g}")
 
@@ -399,9 +399,10 @@ class BatchSearch:
     center: float
     first: bool
     tried: list[Point] = field(default_factory=list)
-    results: dict[Point, dict[str, TrialResult]] = field(default_factory=dict)
+    results: dict[Point, dict[int, TrialResult]] = field(default_factory=dict)  # point -> seed -> result
     extensions: int = 0
     retries: int = 0
+    verified: set[str] = field(default_factory=set)
 
     @property
     def tune_momentum(self) -> bool:
@@ -472,14 +473,32 @@ class BatchSearch:
         The first retry keeps pruning (the failed leaders are no longer in the stack); a second one, for
         pruning by early noise, turns it off."""
         self.retries += 1
-        pruned = [t.config for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
-        return Round(tuple(pruned), prune=self.retries == 1, redo_pruned=True)
+        return Round(tuple(t.config for t in self.pruned()), prune=self.retries == 1, redo_pruned=True)
+
+    def pruned(self) -> list[TrialResult]:
+        """The current results that are ``pruned``."""
+        return [t for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
+
+    def verify_round(self, best_steps: int) -> Round:
+        """Pruned trials again, without pruning, with a budget of the best steps found.
+
+        Pruning compares early, noisy metrics, so it can stop the trial that would have been fastest.
+        Re-run with ``max_steps`` = the best steps so far, a pruned trial either beats (or ties) the best
+        or stops at the budget, so the batch size's optimum no longer depends on pruning.
+        """
+        configs = [
+            replace(t.config, max_steps=max(1, best_steps))
+            for t in self.pruned()
+            if t.config.trial_id() not in self.verified
+        ]
+        self.verified.update(t.config.trial_id() for t in self.pruned())
+        return Round(tuple(configs), prune=False)
 
     def absorb(self, round_: Round, results: Mapping[str, TrialResult]) -> None:
-        """File a finished round's results under their points (a retried trial replaces its old result)."""
+        """File a finished round's results under their points and seeds (a re-run replaces the old)."""
         for trial in round_.configs:
             point = Point(trial.learning_rate, trial.momentum)
-            self.results[point][trial.trial_id()] = results[trial.trial_id()]
+            self.results[point][trial.seed] = results[trial.trial_id()]
 
     def summary(self) -> tuple[Outcome | None, tuple[str, ...], int]:
         """(best outcome, edges it sits on, number of trials).
@@ -516,6 +535,10 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
             if best is None and search.retries < 2 and search.count("pruned"):
                 round_ = search.retry_round()
                 continue
+            if best is not None and any(t.config.trial_id() not in search.verified for t in search.pruned()):
+                round_ = search.verify_round(int(math.ceil(best.steps)))
+                if round_.configs:
+                    continue
             if not edges or search.extensions >= config.max_extensions:
                 break
             search.extensions += 1
@@ -557,6 +580,7 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
         "n_reached": search.count("complete"),
         "n_diverged": search.count("diverged"),
         "n_pruned": search.count("pruned"),
+        "n_verified": len(search.verified),
         "at_edge": bool(edges),
         "edge": ",".join(edges),
         "lr_min": min(p.learning_rate for p in search.tried),
