@@ -398,7 +398,7 @@ class Driver:
             run.keep([t for t in run.trials if self.tracks[t].result is None])
             if not run.trials or run.step >= config.max_steps:
                 break
-            snapshot = run.snapshot()
+            snapshot = run.snapshot() if config.target is not None else None  # for replaying a crossing
             self.advance(run, min(next_eval_step(run.step), config.max_steps))
         status = "complete" if config.target is None else "incomplete"
         for trial in run.trials:
