@@ -76,8 +76,9 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
     type=click.Choice(["continuous", "grid"]),
     default="continuous",
     show_default=True,
-    help="grid: best of --lr-grid (x --momentum-grid) exactly; continuous: coarse grid over the "
-    "same bounds, then golden-section search on log learning rate (and log(1 - momentum)).",
+    help="grid: best point of --lr-grid (x --momentum-grid) exactly; continuous: golden-section search "
+    "on log learning rate around the best grid point (momentum: around the best of a coarse 24 x 8 grid "
+    "over the same bounds, alternating with log(1 - momentum) at fixed LR / (1 - momentum)).",
 )
 @click.option(
     "--lr-grid",
@@ -148,7 +149,7 @@ def nqm(
     momenta = None
     if optimizer == "momentum":
         momenta = 1.0 - model.log_grid(*parse_log_grid(momentum_grid, "--momentum-grid"))
-    _check_options(bins, dim, max_steps, precond_power, ema_decay, batches)
+    _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
     if spectrum_path:
         spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)
     else:
@@ -197,8 +198,10 @@ def nqm(
         _plot(plot_path, rows, report, optimizer, target)
 
 
-def _check_options(bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
+def _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
     """Range checks that belong to the command's own options."""
+    if not (math.isfinite(target) and target > 0):
+        raise InputError(f"target loss must be > 0, got {target}")
     if bins < 0:
         raise InputError(f"--bins must be >= 0, got {bins}")
     if dim < 1:
