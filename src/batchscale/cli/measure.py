@@ -117,9 +117,17 @@ class Setup:
 
 
 def build(
-    workload: str, workload_option: Sequence[str], device: str, seed: int, sample: int | None, **extra: Any
+    workload: str,
+    workload_option: Sequence[str],
+    device: str,
+    seed: int,
+    sample: int | None,
+    *,
+    cap: int | None = None,
+    **extra: Any,
 ) -> Setup:
-    """Resolve the device, build the workload and model, and keep ``sample`` seeded training examples."""
+    """Resolve the device, build the workload and model, and keep ``sample`` seeded training examples
+    (``sample=None``: all of them, or ``cap`` of them when there are more)."""
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.gradients import sample_indices
     from batchscale.empirical.workloads import get_workload
@@ -128,6 +136,8 @@ def build(
     resolved = resolve_device(device)
     wl = get_workload(workload, device=resolved, seed=seed, **options)
     require(sample is None or sample >= 2, f"--sample must be >= 2, got {sample}")
+    if sample is None and cap is not None and wl.n_train > cap:
+        sample = cap
     idx = sample_indices(wl.n_train, sample, seed, wl.device) if sample is not None else None
     x, y = (wl.x_train, wl.y_train) if idx is None else (wl.x_train[idx], wl.y_train[idx])
     config = {"workload": workload, "options": wl.options, "seed": seed, "device": str(resolved), **extra}
@@ -466,7 +476,9 @@ def checks_plot(path: str, checks: Sequence[Any], quantity: str, ylabel: str, ti
     help="Minibatches drawn with or without replacement.",
 )
 @click.option("--draws", type=int, default=100, show_default=True, help="Minibatches drawn per batch size.")
-@sample_option("M: draw minibatches from this many training examples (seeded subset).", 512)
+@sample_option(
+    "M: draw minibatches from this many training examples (seeded subset) [default: 512 or all].", None
+)
 @click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
 @training_options(during=False)
 @common_options
@@ -498,7 +510,9 @@ def moments(
 
     positive(lr, "--lr")
     positive(train_lr, "--train-lr")
-    setup = build(workload, workload_option, device, seed, sample, command="moments", lr=lr, draws=draws)
+    setup = build(
+        workload, workload_option, device, seed, sample, cap=512, command="moments", lr=lr, draws=draws
+    )
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
     for _ in checkpoints(
@@ -537,7 +551,9 @@ def moments(
     help="Minibatches drawn with or without replacement.",
 )
 @click.option("--draws", type=int, default=50, show_default=True, help="Minibatches drawn per batch size.")
-@sample_option("M: the training examples (seeded subset) that G and the minibatches come from.", 1024)
+@sample_option(
+    "M: the training examples (seeded subset) for G and the minibatches [default: 1024 or all].", None
+)
 @click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
 @training_options(during=False)
 @common_options
@@ -566,7 +582,7 @@ def cosine(
     from batchscale.empirical.update_stats import gradient_cosine
 
     positive(train_lr, "--train-lr")
-    setup = build(workload, workload_option, device, seed, sample, command="cosine", draws=draws)
+    setup = build(workload, workload_option, device, seed, sample, cap=1024, command="cosine", draws=draws)
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
     for _ in checkpoints(
@@ -744,4 +760,5 @@ def sharpness(
             xlabel="SGD step",
             ylabel="top Hessian eigenvalue",
             title="Sharpness along training",
+            logy=True,
         )
