@@ -392,3 +392,38 @@ def test_underdamped_signal_is_a_decaying_sine_and_the_lobe_bound_holds():
     for a, b in [(0, 3), (10, 11), (20, 60), (5, 5)]:
         bound = model.wave_bound(np.array([a]), np.array([b]))[0]
         assert bound <= np.min(signal[a : b + 1] @ model.weight) * (1 + 1e-12)
+
+
+HEAVY_MC_SAMPLES = 400_000
+HEAVY_MC_RTOL = 1e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_closed_form_matches_heavy_monte_carlo(case):
+    _, spectrum, batch, lr, beta, gamma, power = case
+    if not np.isfinite(nqm.expected_loss(spectrum, batch, lr, 1, momentum=beta, ema_decay=gamma)):
+        pytest.skip("divergent setting")
+    times = [0, 5, 40]
+    simulated = simulate_losses(spectrum, batch, lr, beta, gamma, power, times, HEAVY_MC_SAMPLES, SEED + 1)
+    exact = nqm.expected_loss(
+        spectrum, batch, lr, np.array(times), momentum=beta, ema_decay=gamma, precond_power=power
+    )
+    for t, value in zip(times, exact, strict=True):
+        assert simulated[t] == pytest.approx(value, rel=HEAVY_MC_RTOL), t
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [256, 4096, 2**20])
+def test_default_problem_tuned_grid_steps_equal_a_loop_over_the_whole_grid(batch):
+    spectrum = power_law_spectrum(10_000, 1.0, bins=100)
+    lrs = nqm.log_grid(-5, 0.5, 100)
+    curve = nqm.tune_steps(spectrum, [batch], 0.01, lr_grid=lrs, search="grid")
+    h, c, n = spectrum.curvature, spectrum.noise, spectrum.counts
+    x_sq = np.ones((lrs.size, h.size)) * spectrum.init_sq
+    a, kick = (1 - lrs[:, None] * h) ** 2, lrs[:, None] ** 2 * c / batch
+    stable = np.all(lrs[:, None] * h < 2, axis=1)
+    t = 0
+    while not np.any(stable & (x_sq @ (0.5 * n * h) <= 0.01)):
+        x_sq, t = np.where(stable[:, None], a * x_sq + kick, 0.0), t + 1
+    assert int(curve.steps[0]) == t
