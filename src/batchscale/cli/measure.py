@@ -652,11 +652,14 @@ def accumulation(
     autograd saves for backward per micro-batch (CUDA: also peak allocated memory).
     """
     from batchscale.empirical.update_stats import accumulation as measure_accumulation
+    from batchscale.empirical.update_stats import check_micro_batches
 
     positive(lr, "--lr")
     positive(train_lr, "--train-lr")
     setup = build(workload, workload_option, device, seed, None, command="accumulation", lr=lr)
     sizes = parse_int_list(micro_batches or f"1..{batch_size}", "--micro-batches")
+    check_micro_batches(batch_size, sizes)
+    check_sizes([batch_size], int(setup.x.shape[0]))
     for _ in checkpoints(
         setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
     ):

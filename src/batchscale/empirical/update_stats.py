@@ -369,6 +369,14 @@ def accumulated_update(
     return update, saved, int(torch.cuda.max_memory_allocated(x.device)) if on_cuda else None
 
 
+def check_micro_batches(batch_size: int, micro_batches: Sequence[int]) -> None:
+    """InputError unless every micro-batch size is >= 1 and divides ``batch_size``."""
+    for mb in micro_batches:
+        require(
+            mb >= 1 and batch_size % mb == 0, f"micro-batch size {mb} must divide the batch size {batch_size}"
+        )
+
+
 def accumulation(
     model: nn.Module,
     loss_fn: LossFn,
@@ -392,10 +400,7 @@ def accumulation(
     check_batch_size(batch_size, population)
     idx = draw_batch(population, batch_size, "without", torch.Generator().manual_seed(seed)).to(x.device)
     xb, yb = x[idx], y[idx]
-    for mb in micro_batches:
-        require(
-            mb >= 1 and batch_size % mb == 0, f"micro-batch size {mb} must divide the batch size {batch_size}"
-        )
+    check_micro_batches(batch_size, micro_batches)
     rtol = FLOAT_RTOL.get(x.dtype, 1e-5)
     results = []
     for form in forms:
