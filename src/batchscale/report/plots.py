@@ -1,0 +1,290 @@
+"""Figures shared by ``predict``, ``measure``, ``sweep`` and ``verify``.
+
+matplotlib (Agg backend) is imported inside each function, never when this module is imported. Every
+function writes one file whose format follows its extension (.png, .pdf, .svg), creates the parent
+directory, and closes its figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batchscale.errors import require
+
+PLOT_SUFFIXES: tuple[str, ...] = (".png", ".pdf", ".svg")
+
+# background colour of each regime label (see batchscale.theory.regimes.REGIMES)
+REGIME_COLOURS: dict[str, str] = {
+    "perfect_scaling": "#d9f0d3",
+    "diminishing_returns": "#fee8c8",
+    "maximal_parallelism": "#f4cccc",
+    "unreachable": "#e0e0e0",
+}
+
+
+def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _checked_path(path: str | Path) -> Path:
+    path = Path(path)
+    require(
+        path.suffix.lower() in PLOT_SUFFIXES,
+        f"plot file must end in {', '.join(PLOT_SUFFIXES)}, got {str(path)!r}",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save(fig: Any, path: Path) -> None:
+    plt = _pyplot()
+    try:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _finite_xy(x: Sequence, y: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y) of the points with finite positive y, and the x of the others."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(y) & (y > 0)
+    return x[ok], y[ok], x[~ok]
+
+
+def _shade_regimes(ax: Any, batch_sizes: Sequence, regimes: Sequence[str]) -> None:
+    """Shade the background of each batch size's span (geometric midpoints) by its regime."""
+    b = np.asarray(batch_sizes, dtype=float)
+    order = np.argsort(b)
+    b = b[order]
+    labels = [regimes[i] for i in order]
+    edges = np.sqrt(b[1:] * b[:-1]) if b.size > 1 else np.array([])
+    lo = np.concatenate([[b[0] / 1.5], edges])
+    hi = np.concatenate([edges, [b[-1] * 1.5]])
+    seen: set[str] = set()
+    for left, right, label in zip(lo, hi, labels, strict=True):
+        legend = label.replace("_", " ") if label not in seen else None
+        seen.add(label)
+        ax.axvspan(left, right, color=REGIME_COLOURS.get(label, "#ffffff"), alpha=0.8, lw=0, label=legend)
+
+
+def plot_steps_vs_batch(
+    path: str | Path,
+    curves: Mapping[str, Mapping[str, Sequence]],
+    *,
+    regimes: Sequence[str] | None = None,
+    title: str = "",
+    ylabel: str = "steps to target",
+    lines: Mapping[str, Mapping[str, Sequence]] | None = None,
+    vlines: Mapping[str, float] | None = None,
+) -> None:
+    """Steps to target vs batch size (log-log), with perfect-scaling lines and regimes shaded.
+
+    ``curves`` maps a label to ``{"batch_size": [...], "steps": [...]}`` with optional
+    ``"learning_rate"`` and ``"steps_err"`` (one-sigma error bars). Left panel: one line per curve and a
+    dashed perfect-scaling line (steps proportional to 1/B) through each curve's smallest-batch point;
+    the background is shaded by ``regimes`` (one label per batch size of the first curve). Right panel,
+    only when some curve has ``learning_rate``: the best learning rate vs batch size. Unreachable
+    (inf/nan) points are skipped and marked with a 'x' on the bottom axis.
+
+    Optional extras: ``lines`` maps a label to ``{"batch_size", "steps"}`` drawn as plain lines (e.g. a
+    fitted model curve); ``vlines`` maps a label to a batch size marked by a dotted vertical line.
+    """
+    path = _checked_path(path)
+    require(len(curves) > 0, "no curves to plot")
+    plt = _pyplot()
+    with_lr = any("learning_rate" in c for c in curves.values())
+    fig, axes = plt.subplots(1, 2 if with_lr else 1, figsize=(11 if with_lr else 6.5, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    first = next(iter(curves.values()))
+    if regimes is not None:
+        require(
+            len(regimes) == len(first["batch_size"]), "one regime label per batch size of the first curve"
+        )
+        _shade_regimes(ax, first["batch_size"], regimes)
+    for i, (label, curve) in enumerate(curves.items()):
+        _draw_steps_curve(ax, label, curve, colour=f"C{i}")
+    _draw_extras(ax, lines or {}, vlines or {}, offset=len(curves))
+    _log_axes(ax, "batch size", ylabel)
+    ax.legend(fontsize=8, loc="best")
+    if with_lr:
+        _draw_learning_rates(axes[0, 1], curves)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def _draw_steps_curve(ax: Any, label: str, curve: Mapping[str, Sequence], colour: str) -> None:
+    x, y, missing = _finite_xy(curve["batch_size"], curve["steps"])
+    err = curve.get("steps_err")
+    if err is not None and x.size:
+        e_all = np.asarray(err, dtype=float)
+        keep = np.isin(np.asarray(curve["batch_size"], dtype=float), x)
+        e = np.nan_to_num(e_all[keep], nan=0.0, posinf=0.0)
+        ax.errorbar(x, y, yerr=np.minimum(e, 0.999 * y), fmt="o-", color=colour, label=label, ms=4, capsize=2)
+    elif x.size:
+        ax.plot(x, y, "o-", color=colour, label=label, ms=4)
+    if x.size:
+        i0 = int(np.argmin(x))
+        ax.plot(x, y[i0] * x[i0] / x, "--", color=colour, lw=1, alpha=0.7)
+    if missing.size:
+        ax.plot(
+            missing,
+            np.zeros_like(missing),
+            "x",
+            color=colour,
+            ms=8,
+            mew=2,
+            clip_on=False,
+            transform=ax.get_xaxis_transform(),
+            label=f"{label}: not reached",
+        )
+
+
+def _draw_extras(
+    ax: Any, lines: Mapping[str, Mapping[str, Sequence]], vlines: Mapping[str, float], offset: int
+) -> None:
+    for i, (label, line) in enumerate(lines.items()):
+        x, y, _ = _finite_xy(line["batch_size"], line["steps"])
+        ax.plot(x, y, "-", color=f"C{offset + i}", lw=1.5, label=label)
+    for i, (label, value) in enumerate(vlines.items()):
+        if np.isfinite(value) and value > 0:
+            ax.axvline(value, ls=":", lw=1.5, color=f"C{offset + len(lines) + i}", label=label)
+
+
+def _draw_learning_rates(ax: Any, curves: Mapping[str, Mapping[str, Sequence]]) -> None:
+    for i, (label, curve) in enumerate(curves.items()):
+        if "learning_rate" in curve:
+            x, y, _ = _finite_xy(curve["batch_size"], curve["learning_rate"])
+            if x.size:
+                ax.plot(x, y, "s-", color=f"C{i}", label=label, ms=4)
+    _log_axes(ax, "batch size", "best learning rate")
+    ax.legend(fontsize=8, loc="best")
+
+
+def _log_axes(ax: Any, xlabel: str, ylabel: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plot_heatmap(
+    path: str | Path,
+    x_values: Sequence[float],
+    y_values: Sequence[float],
+    values: Sequence[Sequence[float]],
+    *,
+    diverged: Sequence[Sequence[bool]] | None = None,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    value_label: str = "",
+) -> None:
+    """A grid of values, e.g. test accuracy over (batch size x base learning rate) (Masters & Luschi 2018).
+
+    ``values[i][j]`` belongs to ``y_values[i]`` and ``x_values[j]``. Cells are coloured by value (non-finite
+    cells are left blank); cells where ``diverged`` is true are hatched and marked with a black 'x'. The
+    axes are categorical, one tick per value, labelled with the values (so log-spaced grids read evenly).
+    """
+    path = _checked_path(path)
+    z = np.asarray(values, dtype=float)
+    require(
+        z.shape == (len(y_values), len(x_values)),
+        f"values must have shape ({len(y_values)}, {len(x_values)})",
+    )
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(x_values) + 1.5, 1.0 + 0.45 * len(y_values) + 1.0))
+    masked = np.ma.masked_invalid(z)
+    image = ax.imshow(masked, origin="lower", aspect="auto", cmap="viridis")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label(value_label)
+    if diverged is not None:
+        _mark_diverged(ax, np.asarray(diverged, dtype=bool), z.shape)
+    ax.set_xticks(range(len(x_values)), [_tick(v) for v in x_values], rotation=45, ha="right")
+    ax.set_yticks(range(len(y_values)), [_tick(v) for v in y_values])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def _mark_diverged(ax: Any, diverged: np.ndarray, shape: tuple[int, ...]) -> None:
+    from matplotlib.patches import Rectangle
+
+    require(diverged.shape == shape, f"diverged must have shape {shape}")
+    for i, j in zip(*np.nonzero(diverged), strict=True):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="0.4"))
+        ax.plot(j, i, "x", color="black", ms=8, mew=2)
+
+
+def _tick(value: float) -> str:
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.3g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.1e}"
+
+
+def plot_series(
+    path: str | Path,
+    x: Sequence[float],
+    ys: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    yerr: Mapping[str, Sequence[float]] | None = None,
+) -> None:
+    """Lines ``ys[label]`` against ``x`` (e.g. predicted and measured quantities vs batch size).
+
+    Non-finite points are skipped (and non-positive ones on a log axis); ``yerr[label]`` gives optional
+    one-sigma error bars for a line.
+    """
+    path = _checked_path(path)
+    require(len(ys) > 0, "no series to plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    xa = np.asarray(x, dtype=float)
+    for label, y in ys.items():
+        ya = np.asarray(y, dtype=float)
+        require(ya.shape == xa.shape, f"series {label!r} has {ya.size} values for {xa.size} x values")
+        ok = _plottable(xa, logx) & _plottable(ya, logy)
+        err = None if yerr is None or label not in yerr else np.asarray(yerr[label], dtype=float)[ok]
+        ax.errorbar(xa[ok], ya[ok], yerr=err, fmt="o-", ms=4, capsize=2, label=label)
+    if logx:
+        ax.set_xscale("log", base=2 if np.all(_is_power_of_two(xa)) else 10)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def _plottable(values: np.ndarray, log: bool) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values > 0) if log else np.isfinite(values)
+
+
+def _is_power_of_two(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log2(np.where(values > 0, values, np.nan))
+    return np.isfinite(logs) & (logs == np.round(logs))
