@@ -1,0 +1,74 @@
+"""Plots are written, non-empty, in the requested format, without matplotlib warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from batchscale.errors import InputError
+from batchscale.report.plots import plot_heatmap, plot_series, plot_steps_vs_batch
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_steps_vs_batch_png_with_everything(tmp_path):
+    batch = [1, 2, 4, 8, 16, 32]
+    steps = [640.0, 330.0, 180.0, 110.0, 90.0, float("inf")]
+    path = tmp_path / "sub" / "steps.png"
+    plot_steps_vs_batch(
+        path,
+        {
+            "measured": {
+                "batch_size": batch,
+                "steps": steps,
+                "learning_rate": [0.01, 0.02, 0.04, 0.05, 0.05, 0.05],
+                "steps_err": [10, 10, 5, 5, 3, float("nan")],
+            },
+            "other": {"batch_size": batch, "steps": [float("nan")] + steps[1:]},
+        },
+        regimes=["perfect_scaling"] * 3 + ["diminishing_returns", "maximal_parallelism", "unreachable"],
+        title="t",
+        lines={"fit": {"batch_size": batch, "steps": steps}},
+        vlines={"B_crit": 8.0},
+    )
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_other_formats(tmp_path, suffix, magic):
+    path = tmp_path / f"s{suffix}"
+    plot_series(path, [1, 2, 4], {"a": [1.0, 0.5, 0.25]}, xlabel="m", ylabel="y", logx=True, logy=True)
+    assert path.read_bytes()[: len(magic)] == magic
+
+
+def test_heatmap_and_series(tmp_path):
+    values = np.arange(12.0).reshape(3, 4)
+    values[0, 0] = np.nan
+    plot_heatmap(
+        tmp_path / "h.png",
+        [1, 2, 4, 8],
+        [1e-3, 1e-2, 1e-1],
+        values,
+        diverged=values > 9,
+        xlabel="batch",
+        ylabel="lr",
+        value_label="acc",
+    )
+    plot_series(
+        tmp_path / "s.png",
+        [1, 2, 4],
+        {"a": [1, np.nan, 3], "b": [0, 1, 2]},
+        xlabel="m",
+        ylabel="y",
+        logy=True,
+        yerr={"a": [0.1, 0.1, 0.1]},
+    )
+    for name in ("h.png", "s.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bad_suffix_and_shapes(tmp_path):
+    with pytest.raises(InputError):
+        plot_series(tmp_path / "x.txt", [1], {"a": [1]}, xlabel="", ylabel="")
+    with pytest.raises(InputError):
+        plot_heatmap(tmp_path / "h.png", [1, 2], [1], [[1.0]], xlabel="", ylabel="")
