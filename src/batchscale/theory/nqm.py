@@ -131,6 +131,7 @@ class PowerSequence(NamedTuple):
     sin_theta: np.ndarray
     negative_z: np.ndarray
     oscillating: np.ndarray
+    log_abs_base: np.ndarray
 
     def take(self, rows: np.ndarray) -> PowerSequence:
         """The same coefficients for the configurations (first axis) ``rows``."""
@@ -149,8 +150,20 @@ def divided_power_sequence(x, y, x_minus_y) -> PowerSequence:
         log_z = np.log1p(-np.where(z >= 0, np.minimum(one_minus_z, 1.0), 0.0))
     log_z = np.where(log_z == 0, -1e-300, log_z)
     zeros = np.zeros_like(p)
+    with np.errstate(divide="ignore"):
+        log_abs = np.log(np.abs(p))
     return PowerSequence(
-        np.abs(p), p < 0, log_z, np.expm1(log_z), z, one_minus_z, zeros, zeros, z < 0, zeros.astype(bool)
+        np.abs(p),
+        p < 0,
+        log_z,
+        np.expm1(log_z),
+        z,
+        one_minus_z,
+        zeros,
+        zeros,
+        z < 0,
+        zeros.astype(bool),
+        log_abs,
     )
 
 
@@ -169,7 +182,10 @@ def heavy_ball_power_sequence(eta_h, momentum) -> PowerSequence:
         r2 = np.where(r1 != 0, beta / np.where(r1 != 0, r1, 1.0), 0.0)
     seq = divided_power_sequence(r1, r2, sign * root)
     theta = np.where(real, 0.0, np.arctan2(root, big_a))
+    with np.errstate(divide="ignore"):
+        log_q = np.log(q)
     return seq._replace(
+        log_abs_base=np.where(real, seq.log_abs_base, log_q),
         abs_base=np.where(real, seq.abs_base, q),
         negative_base=real & seq.negative_base,
         theta=theta,
@@ -183,14 +199,41 @@ def power_sequence(seq: PowerSequence, t) -> np.ndarray:
     """:math:`G_t = p^{t-1} R_t` for integer t >= 0 (``t`` broadcasts against ``seq``); G_0 = 0."""
     t = np.asarray(t, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = np.expm1(t * seq.log_z) / seq.expm1_log_z
-        if seq.oscillating.any():
-            ratio = np.where(seq.oscillating, np.sin(t * seq.theta) / seq.sin_theta, ratio)
-        if seq.negative_z.any():
-            z_power = _signed_power(np.abs(seq.z), seq.z < 0, t)
-            ratio = np.where(seq.negative_z, (1.0 - z_power) / seq.one_minus_z, ratio)
-        out = _signed_power(seq.abs_base, seq.negative_base, t - 1.0) * ratio
+        out = _base_power(seq, t - 1.0) * _ratio(seq, t)
     return np.where(t == 0, 0.0, out) if np.any(t == 0) else out
+
+
+def power_sequence_pair(seq: PowerSequence, t) -> tuple[np.ndarray, np.ndarray]:
+    """(G_t, G_{t+1}) sharing one power of the base: G_{t+1} = p^{t-1} p R_{t+1}."""
+    t = np.asarray(t, dtype=float)
+    if np.any(t == 0):  # p^{-1} is undefined for p = 0: use the general form
+        return power_sequence(seq, t), power_sequence(seq, t + 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        power = _base_power(seq, t - 1.0)
+        base = np.where(seq.negative_base, -seq.abs_base, seq.abs_base)
+        return power * _ratio(seq, t), power * base * _ratio(seq, t + 1.0)
+
+
+def _ratio(seq: PowerSequence, t: np.ndarray) -> np.ndarray:
+    """R_t of :class:`PowerSequence` (inside an errstate that ignores invalid values)."""
+    ratio = np.expm1(t * seq.log_z) / seq.expm1_log_z
+    if seq.oscillating.any():
+        ratio = np.where(seq.oscillating, np.sin(t * seq.theta) / seq.sin_theta, ratio)
+    if seq.negative_z.any():
+        z_power = _signed_power(np.abs(seq.z), seq.z < 0, t)
+        ratio = np.where(seq.negative_z, (1.0 - z_power) / seq.one_minus_z, ratio)
+    return ratio
+
+
+def _base_power(seq: PowerSequence, exponent: np.ndarray) -> np.ndarray:
+    """sign(p)^n |p|^n = exp(n log|p|) with the sign of odd powers of negative bases; 0^0 = 1."""
+    power = np.exp(exponent * seq.log_abs_base)
+    if np.any(exponent == 0):
+        power = np.where(exponent == 0, 1.0, power)
+    if not seq.negative_base.any():
+        return power
+    odd = np.mod(exponent, 2.0) == 1.0
+    return np.where(seq.negative_base & odd, -power, power)
 
 
 def divided_power(x, y, x_minus_y, t):
@@ -238,8 +281,8 @@ def momentum_second_moment(curvature, noise, init_sq, batch_size, learning_rate,
 
 
 def _momentum_parts(seq, beta, init_sq, gamma0, gamma1, t):
-    t = np.asarray(t, dtype=float)
-    l1, l2 = power_sequence(seq, t + 1.0), -beta * power_sequence(seq, t)
+    now, after = power_sequence_pair(seq, np.asarray(t, dtype=float))
+    l1, l2 = after, -beta * now
     signal = init_sq * (l1 + l2) ** 2
     noise = gamma0 * (1.0 - l1**2 - l2**2) - 2.0 * gamma1 * l1 * l2
     return signal, noise
@@ -580,7 +623,11 @@ def _search(
         steps[active[found]] = b[found]
         if best is not None:
             np.minimum.at(best, race[active[found]], b[found])
-        certified = ~below & (noise_a + monotone_b + sub.wave_bound(a, b) > target)
+        certified = ~below & (noise_a + monotone_b > target)
+        unsure = np.flatnonzero(alive & ~below & ~certified)
+        if unsure.size and sub.wave:  # oscillating signals: bound them lobe by lobe
+            bound = sub.take(unsure).wave_bound(a[unsure], b[unsure])
+            certified[unsure] = noise_a[unsure] + monotone_b[unsure] + bound > target
         advance = alive & ~below & (certified | (b - a == 1))
         a, noise_a = np.where(advance, b, a), np.where(advance, noise_b, noise_a)
         step = np.where(advance & certified, 2 * step, np.where(advance, step, np.maximum(step // 2, 1)))
