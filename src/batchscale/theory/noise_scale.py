@@ -1,0 +1,266 @@
+"""The gradient-noise-scale model of McCandlish, Kaplan, Amodei et al. (2018), arXiv 1812.06162.
+
+A local quadratic model of the loss with a minibatch gradient of mean G and covariance Sigma/B predicts
+the best step, the best one-step improvement (eq. 2.6), the noise scales B_noise (eq. 2.7) and B_simple
+(eq. 2.8), and the steps/examples trade-off S(B), E(B) (eq. 2.11) with its critical batch
+B_crit = E_min/S_min. :func:`fit_steps_curve` fits S_min and B_crit to a measured steps-vs-batch curve.
+numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from batchscale.errors import require
+
+ArrayLike = float | Sequence[float] | np.ndarray
+
+
+def _positive_batch(batch_size: ArrayLike) -> np.ndarray:
+    b = np.asarray(batch_size, dtype=float)
+    require(bool(np.all(np.isfinite(b) & (b > 0))), f"batch size must be > 0, got {b.ravel().tolist()[:3]}")
+    return b
+
+
+def _nonnegative(name: str, value: float) -> float:
+    require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _trace_of(grad_cov: ArrayLike) -> float:
+    cov = np.asarray(grad_cov, dtype=float)
+    return float(cov) if cov.ndim == 0 else float(np.trace(cov))
+
+
+def b_simple(grad_cov: ArrayLike, grad: ArrayLike) -> float:
+    r"""Simple noise scale :math:`B_{simple} = \mathrm{tr}(\Sigma) / |G|^2` (McCandlish et al. 2018, eq. 2.8).
+
+    :math:`\Sigma` is ``grad_cov`` (the per-example gradient covariance, a (D, D) matrix or its trace),
+    G is ``grad`` (the full gradient, shape (D,)).
+    """
+    g = np.asarray(grad, dtype=float).ravel()
+    trace = _trace_of(grad_cov)
+    require(math.isfinite(trace) and trace >= 0, f"tr(Sigma) must be >= 0, got {trace}")
+    g2 = float(g @ g)
+    require(g2 > 0, "the gradient is zero: B_simple is undefined")
+    return trace / g2
+
+
+def b_noise(grad_cov: ArrayLike, grad: ArrayLike, hessian: ArrayLike) -> float:
+    r"""Noise scale :math:`B_{noise} = \mathrm{tr}(H\Sigma) / (G^\top H G)` (McCandlish et al. 2018, eq. 2.7).
+
+    :math:`\Sigma` is ``grad_cov`` (D, D), G is ``grad`` (D,), H is ``hessian`` (D, D); needs
+    :math:`G^\top H G > 0`.
+    """
+    g = np.asarray(grad, dtype=float).ravel()
+    h = np.asarray(hessian, dtype=float)
+    curvature = float(g @ h @ g)
+    require(curvature > 0, f"G^T H G must be > 0, got {curvature}")
+    return float(np.trace(h @ np.asarray(grad_cov, dtype=float))) / curvature
+
+
+def b_simple_two_batch(
+    sq_norm_small: float, sq_norm_big: float, batch_small: float, batch_big: float
+) -> tuple[float, float, float]:
+    r"""Unbiased :math:`|G|^2` and :math:`\mathrm{tr}\Sigma` from gradient norms at two batch sizes.
+
+    With :math:`E|G_B|^2 = |G|^2 + \mathrm{tr}(\Sigma)/B` (McCandlish et al. 2018, Appendix A.1):
+    :math:`|\mathcal{G}|^2 = (B_{big}|G_{big}|^2 - B_{small}|G_{small}|^2)/(B_{big} - B_{small})`,
+    :math:`\mathcal{S} = (|G_{small}|^2 - |G_{big}|^2)/(1/B_{small} - 1/B_{big})`.
+    ``sq_norm_small``/``sq_norm_big`` are :math:`|G_{B}|^2` measured at ``batch_small`` < ``batch_big``.
+    Returns ``(grad_sq_norm, trace_cov, b_simple)``; the ratio uses the two estimates as they are (it is
+    biased, and ``nan`` when the norm estimate is not positive).
+    """
+    require(0 < batch_small < batch_big, f"need 0 < batch_small < batch_big, got {batch_small}, {batch_big}")
+    g2 = (batch_big * sq_norm_big - batch_small * sq_norm_small) / (batch_big - batch_small)
+    trace = (sq_norm_small - sq_norm_big) / (1.0 / batch_small - 1.0 / batch_big)
+    return g2, trace, (trace / g2 if g2 > 0 else math.nan)
+
+
+def expected_improvement(
+    step: ArrayLike, grad: ArrayLike, hessian: ArrayLike, grad_cov: ArrayLike, batch_size: float
+) -> np.ndarray:
+    r"""Expected one-step loss decrease of :math:`\theta \to \theta - \epsilon G_{est}` on a quadratic.
+
+    :math:`E[\Delta L] = \epsilon |G|^2 - \tfrac12 \epsilon^2 (G^\top H G + \mathrm{tr}(H\Sigma)/B)`
+    (McCandlish et al. 2018, eq. 2.3-2.4), with :math:`G_{est}` of mean G and covariance
+    :math:`\Sigma/B`. :math:`\epsilon` is ``step`` (scalar or array), G ``grad``, H ``hessian``,
+    :math:`\Sigma` ``grad_cov``, B ``batch_size``.
+    """
+    g = np.asarray(grad, dtype=float).ravel()
+    h = np.asarray(hessian, dtype=float)
+    eps = np.asarray(step, dtype=float)
+    noise = float(np.trace(h @ np.asarray(grad_cov, dtype=float))) / float(_positive_batch(batch_size))
+    return eps * float(g @ g) - 0.5 * eps**2 * (float(g @ h @ g) + noise)
+
+
+def max_step(grad: ArrayLike, hessian: ArrayLike) -> float:
+    r"""Best noiseless step :math:`\epsilon_{max} = |G|^2 / (G^\top H G)` (McCandlish et al., eq. 2.5)."""
+    g = np.asarray(grad, dtype=float).ravel()
+    curvature = float(g @ np.asarray(hessian, dtype=float) @ g)
+    require(curvature > 0, f"G^T H G must be > 0, got {curvature}")
+    return float(g @ g) / curvature
+
+
+def optimal_step(batch_size: ArrayLike, step_max: float, noise_scale: float) -> np.ndarray:
+    r"""Best step at batch B, :math:`\epsilon_{opt}(B) = \epsilon_{max} / (1 + B_{noise}/B)` (eq. 2.6).
+
+    B is ``batch_size``, :math:`\epsilon_{max}` is ``step_max``, :math:`B_{noise}` is ``noise_scale``.
+    """
+    b = _positive_batch(batch_size)
+    return _nonnegative("step_max", step_max) / (1.0 + _nonnegative("noise_scale", noise_scale) / b)
+
+
+def optimal_improvement(batch_size: ArrayLike, improvement_max: float, noise_scale: float) -> np.ndarray:
+    r"""Best one-step improvement, :math:`\Delta L_{opt}(B) = \Delta L_{max} / (1 + B_{noise}/B)` (eq. 2.6).
+
+    B is ``batch_size``, :math:`\Delta L_{max}` is ``improvement_max``, :math:`B_{noise}` is ``noise_scale``.
+    """
+    b = _positive_batch(batch_size)
+    return _nonnegative("improvement_max", improvement_max) / (
+        1.0 + _nonnegative("noise_scale", noise_scale) / b
+    )
+
+
+def steps_to_target(batch_size: ArrayLike, s_min: float, b_crit: float) -> np.ndarray:
+    r"""Steps to a target, :math:`S(B) = S_{min} (1 + B_{crit}/B)` (McCandlish et al. 2018, eq. 2.11).
+
+    B is ``batch_size``, :math:`S_{min}` is ``s_min`` (steps at infinite batch), :math:`B_{crit}` is
+    ``b_crit``.
+    """
+    b = _positive_batch(batch_size)
+    return _nonnegative("s_min", s_min) * (1.0 + _nonnegative("b_crit", b_crit) / b)
+
+
+def examples_to_target(batch_size: ArrayLike, e_min: float, b_crit: float) -> np.ndarray:
+    r"""Examples to a target, :math:`E(B) = E_{min} (1 + B/B_{crit})` (McCandlish et al. 2018, eq. 2.11).
+
+    B is ``batch_size``, :math:`E_{min}` is ``e_min`` (examples at batch 1 -> 0), :math:`B_{crit}` is
+    ``b_crit`` (> 0).
+    """
+    b = _positive_batch(batch_size)
+    require(math.isfinite(b_crit) and b_crit > 0, f"b_crit must be > 0, got {b_crit}")
+    return _nonnegative("e_min", e_min) * (1.0 + b / b_crit)
+
+
+def critical_batch_size(s_min: float, e_min: float) -> float:
+    r"""Critical batch :math:`B_{crit} = E_{min} / S_{min}` (McCandlish et al. 2018, eq. 2.12)."""
+    require(math.isfinite(s_min) and s_min > 0, f"s_min must be > 0, got {s_min}")
+    return _nonnegative("e_min", e_min) / s_min
+
+
+def tradeoff_product(steps: ArrayLike, examples: ArrayLike, s_min: float, e_min: float) -> np.ndarray:
+    r"""Left side of the trade-off :math:`(S/S_{min} - 1)(E/E_{min} - 1) = 1` (McCandlish et al., eq. 2.11).
+
+    S is ``steps``, E is ``examples``; equals 1 on the model curve.
+    """
+    return (np.asarray(steps, dtype=float) / s_min - 1.0) * (np.asarray(examples, dtype=float) / e_min - 1.0)
+
+
+@dataclass(frozen=True)
+class NoiseScaleFit:
+    """S_min, B_crit and E_min = S_min B_crit fitted to a steps-vs-batch curve, with one-sigma errors.
+
+    ``*_err`` come from the Jacobian of the log-space residuals (``s^2 (J^T J)^{-1}``, s^2 = RSS/(n-2),
+    propagated to linear scale by the delta method); ``*_boot`` are bootstrap standard deviations (``None``
+    unless a bootstrap was asked for). ``rms_log_residual`` is the root-mean-square of log(S_meas/S_fit).
+    """
+
+    s_min: float
+    b_crit: float
+    e_min: float
+    s_min_err: float
+    b_crit_err: float
+    e_min_err: float
+    rms_log_residual: float
+    n_points: int
+    n_bootstrap: int = 0
+    s_min_boot: float | None = None
+    b_crit_boot: float | None = None
+    e_min_boot: float | None = None
+
+    def predict_steps(self, batch_size: ArrayLike) -> np.ndarray:
+        """The fitted :math:`S(B)`."""
+        return steps_to_target(batch_size, self.s_min, self.b_crit)
+
+
+def _log_residuals(params: np.ndarray, log_b: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+    # r_i = log S_i - log S_min - log(1 + exp(log B_crit - log B_i))
+    return log_s - params[0] - np.logaddexp(0.0, params[1] - log_b)
+
+
+def _least_squares_fit(log_b: np.ndarray, log_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(log S_min, log B_crit), their covariance and the RSS, fitted in log space."""
+    from scipy.optimize import least_squares
+
+    lo = np.array([log_s.min() - 30.0, log_b.min() - 15.0])
+    hi = np.array([log_s.max() + 1.0, log_b.max() + 15.0])
+    start = np.clip(np.array([log_s.min() - math.log(2.0), float(np.median(log_b))]), lo + 1e-9, hi - 1e-9)
+    result = least_squares(_log_residuals, start, args=(log_b, log_s), bounds=(lo, hi), method="trf")
+    rss = float(result.fun @ result.fun)
+    dof = log_b.size - 2
+    jtj = result.jac.T @ result.jac
+    cov = np.linalg.pinv(jtj) * (rss / dof if dof > 0 else math.nan)
+    return result.x, cov, rss
+
+
+def fit_steps_curve(
+    batch_sizes: Sequence[float], steps: Sequence[float], n_bootstrap: int = 0, seed: int = 0
+) -> NoiseScaleFit:
+    r"""Fit :math:`S(B) = S_{min}(1 + B_{crit}/B)` to measured steps (McCandlish et al. 2018, eq. 2.11).
+
+    Least squares on :math:`\log S` over :math:`(\log S_{min}, \log B_{crit})` (scipy ``least_squares``),
+    so every point weighs by its relative error. Non-finite steps (target not reached) are dropped; at
+    least 3 reachable points with distinct batch sizes are needed. :math:`E_{min} = S_{min} B_{crit}`.
+    With ``n_bootstrap`` > 0 the points are resampled with replacement that many times (``seed``) and the
+    standard deviations of the refitted parameters are reported too.
+    """
+    b = _positive_batch(np.asarray(batch_sizes, dtype=float).ravel())
+    s = np.asarray(steps, dtype=float).ravel()
+    require(b.size == s.size, f"{b.size} batch sizes but {s.size} step counts")
+    require(not np.any(np.isfinite(s) & (s <= 0)), "steps must be > 0 (or inf/nan for unreachable)")
+    ok = np.isfinite(s)
+    b, s = b[ok], s[ok]
+    require(
+        np.unique(b).size >= 3, f"need at least 3 reachable points with distinct batch sizes, got {b.size}"
+    )
+    params, cov, rss = _least_squares_fit(np.log(b), np.log(s))
+    s_min, b_crit = float(np.exp(params[0])), float(np.exp(params[1]))
+    # var(log E_min) = var(log S_min) + var(log B_crit) + 2 cov
+    var_log_e = cov[0, 0] + cov[1, 1] + 2 * cov[0, 1]
+    fit = NoiseScaleFit(
+        s_min=s_min,
+        b_crit=b_crit,
+        e_min=s_min * b_crit,
+        s_min_err=s_min * math.sqrt(max(cov[0, 0], 0.0)),
+        b_crit_err=b_crit * math.sqrt(max(cov[1, 1], 0.0)),
+        e_min_err=s_min * b_crit * math.sqrt(max(var_log_e, 0.0)),
+        rms_log_residual=math.sqrt(rss / b.size),
+        n_points=int(b.size),
+    )
+    return _with_bootstrap(fit, b, s, n_bootstrap, seed) if n_bootstrap > 0 else fit
+
+
+def _with_bootstrap(fit: NoiseScaleFit, b: np.ndarray, s: np.ndarray, n: int, seed: int) -> NoiseScaleFit:
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    draws = []
+    while len(draws) < n:
+        idx = rng.integers(0, b.size, b.size)
+        if np.unique(b[idx]).size >= 3:
+            params, _, _ = _least_squares_fit(np.log(b[idx]), np.log(s[idx]))
+            draws.append(np.exp(params))
+    d = np.array(draws)  # (n, 2): S_min, B_crit
+    e = d[:, 0] * d[:, 1]
+    return replace(
+        fit,
+        n_bootstrap=n,
+        s_min_boot=float(d[:, 0].std(ddof=1)) if n > 1 else 0.0,
+        b_crit_boot=float(d[:, 1].std(ddof=1)) if n > 1 else 0.0,
+        e_min_boot=float(e.std(ddof=1)) if n > 1 else 0.0,
+    )
