@@ -453,11 +453,12 @@ def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0
     require(not (has_momentum and has_ema), "momentum together with EMA is not supported; use one of them")
     family = "momentum" if has_momentum else "ema" if has_ema else "sgd"
     h, c = spectrum.curvature, spectrum.noise
-    eta = configs.learning_rate[:, None] * h ** (-precond_power)  # (N, K) per-coordinate step size
-    batch = configs.batch_size[:, None]
-    param = (configs.momentum if family == "momentum" else configs.ema_decay)[:, None]
-    limit = 2.0 * (1.0 + param) if family == "momentum" else 2.0
-    stable = np.all(eta * h < limit, axis=1)
+    with np.errstate(over="ignore"):  # an infinite step is simply divergent
+        eta = configs.learning_rate[:, None] * h ** (-precond_power)  # (N, K) per-coordinate step size
+        batch = configs.batch_size[:, None]
+        param = (configs.momentum if family == "momentum" else configs.ema_decay)[:, None]
+        limit = 2.0 * (1.0 + param) if family == "momentum" else 2.0
+        stable = np.all(eta * h < limit, axis=1)
     eta = np.where(stable[:, None], eta, 0.5 / h)  # keeps divergent rows finite (never reported)
     eta_h = eta * h
     wave = ()
