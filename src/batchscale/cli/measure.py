@@ -287,7 +287,10 @@ def b_noise_row(setup: Setup, stats: Any, opts: dict[str, Any]) -> dict[str, Any
 )
 @click.option("--draws", type=int, default=50, show_default=True, help="two-batch: pairs of batches drawn.")
 @click.option(
-    "--chunk-size", type=int, default=256, show_default=True, help="Examples per vmap/backward chunk."
+    "--chunk-size",
+    type=int,
+    default=None,
+    help="Examples per vmap/backward chunk (bounds memory) [default: 256 exact, 4096 fast].",
 )
 @click.option(
     "--b-noise", "with_b_noise", is_flag=True, help="Also compute B_noise = tr(H Sigma)/(G^T H G) via HVPs."

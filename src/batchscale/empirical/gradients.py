@@ -35,6 +35,8 @@ Method = Literal["exact", "fast"]
 Sampling = Literal["with", "without"]
 SAMPLINGS: tuple[str, ...] = ("with", "without")
 
+# Examples per pass when no chunk size is given, by method.
+DEFAULT_CHUNK = {"exact": 256, "fast": 4096}
 # Bootstrap over this many random groups of examples (the group sums are all that is kept in memory).
 N_GROUPS = 32
 
@@ -397,7 +399,7 @@ def gradient_statistics(
     *,
     method: Method = "exact",
     sample: int | None = None,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     seed: int = 0,
     n_boot: int = 1000,
 ) -> GradientStatistics:
@@ -407,11 +409,14 @@ def gradient_statistics(
     ``sample`` of them (unbiased estimates, see :func:`population_moments`).
     ``method="exact"`` forms per-example gradients with torch.func; ``"fast"`` uses only their squared
     norms (:func:`per_example_sq_norms`). Both give :math:`\mathrm{tr}\,\Sigma = \overline{|g_i|^2} - |G|^2`
-    accumulated in float64. The examples are shuffled and processed ``chunk_size`` at a time; each chunk
+    accumulated in float64. The examples are shuffled and processed ``chunk_size`` at a time (default
+    :data:`DEFAULT_CHUNK`: 256 exact, 4096 fast); each chunk
     is cut into K = 32 contiguous blocks and block k joins bootstrap group k (group sums of g_i come from
     the same pass: one batched matmul per layer on the fast path).
     """
     require(method in ("exact", "fast"), f"unknown method {method!r}; expected exact or fast")
+    if chunk_size is None:  # exact holds chunk x P floats of gradients; fast only activations
+        chunk_size = DEFAULT_CHUNK[method]
     require(chunk_size >= 1, f"chunk size must be >= 1, got {chunk_size}")
     population = int(x.shape[0])
     order = sample_indices(population, sample, seed, x.device)
