@@ -136,8 +136,11 @@ def _draw_steps_curve(ax: Any, label: str, curve: Mapping[str, Sequence], colour
     elif x.size:
         ax.plot(x, y, "o-", color=colour, label=label, ms=4)
     if x.size:
+        # perfect scaling through the smallest-batch point, drawn down to a quarter of the lowest point
         i0 = int(np.argmin(x))
-        ax.plot(x, y[i0] * x[i0] / x, "--", color=colour, lw=1, alpha=0.7)
+        ideal = y[i0] * x[i0] / x
+        keep = ideal >= y.min() / 4
+        ax.plot(x[keep], ideal[keep], "--", color=colour, lw=1, alpha=0.7)
     if missing.size:
         ax.plot(
             missing,

@@ -1,0 +1,300 @@
+"""``batchscale predict noise-scale``: the McCandlish et al. model, from numbers or fitted to a curve."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchscale.cli.common import emit, format_option, parse_int_list, parse_key_values, plot_option
+from batchscale.errors import InputError, require
+
+FIT_TABLE_COLUMNS = ("batch_size", "steps", "steps_fit", "ratio", "examples", "examples_fit", "regime")
+
+
+@click.command("noise-scale")
+@click.option("--b-noise", type=float, default=None, help="Noise scale B_noise, used as B_crit (eq. 2.7).")
+@click.option(
+    "--b-simple", type=float, default=None, help="Simple noise scale B_simple, used as B_crit (eq. 2.8)."
+)
+@click.option("--s-min", type=float, default=None, help="Steps at infinite batch, S_min.")
+@click.option("--e-min", type=float, default=None, help="Examples at vanishing batch, E_min.")
+@click.option(
+    "--batch-sizes",
+    default="1..65536",
+    show_default=True,
+    help="Batch sizes to tabulate: comma list, or LOW..HIGH for the powers of two between.",
+)
+@click.option(
+    "--curve",
+    "curve_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Fit S_min, B_crit, E_min to a measured curve: a .json list of rows or a .csv with "
+    "batch_size and steps columns (e.g. `predict nqm --format json` or `sweep steps --format json`).",
+)
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --curve: keep only rows with this value, repeatable (e.g. --where optimizer=sgd).",
+)
+@click.option(
+    "--steps-column", default="steps", show_default=True, help="With --curve: the column holding the steps."
+)
+@click.option(
+    "--bootstrap",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --curve: bootstrap resamples (0 = none).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the bootstrap.")
+@click.option(
+    "--critical-fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Regimes: perfect scaling while B*S(B) is within this fraction of its smallest-batch value.",
+)
+@format_option()
+@plot_option
+def noise_scale(
+    b_noise,
+    b_simple,
+    s_min,
+    e_min,
+    batch_sizes,
+    curve_path,
+    where,
+    steps_column,
+    bootstrap,
+    seed,
+    critical_fraction,
+    fmt,
+    plot_path,
+) -> None:
+    """Gradient-noise-scale model: S(B), E(B), critical batch; fit a measured curve.
+
+    McCandlish et al. 2018 (arXiv 1812.06162): S(B) = S_min (1 + B_crit/B), E(B) = E_min (1 + B/B_crit),
+    eps_opt(B)/eps_max = 1/(1 + B_noise/B). Give B_crit as --b-noise or --b-simple (with --s-min or
+    --e-min for absolute numbers), or --s-min and --e-min; or fit a measured curve with --curve.
+    """
+    if curve_path is not None:
+        _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_fraction, fmt, plot_path)
+        return
+    _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fraction, fmt, plot_path)
+
+
+def _resolve_model(b_noise, b_simple, s_min, e_min) -> tuple[float, float | None, float | None, str]:
+    """(B_crit, S_min or None, E_min or None, source of B_crit) from the given numbers."""
+    for name, value in (
+        ("--b-noise", b_noise),
+        ("--b-simple", b_simple),
+        ("--s-min", s_min),
+        ("--e-min", e_min),
+    ):
+        require(value is None or (math.isfinite(value) and value > 0), f"{name} must be > 0, got {value}")
+    require(b_noise is None or b_simple is None, "give --b-noise or --b-simple, not both")
+    b_crit, source = (b_noise, "b_noise") if b_noise is not None else (b_simple, "b_simple")
+    if b_crit is None:
+        require(
+            s_min is not None and e_min is not None,
+            "give --b-noise or --b-simple, or both --s-min and --e-min",
+        )
+        return e_min / s_min, s_min, e_min, "e_min/s_min"
+    require(s_min is None or e_min is None, "with a noise scale give at most one of --s-min and --e-min")
+    if s_min is not None:
+        e_min = s_min * b_crit
+    elif e_min is not None:
+        s_min = e_min / b_crit
+    return b_crit, s_min, e_min, source
+
+
+def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fraction, fmt, plot_path) -> None:
+    from batchscale.theory import noise_scale as ns
+    from batchscale.theory.regimes import classify_regimes
+
+    b_crit, s_min, e_min, source = _resolve_model(b_noise, b_simple, s_min, e_min)
+    batches = parse_int_list(batch_sizes, "--batch-sizes")
+    require(batches[0] > 0, f"batch sizes must be > 0, got {batches[0]}")
+    ratio_s = ns.steps_to_target(batches, 1.0, b_crit)
+    ratio_e = ns.examples_to_target(batches, 1.0, b_crit)
+    step_ratio = ns.optimal_step(batches, 1.0, b_crit)
+    report = classify_regimes(batches, ratio_s, critical_fraction)
+    rows = []
+    for i, b in enumerate(batches):
+        rows.append(
+            {
+                "batch_size": b,
+                "steps_ratio": float(ratio_s[i]),
+                "examples_ratio": float(ratio_e[i]),
+                "steps_model": None if s_min is None else s_min * float(ratio_s[i]),
+                "examples_model": None if e_min is None else e_min * float(ratio_e[i]),
+                "eps_opt_over_max": float(step_ratio[i]),
+                "regime": report.regimes[i],
+                "b_crit": b_crit,
+                "b_crit_source": source,
+                "s_min": s_min,
+                "e_min": e_min,
+            }
+        )
+    columns = ["batch_size", "steps_ratio", "examples_ratio", "eps_opt_over_max", "regime"]
+    if s_min is not None:
+        columns[1:1] = ["steps_model", "examples_model"]
+    emit(rows, fmt, columns if fmt == "table" else None)
+    if plot_path:
+        _plot(plot_path, batches, ratio_s if s_min is None else ratio_s * s_min, None, report, b_crit)
+
+
+def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_fraction, fmt, plot_path) -> None:
+    from batchscale.theory import noise_scale as ns
+    from batchscale.theory.regimes import classify_regimes
+
+    require(bootstrap >= 0, f"--bootstrap must be >= 0, got {bootstrap}")
+    batches, steps = read_curve(curve_path, steps_column, parse_key_values(where, "--where"))
+    fit = ns.fit_steps_curve(batches, steps, n_bootstrap=bootstrap, seed=seed)
+    report = classify_regimes(batches, steps, critical_fraction)
+    fitted = fit.predict_steps(batches)
+    rows = []
+    for b, s, s_fit, regime in zip(batches, steps, fitted, report.regimes, strict=True):
+        reached = math.isfinite(s)
+        rows.append(
+            {
+                "batch_size": b,
+                "steps": s if reached else None,
+                "steps_fit": float(s_fit),
+                "ratio": s / float(s_fit) if reached else None,
+                "examples": b * s if reached else None,
+                "examples_fit": b * float(s_fit),
+                "regime": regime,
+                **_fit_columns(fit),
+            }
+        )
+    if fmt == "table":
+        click.echo(_fit_summary(fit, report))
+    emit(rows, fmt, FIT_TABLE_COLUMNS if fmt == "table" else None)
+    if plot_path:
+        _plot(plot_path, batches, steps, fitted, report, fit.b_crit)
+
+
+def _fit_columns(fit: Any) -> dict[str, Any]:
+    keys = (
+        "s_min",
+        "s_min_err",
+        "b_crit",
+        "b_crit_err",
+        "e_min",
+        "e_min_err",
+        "rms_log_residual",
+        "n_points",
+    )
+    out = {k: getattr(fit, k) for k in keys}
+    if fit.n_bootstrap:
+        out.update(
+            n_bootstrap=fit.n_bootstrap,
+            s_min_boot=fit.s_min_boot,
+            b_crit_boot=fit.b_crit_boot,
+            e_min_boot=fit.e_min_boot,
+        )
+    return out
+
+
+def _fit_summary(fit: Any, report: Any) -> str:
+    def pm(value: float, err: float, boot: float | None) -> str:
+        text = f"{value:.4g} +- {err:.2g}"
+        return text + (f" (bootstrap +- {boot:.2g})" if boot is not None else "")
+
+    critical = report.critical_batch_size
+    lines = [
+        f"fit of S(B) = S_min (1 + B_crit/B) to {fit.n_points} points "
+        f"(rms log residual {fit.rms_log_residual:.3g}):",
+        f"  S_min  = {pm(fit.s_min, fit.s_min_err, fit.s_min_boot)}",
+        f"  B_crit = {pm(fit.b_crit, fit.b_crit_err, fit.b_crit_boot)}",
+        f"  E_min  = {pm(fit.e_min, fit.e_min_err, fit.e_min_boot)}",
+        f"  measured: critical batch (B*S +{report.critical_fraction:.0%}) = "
+        f"{'-' if critical is None else f'{critical:.4g}'}, max useful batch = "
+        f"{report.max_useful_batch_size or '-'}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def read_curve(
+    path: str, steps_column: str = "steps", where: dict[str, Any] | None = None
+) -> tuple[list, list]:
+    """(batch sizes, steps) from a JSON list of rows or a CSV; unreachable (null/empty/inf) steps -> inf.
+
+    Rows not matching ``where`` are dropped; several rows for one batch size keep the fewest steps (the
+    best-tuned run).
+    """
+    rows = _read_rows(Path(path))
+    where = where or {}
+    rows = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in where.items())]
+    require(len(rows) > 0, f"{path}: no rows" + (f" match {where}" if where else ""))
+    for column in ("batch_size", steps_column):
+        require(column in rows[0], f"{path}: missing column {column!r} (has {', '.join(map(str, rows[0]))})")
+    best: dict[int, float] = {}
+    for row in rows:
+        b, s = (
+            _number(row.get("batch_size"), "batch_size", path),
+            _number(row.get(steps_column), steps_column, path),
+        )
+        require(
+            math.isfinite(b) and b > 0 and b == int(b),
+            f"{path}: batch_size must be a positive integer, got {b}",
+        )
+        require(not (s <= 0), f"{path}: steps must be > 0, got {s}")
+        best[int(b)] = min(best.get(int(b), math.inf), s if math.isfinite(s) else math.inf)
+    batches = sorted(best)
+    return batches, [best[b] for b in batches]
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read curve file {str(path)!r}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    require(
+        isinstance(data, list) and all(isinstance(r, dict) for r in data), f"{path}: expected a list of rows"
+    )
+    return data
+
+
+def _number(value: Any, column: str, path: str) -> float:
+    """A cell as float: None/'' (unreachable) -> inf; NaN stays NaN only to be rejected by the caller."""
+    if value is None or value == "":
+        return math.inf
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: {column} value {value!r} is not a number") from None
+    require(not math.isnan(number), f"{path}: {column} is NaN")
+    return number
+
+
+def _plot(path, batches, steps, fitted, report, b_crit) -> None:
+    from batchscale.report.plots import plot_steps_vs_batch
+
+    label = "measured" if fitted is not None else "model S(B)"
+    lines = {} if fitted is None else {"fit S_min (1 + B_crit/B)": {"batch_size": batches, "steps": fitted}}
+    plot_steps_vs_batch(
+        path,
+        {label: {"batch_size": batches, "steps": list(steps)}},
+        regimes=report.regimes,
+        title="Gradient-noise-scale model (McCandlish et al. 2018)",
+        lines=lines,
+        vlines={f"B_crit = {b_crit:.3g}": b_crit},
+    )
