@@ -252,11 +252,12 @@ def plot_series(
     logx: bool = False,
     logy: bool = False,
     yerr: Mapping[str, Sequence[float]] | None = None,
+    vlines: Mapping[str, float] | None = None,
 ) -> None:
     """Lines ``ys[label]`` against ``x`` (e.g. predicted and measured quantities vs batch size).
 
     Non-finite points are skipped (and non-positive ones on a log axis); ``yerr[label]`` gives optional
-    one-sigma error bars for a line.
+    one-sigma error bars for a line; ``vlines`` maps a label to an x marked by a dotted vertical line.
     """
     path = _checked_path(path)
     require(len(ys) > 0, "no series to plot")
@@ -269,6 +270,9 @@ def plot_series(
         ok = _plottable(xa, logx) & _plottable(ya, logy)
         err = None if yerr is None or label not in yerr else np.asarray(yerr[label], dtype=float)[ok]
         ax.errorbar(xa[ok], ya[ok], yerr=err, fmt="o-", ms=4, capsize=2, label=label)
+    for i, (label, value) in enumerate((vlines or {}).items()):
+        if np.isfinite(value) and (value > 0 or not logx):
+            ax.axvline(value, ls=":", lw=1.5, color=f"C{len(ys) + i}", label=label)
     if logx:
         ax.set_xscale("log", base=2 if np.all(_is_power_of_two(xa)) else 10)
     if logy:

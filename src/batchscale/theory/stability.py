@@ -236,6 +236,17 @@ def dataset_mean_square_steps(inputs: np.ndarray, batch_size: float) -> MeanSqua
     return mean_square_steps(lambda s: dataset_spectral_radius(x, s, m), lambda_max, m)
 
 
+def mean_square_critical_batch(max_stable_step_at_1: float, lambda_max: float) -> float:
+    r"""Batch where the stable step's linear growth meets 2/lambda_1: :math:`2/(\lambda_1\eta_{max}(1))`.
+
+    The mean-square analogue of MBB's :math:`m^*`: the largest stable step grows about linearly,
+    :math:`\eta_{max}(m) \approx m\,\eta_{max}(1)`, for small m and saturates at :math:`2/\lambda_1`.
+    ``max_stable_step_at_1`` is :math:`\eta_{max}(1)`, ``lambda_max`` is :math:`\lambda_1`.
+    """
+    require(max_stable_step_at_1 > 0, f"max_stable_step_at_1 must be > 0, got {max_stable_step_at_1}")
+    return full_batch_step_limit(lambda_max) / max_stable_step_at_1
+
+
 @dataclass(frozen=True)
 class StabilityRow:
     """Every step-size prediction at one batch size (mean form; divide by m for the sum form)."""
@@ -247,6 +258,7 @@ class StabilityRow:
     mbb_step: float
     mbb_critical_batch: float
     full_batch_limit: float
+    ms_critical_batch: float
     beta: float
     lambda_max: float
 
@@ -266,6 +278,7 @@ def stability_table(
         lam = checked_spectrum(spectrum)
         lam_max, beta = float(lam[0]), gaussian_smoothness(lam)
         solve = lambda m: gaussian_mean_square_steps(lam, m)  # noqa: E731
+    ms_critical = mean_square_critical_batch(solve(1).max_stable_step, lam_max)
     rows = []
     for m in batch_sizes:
         ms = solve(m)
@@ -278,6 +291,7 @@ def stability_table(
                 mbb_step=mbb_optimal_step(m, beta, lam_max),
                 mbb_critical_batch=mbb_critical_batch(beta, lam_max),
                 full_batch_limit=full_batch_step_limit(lam_max),
+                ms_critical_batch=ms_critical,
                 beta=beta,
                 lambda_max=lam_max,
             )
