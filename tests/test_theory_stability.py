@@ -39,6 +39,15 @@ def test_gaussian_recursion_matches_monte_carlo_of_one_step(spectrum, batch):
 
 
 @pytest.mark.parametrize("spectrum", SPECTRA)
+@pytest.mark.parametrize("batch", [1, 3, 100])
+@pytest.mark.parametrize("step", [1e-6, 0.1, 0.7, 1.5])
+def test_secular_spectral_radius_matches_eigendecomposition(spectrum, batch, step):
+    matrix = st.gaussian_second_moment_matrix(spectrum, step, batch)
+    expected = np.max(np.abs(np.linalg.eigvals(matrix)))
+    assert st.gaussian_spectral_radius(spectrum, step, batch) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("spectrum", SPECTRA)
 @pytest.mark.parametrize("batch", [1, 2, 16, 1000])
 def test_max_stable_step_solves_the_secular_equation(spectrum, batch):
     lam = np.asarray(spectrum, dtype=float)

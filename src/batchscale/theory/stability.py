@@ -113,10 +113,36 @@ def gaussian_second_moment_matrix(spectrum: Sequence[float], step: float, batch_
 
 
 def gaussian_spectral_radius(spectrum: Sequence[float], step: float, batch_size: float) -> float:
-    """Per-step mean-square contraction factor (spectral radius of :func:`gaussian_second_moment_matrix`)."""
-    return float(
-        np.max(np.abs(np.linalg.eigvalsh(gaussian_second_moment_matrix(spectrum, step, batch_size))))
-    )
+    r"""Per-step mean-square contraction factor: spectral radius of :func:`gaussian_second_moment_matrix`.
+
+    :math:`T = \mathrm{diag}(d) + c\lambda\lambda^\top`, :math:`c = \eta^2/m`,
+    :math:`d_i = (1-\eta\lambda_i)^2 + c\lambda_i^2`, is symmetric with non-negative entries, so its
+    spectral radius is its largest eigenvalue :math:`\mu`: the root above :math:`\max_i d_i` of the
+    secular equation :math:`1 = c\sum_i \lambda_i^2/(\mu - d_i)` (O(d) per evaluation instead of an
+    O(d^3) eigen-decomposition; scipy ``brentq``).
+    """
+    from scipy.optimize import brentq
+
+    lam = checked_spectrum(spectrum)
+    m = _checked_batch(batch_size)
+    c = step * step / m
+    d = (1 - step * lam) ** 2 + c * lam**2
+    w = c * lam**2
+    top, spread = float(d.max()), float(w.sum())
+    if spread == 0.0:
+        return top
+
+    # mu = max d + delta:  1 - sum_i w_i / (delta + gap_i) = 0,  gap_i = max d - d_i,  0 < delta <= sum w
+    gap = top - d
+
+    def secular(delta: float) -> float:
+        with np.errstate(divide="ignore"):
+            return 1.0 - float(np.sum(w / (delta + gap)))
+
+    lo, hi = spread * 1e-16, spread * (1 + 1e-9)
+    if secular(lo) >= 0:
+        return top + lo
+    return top + float(brentq(secular, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps))
 
 
 def gaussian_stability_boundary(spectrum: Sequence[float], step: float, batch_size: float) -> float:
