@@ -142,3 +142,17 @@ def test_measure_help_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["noise-scale", "--method", "fast,two-batch", "--batch-sizes", "4,64", "--draws", "10"],
+        ["cosine", "--sample", "32", "--draws", "5"],
+    ],
+    ids=["noise-scale", "cosine"],
+)
+def test_same_seed_same_numbers(args):
+    first, second = run_json(*args, "--seed", "3"), run_json(*args, "--seed", "3")
+    assert first == second
+    assert run_json(*args, "--seed", "4") != first

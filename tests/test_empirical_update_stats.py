@@ -236,3 +236,17 @@ def test_update_moments_bad_input(kwargs, match):
     args = {"stats": stats, "batch_sizes": [4], "lr": 0.1, "draws": 4, **kwargs}
     with pytest.raises(InputError, match=match):
         update_moments(model, wl.per_example_loss, wl.x_train, wl.y_train, **args)
+
+
+@pytest.mark.slow
+def test_measured_update_moments_match_prediction_on_digits_mlp():
+    """Heavy version on a real network: digits-mlp, 256 examples, 400 draws per m (all forms, samplings)."""
+    wl = get_workload("digits-mlp")
+    x, y = wl.x_train[:256], wl.y_train[:256]
+    model = wl.model(0)
+    stats = gradient_statistics(model, wl.per_example_loss, x, y)
+    checks = update_moments(
+        model, wl.per_example_loss, x, y, stats=stats, batch_sizes=[1, 4, 16, 64, 256], lr=0.1, draws=400
+    )
+    failed = [c.as_row() for c in checks if not c.passed]
+    assert not failed, failed
