@@ -88,7 +88,7 @@ def test_accumulation_csv():
     result = run("accumulation", "--batch-size", "32", "--micro-batches", "1,4,32", *TINY, "--format", "csv")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("form,m,micro_batch,k,predicted,measured,tolerance,pass,saved_MiB")
+    assert lines[0].startswith("form,m,micro_batch,k,predicted,measured,stderr,tolerance,pass,saved_MiB")
     assert len(lines) == 1 + 2 * 3 and all(",yes," in line for line in lines[1:])
 
 
