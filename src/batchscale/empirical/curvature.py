@@ -77,7 +77,7 @@ def hessian_vector_product(
 
 def hvp_operator(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> MatVec:
     """``v -> H v`` over the given examples (see :func:`hessian_vector_product`)."""
-    return lambda v: hessian_vector_product(model, loss_fn, x, y, v)
+    return lambda v: hessian_vector_product(model, loss_fn, x, y, v.to(x.device))
 
 
 @dataclass(frozen=True)

@@ -370,7 +370,10 @@ def _bootstrap_b_simple(
     if k < 2 or n_boot < 1 or not math.isfinite(point):
         return math.nan, math.nan
     counts, sum_sq = sums.counts[keep], sums.sum_sq[keep]
-    means = sums.sum_grad[torch.from_numpy(keep)] / torch.from_numpy(counts).to(sums.sum_grad)[:, None]
+    means = (
+        sums.sum_grad[torch.from_numpy(keep).to(sums.sum_grad.device)]
+        / torch.from_numpy(counts).to(sums.sum_grad)[:, None]
+    )
     gram = (means @ means.T).cpu().numpy()  # (K, K)
     w = np.random.default_rng(seed).multinomial(k, np.full(k, 1.0 / k), size=n_boot).astype(float)
     g2 = (np.einsum("bk,kl,bl->b", w, gram, w) - w @ np.diag(gram)) / (k * (k - 1))
