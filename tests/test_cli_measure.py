@@ -156,3 +156,22 @@ def test_same_seed_same_numbers(args):
     first, second = run_json(*args, "--seed", "3"), run_json(*args, "--seed", "3")
     assert first == second
     assert run_json(*args, "--seed", "4") != first
+
+
+def test_two_batch_ema_along_training_averages_numerator_and_denominator():
+    args = [
+        "noise-scale",
+        "--method",
+        "two-batch",
+        "--batch-sizes",
+        "4,64",
+        "--draws",
+        "10",
+        "--ema-decay",
+        "0.5",
+    ]
+    rows = run_json(*args, "--during-training", "--train-steps", "4", "--every", "2", "--train-lr", "0.05")
+    num = den = 0.0
+    for row in rows:  # plain loop: EMA of tr(Sigma) and of |G|^2 separately, then their ratio
+        num, den = 0.5 * num + 0.5 * row["trace_cov"], 0.5 * den + 0.5 * row["grad_norm_sq"]
+        assert row["b_simple_ema"] == pytest.approx(num / den, rel=1e-12)

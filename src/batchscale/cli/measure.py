@@ -240,7 +240,8 @@ def noise_scale_rows(setup: Setup, methods: Sequence[str], opts: dict[str, Any])
         )
         rows.append(stats.as_row())
     if opts["b_noise"]:
-        rows = [{**row, **b_noise_row(setup, stats, opts)} for row in rows]
+        extra = b_noise_row(setup, stats, opts)  # once per checkpoint, shown on every method's row
+        rows = [{**row, **extra} for row in rows]
     return rows
 
 
@@ -302,6 +303,14 @@ def b_noise_row(setup: Setup, stats: Any, opts: dict[str, Any]) -> dict[str, Any
     show_default=True,
     help="--b-noise: per-example gradients for tr(H Sigma).",
 )
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="two-batch with --during-training: also report b_simple_ema, the ratio of exponential moving "
+    "averages (over checkpoints) of tr(Sigma) and |G|^2, each averaged separately.",
+)
 @training_options(during=True)
 @common_options
 def noise_scale(
@@ -313,6 +322,7 @@ def noise_scale(
     chunk_size,
     with_b_noise,
     probes,
+    ema_decay,
     train_steps,
     train_lr,
     train_batch_size,
@@ -348,7 +358,10 @@ def noise_scale(
         "b_noise": with_b_noise,
         "probes": probes,
     }
+    from batchscale.empirical.gradients import TwoBatchEMA
+
     rows = []
+    ema = TwoBatchEMA(decay=ema_decay)
     every_n = every if during_training else None
     for point in checkpoints(
         setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=every_n
@@ -358,10 +371,11 @@ def noise_scale(
             break
         progress(f"noise scale at step {point.step} ({', '.join(methods)})")
         loss = train_loss(setup)
-        rows += [
-            {"step": point.step, "train_loss": loss, **row, "status": "ok"}
-            for row in noise_scale_rows(setup, methods, opts)
-        ]
+        for row in noise_scale_rows(setup, methods, opts):
+            if row["method"] == "two-batch" and during_training:
+                ema = ema.update(row["grad_norm_sq"], row["trace_cov"])
+                row["b_simple_ema"] = ema.b_simple
+            rows.append({"step": point.step, "train_loss": loss, **row, "status": "ok"})
     emit(with_config(rows, setup, fmt), fmt, columns_in(rows, NOISE_COLUMNS))
     if plot_path:
         plot_noise_scale(plot_path, rows, methods)
@@ -381,6 +395,7 @@ NOISE_COLUMNS = (
     "b_simple",
     "ci_low",
     "ci_high",
+    "b_simple_ema",
     "b_noise",
     "b_noise_stderr",
     "trace_h_sigma",
