@@ -258,3 +258,19 @@ def test_run_chains_with_nothing_to_do(tmp_path):
     with open_store(tmp_path / "r.sqlite") as store, make_executor(ExecutorConfig(name="inline")) as ex:
         rows, stats = run_chains({"x": empty()}, store=store, executor=ex)
     assert rows == {"x": []} and stats.trained == 0
+
+
+def test_local_pool_streams_each_trial_to_the_store_as_it_ends(tmp_path):
+    config = StepsSweepConfig(
+        workload="digits-mlp", workload_options={}, batch_sizes=(16,), optimizers=("sgd",),
+        lr_range=(0.01, 3.0), n_learning_rates=5, max_extensions=0, target=0.15, max_steps=1500,
+        eval_subset=None, prune=False,
+    )
+    with open_store(tmp_path / "r.sqlite") as store, make_executor(ExecutorConfig(workers=1)) as executor:
+        rows, stats = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
+        records = store.records()
+    assert stats.trained == len(records) == 5
+    # streamed rows carry each trial's own end time; a chunk written at its end would share one
+    assert len({r.finished_at for r in records}) == 5
+    assert {r.started_at for r in records} == {records[0].started_at}
+    assert rows[0]["status"] == "complete"

@@ -30,6 +30,10 @@ from typing import Any
 from batchscale.errors import InputError
 
 EXECUTORS = ("local", "inline", "submitit", "ray")
+
+# In a local pool worker: the queue on which a task may stream partial results (one per finished trial)
+# back to the parent before the task ends. Set once per worker process by its initializer; None elsewhere.
+_STREAM: Any = None
 EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}  # executor -> (module, pip extra)
 
 
@@ -125,6 +129,10 @@ class Executor:
         """The finished handle's return value (re-raises the task's exception)."""
         raise NotImplementedError
 
+    def drain(self) -> list[Any]:
+        """Partial results streamed by running tasks since the last call (local pool only)."""
+        return []
+
     def shutdown(self) -> None:
         """Release the workers (idempotent)."""
 
@@ -165,9 +173,16 @@ def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
         time.sleep(interval)
 
 
-def _init_local_worker(parent_pid: int, threads: int) -> None:
+def _init_local_worker(parent_pid: int, threads: int, stream: Any) -> None:
+    global _STREAM
+    _STREAM = stream
     set_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def result_stream() -> Any:
+    """The queue a task running in a local pool worker may ``put`` partial results on, else None."""
+    return _STREAM
 
 
 class LocalExecutor(Executor):
@@ -175,11 +190,13 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int, threads: int):
         self.capacity = workers
+        context = multiprocessing.get_context("spawn")
+        self._stream = context.SimpleQueue()  # put() writes synchronously: nothing lags behind a result
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_init_local_worker,
-            initargs=(os.getpid(), threads),
+            initargs=(os.getpid(), threads, self._stream),
         )
 
     def submit(self, fn: Callable[[Any], Any], payload: Any) -> cf.Future:
@@ -192,8 +209,33 @@ class LocalExecutor(Executor):
     def result(self, handle: cf.Future) -> Any:
         return handle.result()
 
+    def drain(self) -> list[Any]:
+        """Partial results the workers' tasks streamed since the last call."""
+        messages = []
+        while self._stream is not None and not self._stream.empty():
+            messages.append(self._stream.get())
+        return messages
+
     def shutdown(self) -> None:
+        """Cancel queued chunks, wait for running ones; meanwhile discard what they stream, so a worker
+        blocked on a full stream pipe cannot hang the shutdown."""
+        if self._stream is None:
+            return
+        stop = threading.Event()
+        sink = threading.Thread(target=self._discard_stream, args=(stop,), daemon=True)
+        sink.start()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        stop.set()
+        sink.join()
+        self._stream.close()
+        self._stream = None
+
+    def _discard_stream(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if self._stream.empty():
+                time.sleep(0.05)
+            else:
+                self._stream.get()
 
 
 class SubmititExecutor(Executor):

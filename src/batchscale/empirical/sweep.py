@@ -22,6 +22,7 @@ optimizers run side by side, one 1-thread worker each.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -694,20 +695,30 @@ def package_versions() -> dict[str, str]:
 def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Worker task: train one chunk of trials (one stacked group) and return JSON-able results.
 
-    ``payload``: ``{"configs": [TrainConfig dicts], "threads": int, "prune": bool}``.
+    ``payload``: ``{"configs": [TrainConfig dicts], "threads": int, "prune": bool, "token": str}``.
+    In a local pool worker each trial's result is also streamed to the parent the moment it ends
+    (``{"token", "trial_id", "result", "started_at", "finished_at", "versions"}``), so the parent can
+    store it before the whole chunk is done.
     """
-    from batchscale.empirical.executors import set_threads
+    from batchscale.empirical.executors import result_stream, set_threads
     from batchscale.empirical.trials import run_trials
 
     set_threads(int(payload.get("threads", 1)))
     configs = [TrainConfig.from_dict(d) for d in payload["configs"]]
-    started = time.time()
-    results = run_trials(configs, prune=bool(payload.get("prune", False)))
+    started, versions, stream = time.time(), package_versions(), result_stream()
+
+    def on_result(result: TrialResult) -> None:
+        if stream is not None and payload.get("token") is not None:
+            stream.put({"token": payload["token"], "trial_id": result.config.trial_id(),
+                        "result": result.to_dict(), "started_at": started, "finished_at": time.time(),
+                        "versions": versions})
+
+    results = run_trials(configs, prune=bool(payload.get("prune", False)), on_result=on_result)
     return {
         "results": [r.to_dict() for r in results],
         "started_at": started,
         "finished_at": time.time(),
-        "versions": package_versions(),
+        "versions": versions,
         "pid": os.getpid(),
     }
 
@@ -762,6 +773,7 @@ def run_chains(
     queue: list[tuple[_ChainState, list[TrainConfig], bool]] = []
     running: dict[Any, tuple[_ChainState, list[TrainConfig], bool]] = {}
     counts = {"trained": 0, "reused": 0}
+    serial = itertools.count()
 
     def advance(state: _ChainState, results: dict[str, TrialResult] | None) -> None:
         while True:
@@ -786,17 +798,23 @@ def run_chains(
 
     for state in states:
         advance(state, None)
+    streamed: dict[str, set[str]] = {}  # token of a running chunk -> trial ids already stored
+    tokens: dict[Any, str] = {}
     while queue or running:
         free = max(0, executor.capacity - len(running))
         batch, queue[:] = queue[:free], queue[free:]
-        payloads = [{"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": chunk_prune}
-                    for _, chunk, chunk_prune in batch]
-        for item, handle in zip(batch, executor.submit_many(train_chunk, payloads), strict=True):
-            running[handle] = item
-        for handle in executor.wait(list(running), timeout=1.0):
+        new_tokens = [f"{session}-{next(serial)}" for _ in batch]
+        payloads = [_payload(chunk, prune_it, threads, token)
+                    for (_, chunk, prune_it), token in zip(batch, new_tokens, strict=True)]
+        handles = executor.submit_many(train_chunk, payloads)
+        for item, token, handle in zip(batch, new_tokens, handles, strict=True):
+            running[handle], tokens[handle], streamed[token] = item, token, set()
+        done = executor.wait(list(running), timeout=1.0)
+        _store_streamed(store, executor.drain(), streamed, session)
+        for handle in done:
             state, chunk, _ = running.pop(handle)
             out = executor.result(handle)
-            _store_chunk(store, chunk, out, session, state.results)
+            _store_chunk(store, chunk, out, session, state.results, skip=streamed.pop(tokens.pop(handle)))
             counts["trained"] += len(chunk)
             say(_chunk_message(state.name, chunk, out, time.monotonic() - started))
             state.waiting -= 1
@@ -806,10 +824,32 @@ def run_chains(
     return {s.name: s.rows or [] for s in states}, stats
 
 
+def _payload(chunk: Sequence[TrainConfig], prune: bool, threads: int, token: str) -> dict[str, Any]:
+    """The picklable task of one chunk (see :func:`train_chunk`)."""
+    return {"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": prune, "token": token}
+
+
+def _store_streamed(store: Store, messages: Sequence[Mapping[str, Any]], streamed: dict[str, set[str]],
+                    session: str) -> None:
+    """Store trials streamed by running chunks (messages of finished chunks are left to the chunk)."""
+    for message in messages:
+        written = streamed.get(message["token"])
+        if written is None or message["trial_id"] in written:
+            continue
+        store.put(record_from_result(
+            message["trial_id"], message["result"], started_at=message["started_at"],
+            finished_at=message["finished_at"], versions=message["versions"], session=session,
+        ))
+        written.add(message["trial_id"])
+
+
 def _store_chunk(store: Store, chunk: list[TrainConfig], out: Mapping[str, Any], session: str,
-                 into: dict[str, TrialResult]) -> None:
+                 into: dict[str, TrialResult], skip: set[str] = frozenset()) -> None:
     for trial, result in zip(chunk, out["results"], strict=True):
         trial_id = trial.trial_id()
+        into[trial_id] = TrialResult.from_dict(result)
+        if trial_id in skip:
+            continue
         record = record_from_result(
             trial_id,
             result,
@@ -819,7 +859,6 @@ def _store_chunk(store: Store, chunk: list[TrainConfig], out: Mapping[str, Any],
             session=session,
         )
         store.put(record)
-        into[trial_id] = TrialResult.from_dict(result)
 
 
 def _chunk_message(name: str, chunk: list[TrainConfig], out: Mapping[str, Any], elapsed: float) -> str:
