@@ -348,7 +348,16 @@ def noise_scale(
     require(
         plot_path is None or during_training, "--plot draws B_simple along training: add --during-training"
     )
-    setup = build(workload, workload_option, device, seed, sample, command="noise-scale", methods=methods)
+    setup = build(
+        workload,
+        workload_option,
+        device,
+        seed,
+        sample,
+        command="noise-scale",
+        train=(train_steps, train_lr, train_batch_size),
+        methods=methods,
+    )
     opts = {
         "two_batch": pair,
         "draws": draws,
@@ -529,7 +538,16 @@ def moments(
     positive(lr, "--lr")
     positive(train_lr, "--train-lr")
     setup = build(
-        workload, workload_option, device, seed, sample, cap=512, command="moments", lr=lr, draws=draws
+        workload,
+        workload_option,
+        device,
+        seed,
+        sample,
+        cap=512,
+        command="moments",
+        train=(train_steps, train_lr, train_batch_size),
+        lr=lr,
+        draws=draws,
     )
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
@@ -600,7 +618,17 @@ def cosine(
     from batchscale.empirical.update_stats import gradient_cosine
 
     positive(train_lr, "--train-lr")
-    setup = build(workload, workload_option, device, seed, sample, cap=1024, command="cosine", draws=draws)
+    setup = build(
+        workload,
+        workload_option,
+        device,
+        seed,
+        sample,
+        cap=1024,
+        command="cosine",
+        train=(train_steps, train_lr, train_batch_size),
+        draws=draws,
+    )
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
     for _ in checkpoints(
@@ -674,7 +702,16 @@ def accumulation(
 
     positive(lr, "--lr")
     positive(train_lr, "--train-lr")
-    setup = build(workload, workload_option, device, seed, None, command="accumulation", lr=lr)
+    setup = build(
+        workload,
+        workload_option,
+        device,
+        seed,
+        None,
+        command="accumulation",
+        train=(train_steps, train_lr, train_batch_size),
+        lr=lr,
+    )
     sizes = parse_int_list(micro_batches or f"1..{batch_size}", "--micro-batches")
     check_micro_batches(batch_size, sizes)
     check_sizes([batch_size], int(setup.x.shape[0]))
@@ -756,7 +793,16 @@ def sharpness(
     require(
         plot_path is None or during_training, "--plot draws sharpness along training: add --during-training"
     )
-    setup = build(workload, workload_option, device, seed, sample, command="sharpness", method=method)
+    setup = build(
+        workload,
+        workload_option,
+        device,
+        seed,
+        sample,
+        command="sharpness",
+        train=(train_steps, train_lr, train_batch_size),
+        method=method,
+    )
     rows = []
     every_n = every if during_training else None
     for point in checkpoints(
