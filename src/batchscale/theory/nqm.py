@@ -590,8 +590,8 @@ def _search(
     monotone coordinates at b, plus :meth:`_Model.wave_bound`) is above the target, no step in (a, b]
     reaches it: move to b and double the step; if not, halve the step (at step 1, move to b). Steps
     before ``start`` (the information bound) are known to be above the target. ``race`` (group ids
-    sharing ``start``): once a member of a group is resolved at s, members already past s stop (they
-    cannot beat it) and report -1.
+    sharing ``start``): once a member of a group is at or below the target at step s, members whose
+    search has passed s stop (they cannot beat it) and report -1.
     """
     n = model.stable.size
     steps = np.full(n, -1, dtype=np.int64)
@@ -622,8 +622,8 @@ def _search(
         below = alive & (loss_b <= target)
         found = below & (b - a == 1)
         steps[active[found]] = b[found]
-        if best is not None:
-            np.minimum.at(best, race[active[found]], b[found])
+        if best is not None:  # a member at or below the target by b: the group's best is <= b
+            np.minimum.at(best, race[active[below]], b[below])
         certified = ~below & (noise_a + monotone_b > target)
         unsure = np.flatnonzero(alive & ~below & ~certified)
         if unsure.size and sub.wave:  # oscillating signals: bound them lobe by lobe
