@@ -763,8 +763,9 @@ def run_chains(
 ) -> tuple[dict[str, list[dict[str, Any]]], RunStats]:
     """Drive every chain to its end; return ``({name: rows}, stats)``.
 
-    Each round's trials are looked up in ``store`` first; the missing ones go to ``executor`` in chunks,
-    and every result is written to the store (one transaction per trial) as its chunk returns.
+    Each round's trials are looked up in ``store`` first; the missing ones go to ``executor`` in chunks
+    (one stacked group each), and every result is written to the store (one transaction per trial) as
+    soon as the parent has it: when the trial ends (streamed by the local pool) or its chunk returns.
     """
     session = session or uuid.uuid4().hex[:12]
     say = progress or (lambda message: None)
