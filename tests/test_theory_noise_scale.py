@@ -152,3 +152,19 @@ def test_bad_values():
         ns.optimal_step([1], 1.0, math.nan)
     with pytest.raises(InputError):
         ns.b_simple(1.0, [0.0, 0.0])
+
+
+@pytest.mark.slow
+def test_fit_uncertainty_has_nominal_coverage():
+    """Over 300 synthetic curves the truth lies within one reported sigma about 68% of the time."""
+    batch = 2.0 ** np.arange(0, 15)
+    rng = np.random.default_rng(123)
+    hits = {"s_min": 0, "b_crit": 0}
+    trials = 300
+    for _ in range(trials):
+        steps = 800 * (1 + 100 / batch) * np.exp(rng.normal(0, 0.05, batch.size))
+        fit = ns.fit_steps_curve(batch, steps)
+        hits["s_min"] += abs(fit.s_min - 800) < fit.s_min_err
+        hits["b_crit"] += abs(fit.b_crit - 100) < fit.b_crit_err
+    for name, count in hits.items():
+        assert 0.58 < count / trials < 0.78, (name, count)
