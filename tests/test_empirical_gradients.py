@@ -264,6 +264,7 @@ def test_ema_averages_numerator_and_denominator_separately():
         state = state.update(g2, tr)
         num, den = 0.5 * num + 0.5 * tr, 0.5 * den + 0.5 * g2
     assert state.b_simple == pytest.approx(num / den, rel=1e-12)
+    assert state.corrected == pytest.approx((den / (1 - 0.5**3), num / (1 - 0.5**3)), rel=1e-12)
     ratio_ema = 0.0
     for g2, tr in pairs:
         ratio_ema = 0.5 * ratio_ema + 0.5 * tr / g2

@@ -576,9 +576,11 @@ def two_batch_noise_scale(
 
 @dataclass(frozen=True)
 class TwoBatchEMA:
-    """Exponential moving averages of the two-batch numerator and denominator, kept separately.
+    r"""Exponential moving averages of the two-batch numerator and denominator, kept separately.
 
-    ``update`` returns a new state; ``b_simple`` is the ratio of the (bias-corrected) averages.
+    :math:`\bar x_t = d\,\bar x_{t-1} + (1-d)\,x_t` for :math:`x = |G|^2` and :math:`x = \mathrm{tr}\,\Sigma`
+    (McCandlish et al. 2018, App. A.1: average the two, not their ratio). ``weight`` is
+    :math:`1 - d^t`, the bias correction; ``update`` returns a new state.
     """
 
     decay: float = 0.9
@@ -594,6 +596,13 @@ class TwoBatchEMA:
             trace_cov=d * self.trace_cov + (1 - d) * trace_cov,
             weight=d * self.weight + (1 - d),
         )
+
+    @property
+    def corrected(self) -> tuple[float, float]:
+        """Bias-corrected averages (|G|^2, tr Sigma): each divided by 1 - d^t."""
+        if self.weight == 0:
+            return math.nan, math.nan
+        return self.grad_norm_sq / self.weight, self.trace_cov / self.weight
 
     @property
     def b_simple(self) -> float:
