@@ -579,7 +579,7 @@ class TwoBatchEMA:
     r"""Exponential moving averages of the two-batch numerator and denominator, kept separately.
 
     :math:`\bar x_t = d\,\bar x_{t-1} + (1-d)\,x_t` for :math:`x = |G|^2` and :math:`x = \mathrm{tr}\,\Sigma`
-    (McCandlish et al. 2018, App. A.1: average the two, not their ratio). ``weight`` is
+    (McCandlish et al. 2018, App. A: average the two, not their ratio). ``weight`` is
     :math:`1 - d^t`, the bias correction; ``update`` returns a new state.
     """
 
