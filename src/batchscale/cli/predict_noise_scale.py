@@ -173,6 +173,8 @@ def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_frac
                 "examples_fit": b * float(s_fit),
                 "regime": regime,
                 **_fit_columns(fit),
+                "curve": str(curve_path),
+                "critical_fraction": critical_fraction,
             }
         )
     if fmt == "table":

@@ -86,19 +86,22 @@ def stability(spectrum, dim, alpha, inputs, n_examples, seed, batch_sizes, form,
         table = st.stability_table(batches, inputs=x)
     else:
         table = st.stability_table(batches, spectrum=lam)
-    rows = [_row(r, form, inputs, lam.size) for r in table]
+    config = {"form": form, "inputs": inputs, "dim": int(lam.size), "alpha": None if spectrum else alpha}
+    if inputs == "dataset":
+        config.update(n_examples=n_examples, seed=seed)
+    rows = [_row(r, form, config) for r in table]
     emit(rows, fmt, TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:
         _plot(plot_path, rows, form)
 
 
-def _row(result, form: str, inputs: str, dim: int) -> dict:
+def _row(result, form: str, config: dict) -> dict:
     row = {"batch_size": result.batch_size}
     scale = 1.0 / result.batch_size if form == "sum" else 1.0
     for name, value in vars(result).items():
         if name != "batch_size":
             row[name] = value * scale if name in STEP_COLUMNS else value
-    row.update(form=form, inputs=inputs, dim=dim)
+    row.update(config)
     return row
 
 

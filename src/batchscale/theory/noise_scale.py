@@ -250,11 +250,14 @@ def _with_bootstrap(fit: NoiseScaleFit, b: np.ndarray, s: np.ndarray, n: int, se
 
     rng = np.random.default_rng(seed)
     draws = []
-    while len(draws) < n:
+    for _ in range(100 * n):  # resamples with fewer than 3 distinct batch sizes are redrawn
+        if len(draws) == n:
+            break
         idx = rng.integers(0, b.size, b.size)
         if np.unique(b[idx]).size >= 3:
             params, _, _ = _least_squares_fit(np.log(b[idx]), np.log(s[idx]))
             draws.append(np.exp(params))
+    require(len(draws) == n, f"bootstrap: too few distinct batch sizes among {b.size} points")
     d = np.array(draws)  # (n, 2): S_min, B_crit
     e = d[:, 0] * d[:, 1]
     return replace(
