@@ -72,3 +72,27 @@ def test_bad_suffix_and_shapes(tmp_path):
         plot_series(tmp_path / "x.txt", [1], {"a": [1]}, xlabel="", ylabel="")
     with pytest.raises(InputError):
         plot_heatmap(tmp_path / "h.png", [1, 2], [1], [[1.0]], xlabel="", ylabel="")
+
+
+def test_series_error_bars_with_missing_values(tmp_path):
+    path = tmp_path / "e.png"
+    plot_series(
+        path,
+        [1, 2, 4, 8],
+        {"a": [1, 2, 3, 0]},
+        xlabel="m",
+        ylabel="y",
+        logx=True,
+        logy=True,
+        yerr={"a": [0.1, None, float("nan"), 0.2]},
+    )
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_importing_plots_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, batchscale.report.plots; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
