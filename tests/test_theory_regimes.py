@@ -128,3 +128,12 @@ def test_scaling_rules():
         scaling_rule_lr(b, 32, 0.1, "noise_scale")
     with pytest.raises(InputError):
         scaling_rule_lr([0.0], 32, 0.1, "linear")
+
+
+def test_reference_min_skips_a_wasteful_first_point():
+    # E = B S = 100, 80, 80, 120: against the first point (100) nothing exceeds 20% ; against the
+    # minimum (80) the crossing of 96 lies between B=4 (80) and B=8 (120), log-log interpolated
+    batch, steps = [1, 2, 4, 8], [100.0, 40.0, 20.0, 15.0]
+    assert classify_regimes(batch, steps).critical_batch_size is None
+    expected = 4 * 2 ** (math.log(1.2) / math.log(1.5))
+    assert classify_regimes(batch, steps, reference="min").critical_batch_size == pytest.approx(expected)
