@@ -81,6 +81,13 @@ def test_fit_curve_csv_table_bootstrap_and_plot(tmp_path):
         pytest.param(["--curve", "{path}"], "not json", id="bad-json"),
         pytest.param(["--curve", "{path}"], '[{"batch_size": 1, "steps": -3}]', id="negative-steps"),
         pytest.param(["--curve", "/no/such/file.json"], None, id="missing-file"),
+        pytest.param(["--curve", "{path}"], '[{"batch_size": 1, "steps": "nan"}]', id="nan-steps"),
+        pytest.param(["--curve", "{path}"], '[{"batch_size": 0, "steps": 3}]', id="zero-batch-in-file"),
+        pytest.param(
+            ["--curve", "{path}", "--where", "optimizer=adam"],
+            '[{"batch_size": 1, "steps": 3}]',
+            id="no-matching-rows",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, content):
