@@ -123,6 +123,17 @@ def test_user_workload_through_the_cli(tmp_path, monkeypatch):
     assert (row["n_train"], row["outputs"], row["n_params"]) == (9, 3, 5 * 4 + 4 + 4 * 3 + 3)
 
 
+def test_user_factory_exception_is_one_line_exit_2(tmp_path, monkeypatch):
+    (tmp_path / "cli_failing_wl.py").write_text(
+        "def make(n=3):\n    raise RuntimeError('cannot open data.csv\\nmore detail')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(cli, ["workloads", "--workload", "cli_failing_wl:make"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert errors == ["Error: workload cli_failing_wl:make failed: RuntimeError: cannot open data.csv"]
+
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "workloads.md"
 
 

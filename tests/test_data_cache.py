@@ -56,6 +56,22 @@ def test_second_load_is_served_from_the_cache(cache_dir):
     assert [p.name for p in cache_dir.iterdir()] == [first.path.name]  # no temporary file left behind
 
 
+CACHED_LOAD_SECONDS = 0.5  # the issue's bound for a cached load
+
+
+def test_cached_load_of_the_default_size_is_fast(cache_dir):
+    """The default 5000-example set (4000 / 1000): generated once, then loaded well under the bound."""
+    import time
+
+    first = mnist1d.load_mnist1d()
+    assert (len(first.x_train), len(first.x_test)) == (4000, 1000)
+    start = time.perf_counter()
+    again = mnist1d.load_mnist1d_cached()
+    elapsed = time.perf_counter() - start
+    assert again.from_cache and elapsed < CACHED_LOAD_SECONDS, elapsed
+    np.testing.assert_array_equal(again.arrays["x_train"], first.x_train)
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)

@@ -251,6 +251,40 @@ def float_labels():
     return Workload("bad", make_model, x, torch.zeros(5), x, torch.zeros(5))
 
 
+def raises(seed=0):
+    raise ValueError("no data here\\nsecond line of the message")
+
+
+def model_raises():
+    x, y = torch.zeros(5, 3), torch.zeros(5, dtype=torch.int64)
+    return Workload("bad", lambda seed: 1 / 0, x, y, x, y)
+
+
+def model_not_a_module():
+    x, y = torch.zeros(5, 3), torch.zeros(5, dtype=torch.int64)
+    return Workload("bad", lambda seed: "linear", x, y, x, y)
+
+
+def model_wrong_input():
+    x, y = torch.zeros(5, 3), torch.zeros(5, dtype=torch.int64)
+    return Workload("bad", lambda seed: nn.Linear(4, 2), x, y, x, y)
+
+
+def too_few_logits():
+    x, y = torch.zeros(5, 3), torch.arange(5)  # 5 classes, 2 logits
+    return Workload("bad", make_model, x, y, x, y)
+
+
+def mse_wrong_output():
+    x, y = torch.zeros(5, 3), torch.zeros(5, 3)
+    return Workload("bad", make_model, x, y, x, y, loss="mse")
+
+
+def negative_labels():
+    x, y = torch.zeros(5, 3), torch.full((5,), -1, dtype=torch.int64)
+    return Workload("bad", make_model, x, y, x, y)
+
+
 NOT_CALLABLE = 3
 """
 
@@ -283,6 +317,17 @@ USER_ERRORS = [
     pytest.param("my_workloads:wrong_shape", "differ from x_test (4,)", id="shapes"),
     pytest.param("my_workloads:float_labels", "cross_entropy needs int64 class targets", id="float-labels"),
     pytest.param(":good", "neither a known name", id="empty-module"),
+    pytest.param(
+        "my_workloads:raises",
+        "workload my_workloads:raises failed: ValueError: no data here",
+        id="factory-raises",
+    ),
+    pytest.param("my_workloads:model_raises", "make_model(0) failed: ZeroDivisionError", id="model-raises"),
+    pytest.param("my_workloads:model_not_a_module", "returned str, not a torch.nn.Module", id="not-module"),
+    pytest.param("my_workloads:model_wrong_input", "the model fails on x_train[:2] (2, 3)", id="model-input"),
+    pytest.param("my_workloads:too_few_logits", "to (2, 2), expected (2, K) logits with K >= 5", id="logits"),
+    pytest.param("my_workloads:mse_wrong_output", "expected the targets' shape (2, 3)", id="mse-output"),
+    pytest.param("my_workloads:negative_labels", "y_train has negative class labels", id="negative"),
 ]
 
 
@@ -291,6 +336,36 @@ def test_user_workload_errors(user_module, spec, fragment):
     with pytest.raises(InputError) as info:
         get_workload(spec)
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_factory_error_keeps_its_cause(user_module):
+    with pytest.raises(InputError) as info:
+        get_workload("my_workloads:raises")
+    assert isinstance(info.value.__cause__, ValueError)  # chained for Python callers who want the traceback
+
+
+def test_model_check_leaves_the_global_rng_alone(user_module):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    get_workload("my_workloads:good")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_workload_is_exported_lazily_from_the_package():
+    import subprocess
+
+    code = (
+        "import sys, batchscale.empirical as e; assert 'torch' not in sys.modules; "
+        "from batchscale.empirical import Workload, get_workload; "
+        "from batchscale.empirical.workloads import Workload as W; assert Workload is W; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import batchscale.empirical
+
+        batchscale.empirical.Nope  # noqa: B018
 
 
 def test_user_workload_unknown_option(user_module):

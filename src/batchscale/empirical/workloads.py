@@ -236,6 +236,7 @@ def check_workload(name: str, workload: Any) -> Workload:
                 f"workload {name!r}: cross_entropy needs int64 class targets of shape (N,); {key} is "
                 f"{t.dtype} {tuple(t.shape)}",
             )
+            require(bool((t >= 0).all()), f"workload {name!r}: {key} has negative class labels")
     else:
         require(
             w.y_train.is_floating_point()
@@ -262,9 +263,63 @@ def get_workload(name: str, *, device: str | torch.device = "cpu", seed: int = 0
         raise InputError(f"unknown workload {name!r}; known: {known_names()} (or package.module:function)")
     factory = entry.factory if entry is not None else import_factory(name)
     kwargs = factory_arguments(name, factory, seed, options)
-    workload = check_workload(name, factory(**kwargs))
+    workload = check_workload(name, call_factory(name, factory, kwargs))
+    if entry is None:  # user code: also check that its model builds and fits the data
+        check_model(name, workload)
     resolved = {**default_options(factory), **kwargs}
     return replace(workload, name=name, options=to_plain(resolved)).to(device)
+
+
+def one_line(exc: BaseException) -> str:
+    """``'ValueError: first line of the message'``."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def call_factory(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``; any exception but an :class:`InputError` becomes a one-line InputError naming
+    the workload (a user factory's bug is bad input to batchscale, not a batchscale traceback)."""
+    try:
+        return factory(**kwargs)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"workload {name} failed: {one_line(exc)}") from exc
+
+
+def check_model(name: str, workload: Workload) -> nn.Module:
+    """Build ``make_model(0)`` and run it on two training examples: it must be an ``nn.Module`` whose
+    output is (N, K) logits with K above every class label (``cross_entropy``) or the targets' shape
+    (``mse``). Any failure is a one-line :class:`InputError`; torch's global RNG is left untouched."""
+    x, y = workload.x_train[:2], workload.y_train[:2]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = workload.make_model(0)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"workload {name}: make_model(0) failed: {one_line(exc)}") from exc
+        require(
+            isinstance(model, nn.Module),
+            f"workload {name}: make_model(0) returned {type(model).__name__}, not a torch.nn.Module",
+        )
+        try:
+            with torch.no_grad():
+                out = model.to(x.device)(x)
+        except Exception as exc:
+            raise InputError(
+                f"workload {name}: the model fails on x_train[:2] {tuple(x.shape)}: {one_line(exc)}"
+            ) from exc
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if workload.loss == "cross_entropy":
+        classes = int(max(workload.y_train.max(), workload.y_test.max())) + 1
+        ok = isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2 and out.shape[1] >= classes
+        want = f"(2, K) logits with K >= {classes} classes"
+    else:
+        ok = isinstance(out, torch.Tensor) and out.shape == y.shape
+        want = f"the targets' shape {tuple(y.shape)}"
+    require(ok, f"workload {name}: the model maps x_train[:2] to {shape}, expected {want}")
+    return model
 
 
 def to_plain(value: Any) -> Any:
@@ -282,7 +337,7 @@ def to_plain(value: Any) -> Any:
 
 def workload_summary(workload: Workload) -> dict[str, Any]:
     """One flat row about ``workload``: sizes, input shape, outputs, parameter count of ``make_model(0)``."""
-    model = workload.make_model(0)
+    model = check_model(workload.name, workload)
     if workload.loss == "cross_entropy":
         outputs = int(workload.info.get("n_classes", int(workload.y_train.max()) + 1))
     else:
