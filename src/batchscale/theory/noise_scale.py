@@ -87,7 +87,7 @@ def expected_improvement(
     r"""Expected one-step loss decrease of :math:`\theta \to \theta - \epsilon G_{est}` on a quadratic.
 
     :math:`E[\Delta L] = \epsilon |G|^2 - \tfrac12 \epsilon^2 (G^\top H G + \mathrm{tr}(H\Sigma)/B)`
-    (McCandlish et al. 2018, eq. 2.3-2.4), with :math:`G_{est}` of mean G and covariance
+    (McCandlish et al. 2018, Sec. 2.1), with :math:`G_{est}` of mean G and covariance
     :math:`\Sigma/B`. :math:`\epsilon` is ``step`` (scalar or array), G ``grad``, H ``hessian``,
     :math:`\Sigma` ``grad_cov``, B ``batch_size``.
     """
@@ -99,7 +99,7 @@ def expected_improvement(
 
 
 def max_step(grad: ArrayLike, hessian: ArrayLike) -> float:
-    r"""Best noiseless step :math:`\epsilon_{max} = |G|^2 / (G^\top H G)` (McCandlish et al., eq. 2.5)."""
+    r"""Best noiseless step :math:`\epsilon_{max} = |G|^2 / (G^\top H G)` (McCandlish et al., Sec. 2.1)."""
     g = np.asarray(grad, dtype=float).ravel()
     curvature = float(g @ np.asarray(hessian, dtype=float) @ g)
     require(curvature > 0, f"G^T H G must be > 0, got {curvature}")
@@ -148,7 +148,7 @@ def examples_to_target(batch_size: ArrayLike, e_min: float, b_crit: float) -> np
 
 
 def critical_batch_size(s_min: float, e_min: float) -> float:
-    r"""Critical batch :math:`B_{crit} = E_{min} / S_{min}` (McCandlish et al. 2018, eq. 2.12)."""
+    r"""Critical batch :math:`B_{crit} = E_{min} / S_{min}` (McCandlish et al. 2018, with eq. 2.11)."""
     require(math.isfinite(s_min) and s_min > 0, f"s_min must be > 0, got {s_min}")
     return _nonnegative("e_min", e_min) / s_min
 
