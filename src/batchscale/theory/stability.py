@@ -73,7 +73,7 @@ def dataset_smoothness(inputs: np.ndarray) -> float:
 
 
 def mbb_critical_batch(beta: float, lambda_max: float) -> float:
-    r"""Critical batch size :math:`m^* = \beta / \lambda_1` (Ma, Bassily & Belkin 2018, Theorem 4).
+    r"""Critical batch size :math:`m^* = \beta / \lambda_1` (Ma, Bassily & Belkin 2018, Sec. 4).
 
     :math:`\beta` is ``beta`` (per-example smoothness), :math:`\lambda_1` is ``lambda_max``.
     """
@@ -82,7 +82,7 @@ def mbb_critical_batch(beta: float, lambda_max: float) -> float:
 
 
 def mbb_optimal_step(batch_size: float, beta: float, lambda_max: float) -> float:
-    r"""MBB's step :math:`\eta^*(m) = m / (\beta + (m-1)\lambda_1)` (Ma, Bassily & Belkin 2018, eq. 7).
+    r"""MBB's step :math:`\eta^*(m) = m / (\beta + (m-1)\lambda_1)` (Ma, Bassily & Belkin 2018, Sec. 4).
 
     m is ``batch_size``. It grows linearly, :math:`\approx m/\beta`, for :math:`m \ll m^*` and saturates
     at :math:`1/\lambda_1` for :math:`m \gg m^*` (the formula is evaluated for every m).
