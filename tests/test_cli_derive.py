@@ -170,6 +170,78 @@ def test_staleness_output():
     assert run("staleness", "--format", "latex").exit_code == 0
 
 
+def test_moments_at_sizes_skips_without_replacement_when_m_exceeds_M():
+    """m > M: only sampling with replacement can draw the batch; the other cases are skipped with a note."""
+    result = run("moments", "-M", "4", "-m", "5", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {r["sampling"] for r in rows} == {"with"} and len(rows) == 6
+    assert "skipped" in result.stderr and "5 > dataset size 4" in result.stderr
+    by_case = {(r["form"], r["per"]): r for r in rows}
+    # by hand: a batch of 5 drawn with replacement, mean loss: Cov = eta^2 Sigma / 5
+    assert sp.sympify(by_case[("mean", "step")]["covariance"]) == sp.sympify("Sigma*eta**2/5")
+    # an epoch of 4 examples is one batch of 4 (ceil(4/5) = 1 step, the last batch holds M = 4)
+    assert sp.sympify(by_case[("sum", "epoch")]["mean"]) == sp.sympify("-4*G*eta_base")
+
+
+STALENESS_NAMES = NAMES | {"H", "C", "S", "g", "j", "k"}
+
+
+def sympify_names(text: str) -> set[str]:
+    """Names of the free symbols of ``sympify(text)``; indexed objects count by their base name."""
+    expr = sp.sympify(text)
+    names = set()
+    for s in expr.free_symbols:
+        names.add(s.base.label.name if isinstance(s, sp.Indexed) else s.name)
+    return names
+
+
+def test_staleness_json_sympifies_with_the_named_symbols():
+    rows = json.loads(run("staleness", "--steps", "3", "--order", "3", "--format", "json").stdout)
+    pattern = {f"{b}_{i}" for b in "HSg" for i in range(1, 4)}
+    for row in rows:
+        assert "sympify" in row["note"]
+        fields = ["leading_term", "series", "exact"] if row["kind"] == "series" else ["mean", "covariance"]
+        texts = [row[f] for f in fields] + list(row.get("terms", {}).values())
+        for text in texts:
+            assert sympify_names(text) <= STALENESS_NAMES | pattern, text
+
+
+@pytest.mark.parametrize("form, grad", [("sum", "S"), ("mean", "g")])
+def test_staleness_json_leading_term_written_out_equals_the_pairs(form, grad):
+    """The general-n leading term, read back with sympify and summed by hand at n = 3, is the term T_2."""
+    (series,) = [
+        r
+        for r in json.loads(run("staleness", "--form", form, "--format", "json").stdout)
+        if r["kind"] == "series"
+    ]
+    lead = sp.sympify(series["leading_term"])
+    (total,) = lead.atoms(sp.Sum)
+    (k, k_lo, k_hi), (j, j_lo, j_hi) = total.limits
+    n3 = {sp.Symbol("n"): 3}
+    by_hand = sp.Add(
+        *(
+            total.function.subs({j: jv, k: kv})
+            for jv in range(int(j_lo), int(j_hi.subs(n3)) + 1)
+            for kv in range(int(k_lo), int(k_hi.subs(j, jv)) + 1)
+        )
+    )
+    lr = sp.Symbol("eta_base" if form == "sum" else "eta")
+    flat = {sp.Indexed(base, i): sp.Symbol(f"{base}_{i}") for base in ("H", grad) for i in range(1, 4)}
+    written = (lead / total * by_hand).xreplace(flat)
+    assert sp.expand(written - sp.sympify(series["terms"]["2"])) == 0
+    assert written.coeff(lr, 2) != 0
+
+
+def test_moments_pretty_and_latex_show_mean_limits_where_the_mean_depends_on_sizes():
+    pretty = run("moments")
+    # the mean depends on m or M in 12 of the 18 cases: every sum-form step, every mean-form example,
+    # and every epoch
+    assert pretty.output.count("E limits") == 12
+    latex = run("moments", "--form", "mean", "--sampling", "with", "--per", "example", "--format", "latex")
+    assert r"\mathbb{E}[\Delta w]\big|_{m=M} = - \frac{G \eta}{M}" in latex.output
+
+
 BAD = [
     (["accounting", "-M", "1050", "-m", "0"], "batch_size must be a positive integer, got 0"),
     (["accounting", "-M", "1050", "--batch-size=-5"], "got -5"),
@@ -187,6 +259,8 @@ BAD = [
     (["staleness", "--steps", "0"], "steps must be a positive integer, got 0"),
     (["accumulation", "-m", "8", "-k", "3"], "micro_batches 3 does not divide batch_size 8"),
     (["accumulation", "-m", "0"], "batch_size must be >= 1"),
+    (["accumulation", "--dim", "0"], "--dim must be >= 1, got 0"),
+    (["staleness", "--plot", "curve.txt"], "--plot file must end in .png, .pdf, .svg"),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -192,10 +193,13 @@ def moments(
     """
     from batchscale.theory import moments as mo
 
+    chosen_samplings = samplings
     forms, samplings, pers = forms or FORMS, samplings or SAMPLINGS, pers or PERS
     if (dataset_size is None) != (batch_size is None):
         raise click.UsageError("--dataset-size and --batch-size go together")
     if dataset_size is not None:
+        if not chosen_samplings:
+            samplings = _samplings_for_sizes(dataset_size, batch_size)
         sized = [
             mo.update_moments_at(f, s, p, dataset_size, batch_size, drop_last)
             for s in samplings
@@ -214,6 +218,20 @@ def moments(
         click.echo(MOMENTS_PREAMBLE)
         for r in results:
             click.echo("\n" + _moments_pretty(r))
+
+
+def _samplings_for_sizes(dataset_size: int, batch_size: int) -> tuple[str, ...]:
+    """Every sampling scheme, less those that cannot draw m > M examples (with a note on stderr).
+
+    Asked for explicitly (``--sampling without``), such a case stays an error instead.
+    """
+    if batch_size <= dataset_size or batch_size < 1:
+        return SAMPLINGS
+    progress(
+        f"note: batch size {batch_size} > dataset size {dataset_size}: only sampling with replacement "
+        "can draw such a batch; the without and reshuffle cases are skipped"
+    )
+    return ("with",)
 
 
 def _heading(form: str, sampling: str, per: str) -> str:
@@ -240,11 +258,26 @@ def _moments_pretty(r) -> str:
         pretty_equation("Cov[Δw]", r.covariance),
         f"Cov limits  {limits}",
     ]
-    if r.per == "epoch":
+    if _depends_on_sizes(r.mean):
         mean_limits = f"m=1: {inline(r.mean_m1)}  m=M: {inline(r.mean_mM)}  M→∞: {inline(r.mean_Minf)}"
         lines.append(f"E limits    {mean_limits}")
     lines.append(textwrap.fill(r.note, width=100, initial_indent="note: ", subsequent_indent="      "))
     return "\n".join(lines)
+
+
+def _depends_on_sizes(expr) -> bool:
+    """Whether ``expr`` involves m or M (else its limits are the expression itself)."""
+    return bool({s.name for s in expr.free_symbols} & {"m", "M"})
+
+
+def _latex_limits(symbol: str, m1, mM, minf) -> str:
+    import sympy as sp
+
+    return (
+        rf"{symbol}\big|_{{m=1}} = {sp.latex(m1)},\quad "
+        rf"{symbol}\big|_{{m=M}} = {sp.latex(mM)},\quad "
+        rf"{symbol} \xrightarrow{{M\to\infty}} {sp.latex(minf)}"
+    )
 
 
 def _moments_latex(r) -> str:
@@ -255,10 +288,10 @@ def _moments_latex(r) -> str:
         f"% {_heading(r.form, r.sampling, r.per)}",
         f"{e} = {sp.latex(r.mean)}",
         f"{c} = {sp.latex(r.covariance)}",
-        rf"{c}\big|_{{m=1}} = {sp.latex(r.covariance_m1)},\quad "
-        rf"{c}\big|_{{m=M}} = {sp.latex(r.covariance_mM)},\quad "
-        rf"{c} \xrightarrow{{M\to\infty}} {sp.latex(r.covariance_Minf)}",
     ]
+    if _depends_on_sizes(r.mean):
+        lines.append(_latex_limits(e, r.mean_m1, r.mean_mM, r.mean_Minf))
+    lines.append(_latex_limits(c, r.covariance_m1, r.covariance_mM, r.covariance_Minf))
     return "\n".join(lines)
 
 
@@ -329,8 +362,11 @@ def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, di
     import numpy as np
     import sympy as sp
 
+    from batchscale.errors import require
     from batchscale.theory import accumulation as ac
 
+    require(dim >= 1, f"--dim must be >= 1, got {dim}")
+    ac.micro_batch_size(batch_size, micro_batches)  # bad sizes: one-line error before any work
     rng = np.random.default_rng(seed)
     grads = rng.normal(size=(batch_size, dim))  # (m, d)
     rows = []
@@ -422,8 +458,14 @@ def staleness(
     """
     import sympy as sp
 
+    from batchscale.errors import require
     from batchscale.theory import staleness as st
 
+    if plot_path is not None:
+        suffix = Path(plot_path).suffix.lower()
+        require(
+            suffix in PLOT_SUFFIXES, f"--plot file must end in {', '.join(PLOT_SUFFIXES)}, got {plot_path!r}"
+        )
     rows: list[dict[str, Any]] = []
     for form in forms or FORMS:
         terms = st.staleness_terms(steps, order, form)
@@ -464,6 +506,7 @@ def staleness(
 
 
 CURVE_DIM = 10
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def _staleness_curve(steps: int, order: int, seed: int, plot_path: str):
@@ -482,20 +525,25 @@ def _staleness_curve(steps: int, order: int, seed: int, plot_path: str):
 
 def _plot_staleness(curve, steps: int, order: int, plot_path: str) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [p.lr_n_lambda_max for p in curve]
+    x = np.array([p.lr_n_lambda_max for p in curve])
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.loglog(x, [p.difference for p in curve], "o-", label=r"exact $|w_n - w_{big}|$ ($\propto\eta$)")
-    ax.loglog(x, [p.leading for p in curve], "--", label=r"leading term $\eta^2|\sum_{k<j}H_jS_k|$")
-    ax.loglog(
-        x, [p.leading_remainder for p in curve], "^-.", label=r"exact $-$ leading term ($\propto\eta^2$)"
-    )
+
+    def line(values, style: str, label: str) -> None:
+        y = np.array(values)
+        ok = y > 0  # a log axis cannot show exact zeros (n = 1, or a series that terminated)
+        ax.loglog(x[ok], y[ok], style, label=label)
+
+    line([p.difference for p in curve], "o-", r"exact $|w_n - w_{big}|$ ($\propto\eta$)")
+    line([p.leading for p in curve], "--", r"leading term $\eta^2|\sum_{k<j}H_jS_k|$")
+    line([p.leading_remainder for p in curve], "^-.", r"exact $-$ leading term ($\propto\eta^2$)")
     if order > 2:
         label = f"exact $-$ series to order {order} ($\\propto\\eta^{{{order}}}$)"
-        ax.loglog(x, [p.series_remainder for p in curve], "s:", label=label)
+        line([p.series_remainder for p in curve], "s:", label)
     ax.axvline(1.0, color="grey", lw=0.8)
     ax.set_xlabel(r"$\eta\, n\, \lambda_{max}$ (big step against the curvature)")
     ax.set_ylabel(r"norm relative to the big step $|w_{big} - w_0|$")
@@ -507,15 +555,39 @@ def _plot_staleness(curve, steps: int, order: int, plot_path: str) -> None:
     plt.close(fig)
 
 
+ORDER_NOTE = (
+    "sympy.sympify reads H, G, Sigma, C, H_j, S_j, g_j as commutative scalars: the matrix products keep "
+    "the written order (H_j before S_k; H*Sigma*H)"
+)
+
+
+def json_str(expr: Any) -> str:
+    """``str(expr)`` that ``sympy.sympify`` reads back: an indexed ``H[j]`` is written ``Indexed('H', j)``."""
+    from sympy.printing.str import StrPrinter
+
+    class _Printer(StrPrinter):
+        printmethod = "_batchscale_json_str"  # not Indexed._sympystr, which writes H[j]
+
+        def _print_Indexed(self, e) -> str:
+            indices = ", ".join(self._print(i) for i in e.indices)
+            return f"Indexed('{e.base.label}', {indices})"
+
+    return _Printer().doprint(expr)
+
+
 def _stringify(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
         if isinstance(value, dict):
-            out[key] = {str(k): str(v) for k, v in value.items()}
+            out[key] = {str(k): json_str(v) for k, v in value.items()}
         elif isinstance(value, (str, int, bool)):
             out[key] = value
         else:
-            out[key] = str(value)
+            out[key] = json_str(value)
+    if row["kind"] == "series":
+        out["note"] = ORDER_NOTE
+    else:
+        out["note"] = f"{row['note']} {ORDER_NOTE}."
     return out
 
 
