@@ -65,6 +65,8 @@ def test_epoch_matches_a_plain_loader_loop(dataset_size, batch_size, drop_last):
     assert acc.epoch_batch_sizes(dataset_size, batch_size, drop_last) == loop
     assert acc.steps_per_epoch(dataset_size, batch_size, drop_last) == len(loop)
     assert acc.examples_per_epoch(dataset_size, batch_size, drop_last) == sum(loop)
+    counts = acc.epoch_batch_counts(dataset_size, batch_size, drop_last)
+    assert counts == {size: loop.count(size) for size in set(loop)}
     if not drop_last:
         assert sum(loop) == dataset_size
         assert len(loop) == math.ceil(dataset_size / batch_size)
@@ -90,6 +92,15 @@ def test_updates_for_examples_matches_a_step_loop(dataset_size, batch_size, exam
         updates += 1
         i += 1
     assert acc.updates_for_examples(dataset_size, batch_size, examples, drop_last) == updates
+
+
+def test_huge_datasets_are_counted_not_listed():
+    """M/m = 10^29 steps: the integers come out exactly without building a list of batches."""
+    big = 10**30 + 1
+    summary = acc.epoch_accounting(big, 7, examples=10**26)
+    assert summary.steps_per_epoch == big // 7 + 1 and summary.last_batch_size == big % 7
+    assert summary.examples_per_epoch == big and summary.updates == 10**26 // 7
+    assert acc.epoch_batch_counts(big, 7, drop_last=True) == {7: big // 7}
 
 
 @pytest.mark.parametrize(

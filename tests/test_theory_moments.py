@@ -164,6 +164,21 @@ def test_numeric_epoch_with_partial_last_batch_equals_enumeration(ds, form, samp
     np.testing.assert_allclose(expected_cov, cov, atol=EXACT_TOL)
 
 
+def test_epoch_moments_at_a_huge_dataset_are_exact_and_fast():
+    """M = 10^9 + 3, m = 10: 10^8 full batches and one of 3, counted rather than listed."""
+    size, m = 10**9 + 3, 10
+    full, last = size // m, size % m
+    lr = BY_NAME["eta"]
+    exact = mo.update_moments_at("mean", "without", "epoch", size, m)
+    # by hand: each step -eta*G (mean form); Cov of a b-subset's mean: eta^2 Sigma/b * (M-b)/(M-1)
+    expected_cov = sum(
+        count * lr**2 * BY_NAME["Sigma"] * sp.Rational(size - b, b * (size - 1))
+        for b, count in ((m, full), (last, 1))
+    )
+    assert exact.mean == -(full + 1) * lr * BY_NAME["G"]
+    assert sp.simplify(exact.covariance - expected_cov) == 0
+
+
 def test_reshuffle_epoch_is_deterministic_when_m_divides_M():
     for form in mo.FORMS:
         assert mo.update_covariance(form, "reshuffle", "epoch") == 0

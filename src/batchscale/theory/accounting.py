@@ -46,14 +46,29 @@ def last_batch_size(dataset_size: int, batch_size: int, drop_last: bool = False)
 
 
 def epoch_batch_sizes(dataset_size: int, batch_size: int, drop_last: bool = False) -> list[int]:
-    """The batch size of every step of one epoch, in order (all m except possibly the last)."""
+    """The batch size of every step of one epoch, in order (all m except possibly the last).
+
+    A list of :func:`steps_per_epoch` entries: for huge M/m use :func:`epoch_batch_counts`.
+    """
     steps = steps_per_epoch(dataset_size, batch_size, drop_last)
     return [batch_size] * (steps - 1) + [last_batch_size(dataset_size, batch_size, drop_last)]
 
 
+def epoch_batch_counts(dataset_size: int, batch_size: int, drop_last: bool = False) -> dict[int, int]:
+    """``{batch size: number of steps with it}`` for one epoch, in O(1) (same batches as
+    :func:`epoch_batch_sizes`)."""
+    steps = steps_per_epoch(dataset_size, batch_size, drop_last)
+    last = last_batch_size(dataset_size, batch_size, drop_last)
+    counts = {batch_size: steps - 1} if steps > 1 else {}
+    counts[last] = counts.get(last, 0) + 1
+    return counts
+
+
 def examples_per_epoch(dataset_size: int, batch_size: int, drop_last: bool = False) -> int:
     r"""Examples used in one epoch: M, or :math:`m \lfloor M/m \rfloor` with drop_last."""
-    return sum(epoch_batch_sizes(dataset_size, batch_size, drop_last))
+    return sum(
+        size * count for size, count in epoch_batch_counts(dataset_size, batch_size, drop_last).items()
+    )
 
 
 def updates_for_epochs(dataset_size: int, batch_size: int, epochs: int, drop_last: bool = False) -> int:

@@ -320,11 +320,12 @@ def _sized_moments(mean_grad, grad_cov, dataset_size, batch_size, lr, form, samp
         return mean * ratio(1, batch_size), cov * ratio(1, batch_size)
     if sampling == "reshuffle":
         return _reshuffle_epoch(*args, batch_size, lr, form, drop_last, ratio)
+    # independent steps: the moments add up; steps of equal size are counted, not listed (M/m may be huge)
     steps = [
-        _step(*args, size, lr, form, sampling, ratio)
-        for size in accounting.epoch_batch_sizes(dataset_size, batch_size, drop_last)
+        (count, _step(*args, size, lr, form, sampling, ratio))
+        for size, count in accounting.epoch_batch_counts(dataset_size, batch_size, drop_last).items()
     ]
-    return sum(s[0] for s in steps), sum(s[1] for s in steps)
+    return sum(c * s[0] for c, s in steps), sum(c * s[1] for c, s in steps)
 
 
 class SizedMoments(NamedTuple):
