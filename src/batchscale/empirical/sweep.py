@@ -767,16 +767,43 @@ def run_chains(
     (one stacked group each), and every result is written to the store (one transaction per trial) as
     soon as the parent has it: when the trial ends (streamed by the local pool) or its chunk returns.
     """
-    session = session or uuid.uuid4().hex[:12]
-    say = progress or (lambda message: None)
-    started = time.monotonic()
+    runner = _Runner(store, executor, threads, prune, progress, session or uuid.uuid4().hex[:12])
     states = [_ChainState(name, chain) for name, chain in chains.items()]
-    queue: list[tuple[_ChainState, list[TrainConfig], bool]] = []
-    running: dict[Any, tuple[_ChainState, list[TrainConfig], bool]] = {}
-    counts = {"trained": 0, "reused": 0}
-    serial = itertools.count()
+    for state in states:
+        runner.advance(state)
+    while runner.queue or runner.running:
+        runner.submit_ready()
+        runner.collect()
+    return {s.name: s.rows or [] for s in states}, runner.stats()
 
-    def advance(state: _ChainState, results: dict[str, TrialResult] | None) -> None:
+
+@dataclass
+class _Job:
+    """One chunk of one chain's round on its way through the executor."""
+
+    state: _ChainState
+    chunk: list[TrainConfig]
+    prune: bool
+    token: str = ""
+    stored: set[str] = field(default_factory=set)  # trial ids already stored from the stream
+
+
+class _Runner:
+    """The parent's loop: advances chains, keeps the executor busy, stores every result it receives."""
+
+    def __init__(self, store: Store, executor: Executor, threads: int, prune: bool,
+                 progress: Callable[[str], None] | None, session: str):
+        self.store, self.executor, self.threads, self.prune = store, executor, threads, prune
+        self.say = progress or (lambda message: None)
+        self.session = session
+        self.queue: list[_Job] = []
+        self.running: dict[Any, _Job] = {}
+        self.trained = self.reused = 0
+        self.started = time.monotonic()
+        self._serial = itertools.count()
+
+    def advance(self, state: _ChainState, results: dict[str, TrialResult] | None = None) -> None:
+        """Feed ``results`` to the chain and queue the missing trials of its next round(s)."""
         while True:
             try:
                 state.round_ = next(state.chain) if results is None else state.chain.send(results)
@@ -784,64 +811,64 @@ def run_chains(
                 state.rows = stop.value
                 return
             configs = state.round_.configs
-            stored = store.get_many(t.trial_id() for t in configs)
+            stored = self.store.get_many(t.trial_id() for t in configs)
             if state.round_.redo_pruned:
                 stored = {k: r for k, r in stored.items() if r.status != "pruned"}
             state.results = {k: TrialResult.from_dict(r.result_dict()) for k, r in stored.items()}
-            counts["reused"] += len(state.results)
+            self.reused += len(state.results)
             missing = [t for t in configs if t.trial_id() not in state.results]
             if missing:
                 chunks = chunks_of(missing)
                 state.waiting = len(chunks)
-                queue.extend((state, chunk, prune and state.round_.prune) for chunk in chunks)
+                self.queue.extend(_Job(state, chunk, self.prune and state.round_.prune) for chunk in chunks)
                 return
             results = state.results
 
-    for state in states:
-        advance(state, None)
-    streamed: dict[str, set[str]] = {}  # token of a running chunk -> trial ids already stored
-    tokens: dict[Any, str] = {}
-    while queue or running:
-        free = max(0, executor.capacity - len(running))
-        batch, queue[:] = queue[:free], queue[free:]
-        new_tokens = [f"{session}-{next(serial)}" for _ in batch]
-        payloads = [_payload(chunk, prune_it, threads, token)
-                    for (_, chunk, prune_it), token in zip(batch, new_tokens, strict=True)]
-        handles = executor.submit_many(train_chunk, payloads)
-        for item, token, handle in zip(batch, new_tokens, handles, strict=True):
-            running[handle], tokens[handle], streamed[token] = item, token, set()
-        done = executor.wait(list(running), timeout=1.0)
-        _store_streamed(store, executor.drain(), streamed, session)
+    def submit_ready(self) -> None:
+        """Hand queued chunks to the executor up to its capacity."""
+        free = max(0, self.executor.capacity - len(self.running))
+        jobs, self.queue = self.queue[:free], self.queue[free:]
+        for job in jobs:
+            job.token = f"{self.session}-{next(self._serial)}"
+        payloads = [_payload(job.chunk, job.prune, self.threads, job.token) for job in jobs]
+        self.running.update(zip(self.executor.submit_many(train_chunk, payloads), jobs, strict=True))
+
+    def collect(self) -> None:
+        """Store streamed trials, then finish the chunks that ended (waiting up to a second for one)."""
+        done = self.executor.wait(list(self.running), timeout=1.0)
+        self.store_streamed(self.executor.drain())
         for handle in done:
-            state, chunk, _ = running.pop(handle)
-            out = executor.result(handle)
-            _store_chunk(store, chunk, out, session, state.results, skip=streamed.pop(tokens.pop(handle)))
-            counts["trained"] += len(chunk)
-            say(_chunk_message(state.name, chunk, out, time.monotonic() - started))
-            state.waiting -= 1
-            if state.waiting == 0:
-                advance(state, state.results)
-    stats = RunStats(counts["trained"], counts["reused"], time.monotonic() - started, session)
-    return {s.name: s.rows or [] for s in states}, stats
+            self.finish(self.running.pop(handle), self.executor.result(handle))
+
+    def store_streamed(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Store trials streamed by running chunks (messages of finished chunks are left to the chunk)."""
+        jobs = {job.token: job for job in self.running.values()}
+        for message in messages:
+            job = jobs.get(message["token"])
+            if job is None or message["trial_id"] in job.stored:
+                continue
+            self.store.put(record_from_result(
+                message["trial_id"], message["result"], started_at=message["started_at"],
+                finished_at=message["finished_at"], versions=message["versions"], session=self.session,
+            ))
+            job.stored.add(message["trial_id"])
+
+    def finish(self, job: _Job, out: Mapping[str, Any]) -> None:
+        """Store the chunk's remaining results; advance its chain when its round is complete."""
+        _store_chunk(self.store, job.chunk, out, self.session, job.state.results, skip=job.stored)
+        self.trained += len(job.chunk)
+        self.say(_chunk_message(job.state.name, job.chunk, out, time.monotonic() - self.started))
+        job.state.waiting -= 1
+        if job.state.waiting == 0:
+            self.advance(job.state, job.state.results)
+
+    def stats(self) -> RunStats:
+        return RunStats(self.trained, self.reused, time.monotonic() - self.started, self.session)
 
 
 def _payload(chunk: Sequence[TrainConfig], prune: bool, threads: int, token: str) -> dict[str, Any]:
     """The picklable task of one chunk (see :func:`train_chunk`)."""
     return {"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": prune, "token": token}
-
-
-def _store_streamed(store: Store, messages: Sequence[Mapping[str, Any]], streamed: dict[str, set[str]],
-                    session: str) -> None:
-    """Store trials streamed by running chunks (messages of finished chunks are left to the chunk)."""
-    for message in messages:
-        written = streamed.get(message["token"])
-        if written is None or message["trial_id"] in written:
-            continue
-        store.put(record_from_result(
-            message["trial_id"], message["result"], started_at=message["started_at"],
-            finished_at=message["finished_at"], versions=message["versions"], session=session,
-        ))
-        written.add(message["trial_id"])
 
 
 def _store_chunk(store: Store, chunk: list[TrainConfig], out: Mapping[str, Any], session: str,
