@@ -59,8 +59,9 @@ def test_second_load_is_served_from_the_cache(cache_dir):
 CACHED_LOAD_SECONDS = 0.5  # the issue's bound for a cached load
 
 
-def test_cached_load_of_the_default_size_is_fast(cache_dir):
-    """The default 5000-example set (4000 / 1000): generated once, then loaded well under the bound."""
+def test_cached_load_of_the_default_size_is_fast():
+    """The default 5000-example set (4000 / 1000): generated once per test session (the shared private
+    cache of conftest.py), then loaded well under the bound."""
     import time
 
     first = mnist1d.load_mnist1d()

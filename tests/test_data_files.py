@@ -7,6 +7,7 @@ expected tensors are computed from the raw pixel arrays with plain numpy.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import struct
@@ -210,3 +211,19 @@ def test_cli_with_fake_files_lists_sizes(tmp_path):
     header, row = result.output.strip().splitlines()
     values = dict(zip(header.split(","), row.split(","), strict=False))
     assert values["n_train"] == str(N_TRAIN) and values["input_shape"] == "1x28x28"
+
+
+def test_listing_shows_a_damaged_file_as_a_status_not_an_error(tmp_path):
+    """One unreadable dataset must not hide the other workloads in `batchscale workloads`."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).write_bytes(b"\x01\x02\x03\x04 not an idx file")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    args = ["workloads", "--data-dir", str(tmp_path), "--format", "json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    status = {row["name"]: row["status"] for row in json.loads(result.stdout)}
+    assert status["mnist-cnn"].startswith("error: ") and "not an idx file" in status["mnist-cnn"]
+    assert status["fashion-mnist-cnn"] == f"files missing under {tmp_path}"
+    assert status["linreg"] == "ok"

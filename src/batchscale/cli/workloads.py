@@ -31,9 +31,10 @@ def options_text(options: dict[str, Any]) -> str:
 
 def workload_row(info: Any, data_dir: Path) -> dict[str, Any]:
     """Summary row of one registered workload built with its default options (files read from
-    ``data_dir``); missing files give a row whose status says so instead of an error."""
+    ``data_dir``); missing or unreadable files give a row whose status says so instead of an error."""
     from batchscale.empirical.data.files import MissingDataError
     from batchscale.empirical.workloads import get_workload, workload_summary
+    from batchscale.errors import InputError
 
     options = {"data_dir": str(data_dir)} if info.needs_files else {}
     base = {"name": info.name, "loss": info.loss, "description": info.description}
@@ -42,6 +43,8 @@ def workload_row(info: Any, data_dir: Path) -> dict[str, Any]:
         summary = workload_summary(get_workload(info.name, **options))
     except MissingDataError:
         return {**base, "status": f"files missing under {data_dir}"}
+    except InputError as exc:  # e.g. a damaged data file: list the others, say what is wrong with this one
+        return {**base, "status": f"error: {exc}"}
     return {**base, **summary, "status": "ok"}
 
 
