@@ -236,7 +236,7 @@ def _plot(path, rows, report, optimizer, target) -> None:
         curves,
         regimes=list(report.regimes),
         lines=lines,
-        title=f"Noisy quadratic model, {optimizer}, target loss {target}"
-        + (" (right: effective LR = LR / (1 - momentum))" if optimizer == "momentum" else ""),
+        title=f"Noisy quadratic model, {optimizer}, target loss {target}",
+        lr_label="best LR / (1 - momentum)" if optimizer == "momentum" else "best learning rate",
     )
     progress(f"wrote {path}")

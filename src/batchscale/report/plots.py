@@ -88,6 +88,7 @@ def plot_steps_vs_batch(
     ylabel: str = "steps to target",
     lines: Mapping[str, Mapping[str, Sequence]] | None = None,
     vlines: Mapping[str, float] | None = None,
+    lr_label: str = "best learning rate",
 ) -> None:
     """Steps to target vs batch size (log-log), with perfect-scaling lines and regimes shaded.
 
@@ -99,7 +100,8 @@ def plot_steps_vs_batch(
     (inf/nan) points are skipped and marked with a 'x' on the bottom axis.
 
     Optional extras: ``lines`` maps a label to ``{"batch_size", "steps"}`` drawn as plain lines (e.g. a
-    fitted model curve); ``vlines`` maps a label to a batch size marked by a dotted vertical line.
+    fitted model curve); ``vlines`` maps a label to a batch size marked by a dotted vertical line;
+    ``lr_label`` names the right panel's y axis.
     """
     path = _checked_path(path)
     require(len(curves) > 0, "no curves to plot")
@@ -119,7 +121,7 @@ def plot_steps_vs_batch(
     _log_axes(ax, "batch size", ylabel)
     ax.legend(fontsize=8, loc="best")
     if with_lr:
-        _draw_learning_rates(axes[0, 1], curves)
+        _draw_learning_rates(axes[0, 1], curves, lr_label)
     if title:
         fig.suptitle(title)
     _save(fig, path)
@@ -166,13 +168,15 @@ def _draw_extras(
             ax.axvline(value, ls=":", lw=1.5, color=f"C{offset + len(lines) + i}", label=label)
 
 
-def _draw_learning_rates(ax: Any, curves: Mapping[str, Mapping[str, Sequence]]) -> None:
+def _draw_learning_rates(
+    ax: Any, curves: Mapping[str, Mapping[str, Sequence]], lr_label: str = "best learning rate"
+) -> None:
     for i, (label, curve) in enumerate(curves.items()):
         if "learning_rate" in curve:
             x, y, _ = _finite_xy(curve["batch_size"], curve["learning_rate"])
             if x.size:
                 ax.plot(x, y, "s-", color=f"C{i}", label=label, ms=4)
-    _log_axes(ax, "batch size", "best learning rate")
+    _log_axes(ax, "batch size", lr_label)
     ax.legend(fontsize=8, loc="best")
 
 
