@@ -280,6 +280,11 @@ def mse_wrong_output():
     return Workload("bad", make_model, x, y, x, y, loss="mse")
 
 
+def one_example_batch_norm():
+    x, y = torch.randn(1, 3), torch.zeros(1, dtype=torch.int64)
+    return Workload("bn", lambda seed: nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), x, y, x, y)
+
+
 def negative_labels():
     x, y = torch.zeros(5, 3), torch.full((5,), -1, dtype=torch.int64)
     return Workload("bad", make_model, x, y, x, y)
@@ -336,6 +341,11 @@ def test_user_workload_errors(user_module, spec, fragment):
     with pytest.raises(InputError) as info:
         get_workload(spec)
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_model_check_accepts_one_example_and_batch_norm(user_module):
+    w = get_workload("my_workloads:one_example_batch_norm")
+    assert w.n_train == 1 and workload_summary(w)["n_params"] == 3 * 2 + 2 + 2 * 2
 
 
 def test_factory_error_keeps_its_cause(user_module):

@@ -288,7 +288,7 @@ def call_factory(name: str, factory: Callable[..., Any], kwargs: dict[str, Any])
 
 
 def check_model(name: str, workload: Workload) -> nn.Module:
-    """Build ``make_model(0)`` and run it on two training examples: it must be an ``nn.Module`` whose
+    """Build ``make_model(0)`` and run it (eval mode) on two training examples: an ``nn.Module`` whose
     output is (N, K) logits with K above every class label (``cross_entropy``) or the targets' shape
     (``mse``). Any failure is a one-line :class:`InputError`; torch's global RNG is left untouched."""
     x, y = workload.x_train[:2], workload.y_train[:2]
@@ -305,7 +305,7 @@ def check_model(name: str, workload: Workload) -> nn.Module:
         )
         try:
             with torch.no_grad():
-                out = model.to(x.device)(x)
+                out = model.to(x.device).eval()(x)  # eval: a batch-norm model accepts one example
         except Exception as exc:
             raise InputError(
                 f"workload {name}: the model fails on x_train[:2] {tuple(x.shape)}: {one_line(exc)}"
@@ -313,8 +313,9 @@ def check_model(name: str, workload: Workload) -> nn.Module:
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if workload.loss == "cross_entropy":
         classes = int(max(workload.y_train.max(), workload.y_test.max())) + 1
-        ok = isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2 and out.shape[1] >= classes
-        want = f"(2, K) logits with K >= {classes} classes"
+        ok = isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == len(x)
+        ok = ok and out.shape[1] >= classes
+        want = f"({len(x)}, K) logits with K >= {classes} classes"
     else:
         ok = isinstance(out, torch.Tensor) and out.shape == y.shape
         want = f"the targets' shape {tuple(y.shape)}"
