@@ -84,6 +84,9 @@ def test_idx_subset_options(tmp_path):
     w = get_workload("mnist-cnn", data_dir=str(tmp_path), n_train=5, n_test=3)
     assert (w.n_train, w.n_test) == (5, 3)
     np.testing.assert_array_equal(w.y_train.numpy(), raw["y_train"][:5])
+    too_many = f"option n_test={N_TEST + 1} exceeds the {N_TEST} examples of mnist"
+    with pytest.raises(InputError, match=too_many):
+        get_workload("mnist-cnn", data_dir=str(tmp_path), n_test=N_TEST + 1)
 
 
 def test_raw_idx_reader_scales_to_unit_interval(tmp_path):

@@ -532,6 +532,14 @@ def file_arrays(dataset: str, data_dir: Any, n_train: Any, n_test: Any) -> Array
         arrays = files.load_idx_dataset(root, dataset)
     n_train = None if n_train is None else as_int("n_train", n_train)
     n_test = None if n_test is None else as_int("n_test", n_test)
+    for key, wanted, have in (
+        ("n_train", n_train, len(arrays.x_train)),
+        ("n_test", n_test, len(arrays.x_test)),
+    ):
+        require(
+            wanted is None or wanted <= have,
+            f"option {key}={wanted} exceeds the {have} examples of {dataset}",
+        )
     return files.standardise_channels(files.subset(arrays, n_train, n_test))
 
 
