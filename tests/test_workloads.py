@@ -160,6 +160,10 @@ BAD_OPTIONS = [
     pytest.param("digits-mlp", {"hidden": "wide"}, "hidden='wide'", id="hidden-text"),
     pytest.param("digits-mlp", {"test_fraction": 1.5}, "test_fraction=1.5", id="fraction"),
     pytest.param("mnist1d-mlp", {"n_samples": 2.5}, "n_samples=2.5", id="float-count"),
+    pytest.param("mnist1d-cnn", {"n_samples": 15}, "n_samples=15 must be a multiple of 10", id="per-class"),
+    pytest.param(
+        "digits-mlp", {"test_fraction": 0.999}, "workload digits-mlp failed: ValueError", id="library-error"
+    ),
     pytest.param(
         "cifar10-resnet8", {"norm": "layer", "data_dir": "/nonexistent"}, "norm='layer'", id="options-first"
     ),

@@ -499,6 +499,8 @@ def mnist1d_arrays(n_samples: Any, generator_seed: Any) -> Arrays:
     from batchscale.empirical.data.mnist1d import load_mnist1d
 
     n = as_int("n_samples", n_samples, minimum=10)
+    # the generator draws n // 10 examples per class: anything else silently gives fewer examples
+    require(n % 10 == 0, f"option n_samples={n} must be a multiple of 10 (n_samples // 10 per class)")
     return load_mnist1d(n, as_int("generator_seed", generator_seed, minimum=0))
 
 
