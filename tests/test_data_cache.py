@@ -130,3 +130,15 @@ def test_generator_seed_changes_the_data(cache_dir):
     a = mnist1d.load_mnist1d(N_SAMPLES, seed=42)
     b = mnist1d.load_mnist1d(N_SAMPLES, seed=1)
     assert not np.array_equal(a.x_train, b.x_train)
+
+
+def test_cache_benchmark_script_runs():
+    """Smoke test of benchmarks/bench_data_cache.py at a tiny size (it uses its own temporary cache)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data_cache.py"
+    args = [sys.executable, str(script), "--n-samples", "200", "--repeats", "1"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "| cached load |" in out and "n_samples=200" in out
