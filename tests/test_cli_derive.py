@@ -252,6 +252,7 @@ BAD = [
     (["moments", "-M", "4", "-m", "0"], "batch_size must be >= 1"),
     (["moments", "-M", "0", "-m", "1"], "dataset_size must be >= 1"),
     (["moments", "-M", "4"], "--dataset-size and --batch-size go together"),
+    (["moments", "--drop-last"], "--drop-last needs --dataset-size and --batch-size"),
     (["moments", "--form", "avg"], "'avg' is not one of"),
     (["moments", "--sampling", "replace"], "'replace' is not one of"),
     (["moments", "--per", "batch"], "'batch' is not one of"),

@@ -197,6 +197,8 @@ def moments(
     forms, samplings, pers = forms or FORMS, samplings or SAMPLINGS, pers or PERS
     if (dataset_size is None) != (batch_size is None):
         raise click.UsageError("--dataset-size and --batch-size go together")
+    if drop_last and dataset_size is None:
+        raise click.UsageError("--drop-last needs --dataset-size and --batch-size (a partial last batch)")
     if dataset_size is not None:
         if not chosen_samplings:
             samplings = _samplings_for_sizes(dataset_size, batch_size)
