@@ -207,6 +207,49 @@ def test_sgd_loop_equals_torch_optim_sgd():
     torch.testing.assert_close(model.weight, reference.weight, rtol=1e-6, atol=1e-7)
 
 
+def test_sgd_loop_two_batch_ema_equals_a_numpy_twin():
+    """Per-step two-batch EMA: big = the training batch of 16, small = its first 4, both without
+    replacement from M = 64; numerator and denominator averaged separately, by hand in float64."""
+    wl = linreg(64)
+    model = wl.model(0)
+    points = list(
+        sgd_checkpoints(
+            model,
+            wl.per_example_loss,
+            wl.x_train,
+            wl.y_train,
+            steps=10,
+            every=5,
+            lr=0.1,
+            batch_size=16,
+            seed=5,
+            ema_small=4,
+            ema_decay=0.7,
+        )
+    )
+    assert points[0].ema.weight == 0  # nothing observed before the first step
+    x, y = wl.x_train.double().numpy(), wl.y_train.double().numpy()[:, 0]
+    w = wl.model(0).weight.detach().double().numpy()[0]
+    c_small, c_big = (64 - 4) / (4 * 63), (64 - 16) / (16 * 63)  # c(m) = (M - m) / (m (M - 1))
+    g2_ema = tr_ema = weight = 0.0
+    expected = {}
+    generator = torch.Generator().manual_seed(5)
+    for step in range(10):
+        if step % 4 == 0:
+            order = torch.randperm(64, generator=generator).numpy()
+        idx = order[(step % 4) * 16 : (step % 4 + 1) * 16]
+        g = 2 * (x[idx] @ w - y[idx])[:, None] * x[idx]  # (16, D) per-example gradients
+        sq_big, sq_small = np.sum(g.mean(0) ** 2), np.sum(g[:4].mean(0) ** 2)
+        trace = (sq_small - sq_big) / (c_small - c_big)
+        g2 = sq_big - c_big * trace
+        g2_ema, tr_ema, weight = 0.7 * g2_ema + 0.3 * g2, 0.7 * tr_ema + 0.3 * trace, 0.7 * weight + 0.3
+        expected[step + 1] = (g2_ema / weight, tr_ema / weight)
+        w = w - 0.1 * g.mean(0)
+    for point in points[1:]:
+        np.testing.assert_allclose(point.ema.corrected, expected[point.step], rtol=1e-4)
+    np.testing.assert_allclose(model.weight.detach().double().numpy()[0], w, rtol=1e-5)
+
+
 def test_sgd_loop_reports_divergence():
     wl = linreg(64)
     points = list(

@@ -174,18 +174,37 @@ def sharpness(
     iters: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
+    on_hvp: Callable[[int], None] | None = None,
 ) -> Sharpness:
-    """Top Hessian eigenvalue(s) of the mean loss over ``x``, ``y`` (power iteration gives only the top)."""
+    """Top Hessian eigenvalue(s) of the mean loss over ``x``, ``y`` (power iteration gives only the top).
+
+    ``on_hvp(n)`` is called after the n-th Hessian-vector product (e.g. to report progress).
+    """
     require(method in ("lanczos", "power"), f"unknown method {method!r}; expected lanczos or power")
     dim = num_parameters(model)
     dtype = next(iter(trainable_parameters(model).values())).dtype
     op = hvp_operator(model, loss_fn, x, y)
+    if on_hvp is not None:
+        op = _counted(op, on_hvp)
     if method == "power":
         require(k == 1, f"power iteration finds one eigenvalue; got k={k} (use lanczos)")
         value, calls = top_eigenvalue_power(op, dim, iters=iters, tol=tol, seed=seed, dtype=dtype)
         return Sharpness("power", (value,), int(x.shape[0]), calls)
     values, calls = top_eigenvalues_lanczos(op, dim, k=k, tol=tol, seed=seed, dtype=dtype)
     return Sharpness("lanczos", values, int(x.shape[0]), calls)
+
+
+def _counted(op: MatVec, on_call: Callable[[int], None]) -> MatVec:
+    """``op`` that calls ``on_call(n)`` after its n-th application."""
+    calls = [0]
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        out = op(v)
+        calls[0] += 1
+        on_call(calls[0])
+        return out
+
+    return apply
 
 
 @dataclass(frozen=True)

@@ -574,6 +574,35 @@ def two_batch_noise_scale(
     )
 
 
+def two_batch_step_estimates(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x_big: torch.Tensor,
+    y_big: torch.Tensor,
+    big_gradient: torch.Tensor,
+    *,
+    small: int,
+    population: int,
+) -> tuple[float, float]:
+    r"""Unbiased :math:`(|G|^2, \mathrm{tr}\,\Sigma)` from one training batch and a slice of it.
+
+    The big batch is the training step's own batch (``x_big``, ``y_big``; its mean-loss gradient
+    ``big_gradient`` is already computed), the small batch its first ``small`` examples: one extra
+    forward/backward of ``small`` examples. Both are uniform subsets drawn without replacement from the
+    M = ``population`` examples (slices of a random permutation), so
+    :math:`E|G_B|^2 = |G|^2 + c(B)\,\mathrm{tr}\,\Sigma` holds for each and
+    :func:`two_batch_estimates` is unbiased; the two norms are correlated, which changes only the variance
+    (McCandlish et al. 2018, App. A use the per-device and the all-reduced gradient the same way).
+    """
+    big = int(x_big.shape[0])
+    require(1 <= small < big, f"need 1 <= small < big batch sizes, got small={small}, big={big}")
+    sq_big = float(big_gradient.double().pow(2).sum())
+    sq_small = float(batch_gradient(model, loss_fn, x_big[:small], y_big[:small]).double().pow(2).sum())
+    c_s = minibatch_variance_factor(small, population, "without")
+    c_b = minibatch_variance_factor(big, population, "without")
+    return two_batch_estimates(sq_small, sq_big, c_s, c_b)
+
+
 @dataclass(frozen=True)
 class TwoBatchEMA:
     r"""Exponential moving averages of the two-batch numerator and denominator, kept separately.

@@ -29,11 +29,13 @@ from batchscale.empirical.gradients import (
     SAMPLINGS,
     GradientStatistics,
     LossFn,
+    TwoBatchEMA,
     batch_gradient,
     check_batch_size,
     draw_batch,
     flat_grad,
     minibatch_variance_factor,
+    two_batch_step_estimates,
 )
 from batchscale.errors import require
 
@@ -118,9 +120,11 @@ def predicted_cosine(b_simple: float, batch_size: int, sampling: str, population
     r"""Approximate :math:`E[\cos(g_B, G)] \approx 1/\sqrt{1 + c(m)\,B_\mathrm{simple}}`.
 
     Exact for the ratio :math:`E[g_B\cdot G]/(|G|\sqrt{E|g_B|^2})` since
-    :math:`E|g_B|^2 = |G|^2 + c(m)\,\mathrm{tr}\,\Sigma`; the mean cosine itself is larger by a Jensen
-    gap that vanishes when :math:`|g_B|` concentrates. With replacement c(m) = 1/m, giving the familiar
-    :math:`1/\sqrt{1 + B_\mathrm{simple}/m}` (McCandlish et al. 2018, App. A).
+    :math:`E|g_B|^2 = |G|^2 + c(m)\,\mathrm{tr}\,\Sigma`; the mean cosine :math:`E[g_B\cdot G/|g_B|]/|G|`
+    differs from it by a gap of either sign (|g_B| is correlated with :math:`g_B\cdot G`; on least squares
+    at m = 1 the mean cosine is about half the ratio) that vanishes when :math:`|g_B|` concentrates.
+    With replacement c(m) = 1/m, giving the familiar :math:`1/\sqrt{1 + B_\mathrm{simple}/m}`
+    (McCandlish et al. 2018, App. A).
     """
     return 1.0 / math.sqrt(1.0 + minibatch_variance_factor(batch_size, population, sampling) * b_simple)
 
@@ -424,11 +428,15 @@ def accumulation(
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where the loop stands: ``step`` updates done, the last minibatch loss, and the status."""
+    """Where the loop stands: ``step`` updates done, the last minibatch loss, and the status.
+
+    ``ema`` is the per-step two-batch estimator's state after ``step`` updates (None unless asked for).
+    """
 
     step: int
     batch_loss: float
     status: str  # "ok" or "diverged"
+    ema: TwoBatchEMA | None = None
 
 
 def sgd_checkpoints(
@@ -442,22 +450,39 @@ def sgd_checkpoints(
     lr: float,
     batch_size: int,
     seed: int = 0,
+    ema_small: int | None = None,
+    ema_decay: float = 0.98,
 ) -> Iterator[Checkpoint]:
     """Plain mean-loss SGD, w <- w - lr g_B, yielding at step 0, every ``every`` steps and at the end.
 
     Batches: a fresh seeded permutation each epoch, cut into floor(M/m) batches (the last partial batch
     is dropped). The model is updated in place; measure it when a checkpoint is yielded. A non-finite
     minibatch loss stops the loop with status "diverged".
+
+    With ``ema_small``, every step also feeds the two-batch estimator: big batch = the step's batch
+    (its gradient is the one the update uses), small batch = its first ``ema_small`` examples (one extra
+    backward pass of that many examples, at the same parameters), see :func:`two_batch_step_estimates`;
+    the estimates of |G|^2 and tr(Sigma) enter separate exponential moving averages with decay
+    ``ema_decay`` (:class:`TwoBatchEMA`), carried by each checkpoint.
     """
     population = int(x.shape[0])
     require(steps >= 0, f"training steps must be >= 0, got {steps}")
     require(every >= 1, f"--every must be >= 1, got {every}")
     _check_common(lr, 2, FORMS, SAMPLINGS)
     check_batch_size(batch_size, population)
+    if ema_small is not None:
+        require(
+            1 <= ema_small < batch_size,
+            f"the two-batch small batch ({ema_small}) must be in 1..{batch_size - 1}: a slice of the "
+            f"training batch of {batch_size}",
+        )
+    require(0 <= ema_decay < 1, f"EMA decay must be in [0, 1), got {ema_decay}")
     generator = torch.Generator().manual_seed(seed)
     per_epoch = population // batch_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    ema = TwoBatchEMA(decay=ema_decay) if ema_small is not None else None
     loss = math.nan
-    yield Checkpoint(0, loss, "ok")
+    yield Checkpoint(0, loss, "ok", ema)
     order = torch.empty(0, dtype=torch.long)
     for step in range(1, steps + 1):
         if (step - 1) % per_epoch == 0:
@@ -469,12 +494,23 @@ def sgd_checkpoints(
         batch_loss.backward()
         loss = float(batch_loss.detach())
         if not math.isfinite(loss):
-            yield Checkpoint(step, loss, "diverged")
+            yield Checkpoint(step, loss, "diverged", ema)
             return
+        g = flat_grad(model).detach().clone()  # (P,): g_B at the current parameters
+        if ema is not None:
+            est = two_batch_step_estimates(
+                model, loss_fn, x[idx], y[idx], g, small=ema_small, population=population
+            )
+            ema = ema.update(*est)
         with torch.no_grad():
-            for p in model.parameters():
-                if p.grad is not None:
-                    p -= lr * p.grad
+            for p, gp in zip(params, _split_like(g, params), strict=True):
+                p -= lr * gp
         if step % every == 0 or step == steps:
-            yield Checkpoint(step, loss, "ok")
+            yield Checkpoint(step, loss, "ok", ema)
     model.zero_grad(set_to_none=True)
+
+
+def _split_like(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """(P,) -> one view per parameter, shaped like it."""
+    parts = vector.split([p.numel() for p in params])
+    return [part.view_as(p) for part, p in zip(parts, params, strict=True)]
