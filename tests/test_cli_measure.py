@@ -52,8 +52,11 @@ def test_noise_scale_with_b_noise_and_during_training(tmp_path):
     result = run(*args, "--train-lr", "0.05", *TINY, "--format", "json", "--plot", str(png))
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["step"] for r in rows] == [0, 3, 6]
-    assert all(r["b_noise"] > 0 for r in rows)
+    assert [(r["step"], r["method"]) for r in rows] == [
+        (step, method) for step in (0, 3, 6) for method in ("fast", "b-noise (HVP)")
+    ]
+    assert all(r["b_noise"] > 0 for r in rows if r["method"] == "b-noise (HVP)")
+    assert all("b_noise" not in r for r in rows if r["method"] == "fast")  # B_noise on its own row only
     assert png.stat().st_size > 0
 
 
@@ -113,6 +116,13 @@ BAD_INPUT = [
     ("bad-method", ["noise-scale", *TINY, "--method", "magic"], "magic"),
     ("plot-needs-training", ["noise-scale", *TINY, "--plot", "x.png"], "--during-training"),
     ("bad-workload-option", ["cosine", *TINY, "-W", "nonsense"], "KEY=VALUE"),
+    ("every-zero", ["cosine", *TINY, "--during-training", "--train-steps", "2", "--every", "0"], "--every"),
+    (
+        "ema-small-not-a-slice",
+        ["noise-scale", *TINY, "--method", "two-batch", "--during-training", "--ema-small", "32"],
+        "--ema-small must be in 1..31",
+    ),
+    ("ema-small-without-two-batch", ["noise-scale", *TINY, "--ema-small", "4"], "--ema-small needs"),
 ]
 
 
@@ -158,20 +168,31 @@ def test_same_seed_same_numbers(args):
     assert run_json(*args, "--seed", "4") != first
 
 
-def test_two_batch_ema_along_training_averages_numerator_and_denominator():
-    args = [
-        "noise-scale",
-        "--method",
-        "two-batch",
-        "--batch-sizes",
-        "4,64",
-        "--draws",
-        "10",
-        "--ema-decay",
-        "0.5",
+def test_two_batch_ema_is_updated_every_training_step():
+    args = ["noise-scale", "--method", "two-batch", "--batch-sizes", "4,64", "--draws", "10"]
+    train = ["--during-training", "--train-steps", "6", "--every", "3", "--train-lr", "0.05"]
+    rows = run_json(*args, *train, "--train-batch-size", "16", "--ema-decay", "0.5")
+    assert [r["step"] for r in rows] == [0, 3, 6]
+    assert rows[0]["b_simple_ema"] is None  # no training step observed yet
+    for row in rows[1:]:  # bias-corrected EMAs of tr(Sigma) and |G|^2 kept apart; the ratio is theirs
+        assert row["b_simple_ema"] == pytest.approx(row["ema_trace_cov"] / row["ema_grad_norm_sq"], rel=1e-9)
+        assert row["config"]["ema_small"] == 4 and row["config"]["ema_decay"] == 0.5  # 16 // 4
+    fewer = run_json(*args, *train, "--train-batch-size", "16", "--ema-decay", "0.5", "--every", "6")
+    assert fewer[-1]["b_simple_ema"] == rows[-1]["b_simple_ema"]  # every step counts, not checkpoints
+
+
+def test_cosine_and_moments_along_training(tmp_path):
+    png = tmp_path / "cos.png"
+    train = ["--during-training", "--train-steps", "4", "--every", "2", "--train-lr", "0.05"]
+    cos = run_json(
+        "cosine", "--sample", "32", "--batch-sizes", "1,32", "--draws", "5", *train, "--plot", str(png)
+    )
+    assert [(r["step"], r["m"]) for r in cos] == [(s, m) for s in (0, 2, 4) for m in (1, 32)]
+    assert len({r["b_simple"] for r in cos}) == 3  # the parameters moved between checkpoints
+    assert png.stat().st_size > 0
+    one_m = ["moments", "--sample", "32", "--batch-sizes", "8", "--draws", "5", "--form", "mean"]
+    mom = run_json(*one_m, "--sampling", "with", *train)
+    assert [(r["step"], r["quantity"]) for r in mom] == [
+        (s, q) for s in (0, 2, 4) for q in ("mean_along_-G", "trace_cov")
     ]
-    rows = run_json(*args, "--during-training", "--train-steps", "4", "--every", "2", "--train-lr", "0.05")
-    num = den = 0.0
-    for row in rows:  # plain loop: EMA of tr(Sigma) and of |G|^2 separately, then their ratio
-        num, den = 0.5 * num + 0.5 * row["trace_cov"], 0.5 * den + 0.5 * row["grad_norm_sq"]
-        assert row["b_simple_ema"] == pytest.approx(num / den, rel=1e-12)
+    assert "step" not in run_json(*one_m)[0]  # a single measurement keeps the plain table

@@ -154,11 +154,22 @@ def train_loss(setup: Setup) -> float:
 
 
 def checkpoints(
-    setup: Setup, *, steps: int, lr: float, batch_size: int, seed: int, every: int | None
+    setup: Setup,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    every: int | None,
+    **ema: Any,
 ) -> Iterator[Any]:
-    """Train on the full training set; yield at the checkpoints (every=None: only at the end)."""
+    """Train on the full training set; yield at the checkpoints (every=None: only at the end).
+
+    ``ema`` (``ema_small``, ``ema_decay``) turns on the per-step two-batch estimator of the loop.
+    """
     from batchscale.empirical.update_stats import sgd_checkpoints
 
+    require(every is None or every >= 1, f"--every must be >= 1, got {every}")
     wl = setup.workload
     loop = sgd_checkpoints(
         setup.model,
@@ -166,10 +177,11 @@ def checkpoints(
         wl.x_train,
         wl.y_train,
         steps=steps,
-        every=every or max(steps, 1),
+        every=every if every is not None else max(steps, 1),
         lr=lr,
         batch_size=batch_size,
         seed=seed,
+        **ema,
     )
     for point in loop:
         if every is not None or point.step == steps or point.status != "ok":
@@ -240,8 +252,7 @@ def noise_scale_rows(setup: Setup, methods: Sequence[str], opts: dict[str, Any])
         )
         rows.append(stats.as_row())
     if opts["b_noise"]:
-        extra = b_noise_row(setup, stats, opts)  # once per checkpoint, shown on every method's row
-        rows = [{**row, **extra} for row in rows]
+        rows.append(b_noise_row(setup, stats, opts))  # once per checkpoint, on a row of its own
     return rows
 
 
@@ -260,7 +271,7 @@ def b_noise_row(setup: Setup, stats: Any, opts: dict[str, Any]) -> dict[str, Any
         probes=min(opts["probes"], int(setup.x.shape[0])),
         seed=opts["seed"],
     )
-    return result.as_row()
+    return {"method": "b-noise (HVP)", "examples": result.n_examples, **result.as_row()}
 
 
 @measure.command("noise-scale")
@@ -304,12 +315,20 @@ def b_noise_row(setup: Setup, stats: Any, opts: dict[str, Any]) -> dict[str, Any
     help="--b-noise: per-example gradients for tr(H Sigma).",
 )
 @click.option(
+    "--ema-small",
+    type=int,
+    default=None,
+    help="two-batch with --during-training: every training step also estimates |G|^2 and tr(Sigma) "
+    "from its own batch (big) and its first EMA_SMALL examples (small, one extra backward pass) "
+    "[default: a quarter of --train-batch-size].",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0.0, 1.0, max_open=True),
-    default=0.5,
+    default=0.98,
     show_default=True,
-    help="two-batch with --during-training: also report b_simple_ema, the ratio of exponential moving "
-    "averages (over checkpoints) of tr(Sigma) and |G|^2, each averaged separately.",
+    help="Decay of the per-step exponential moving averages of those two estimates, kept separately; "
+    "b_simple_ema is their ratio.",
 )
 @training_options(during=True)
 @common_options
@@ -322,6 +341,7 @@ def noise_scale(
     chunk_size,
     with_b_noise,
     probes,
+    ema_small,
     ema_decay,
     train_steps,
     train_lr,
@@ -367,13 +387,12 @@ def noise_scale(
         "b_noise": with_b_noise,
         "probes": probes,
     }
-    from batchscale.empirical.gradients import TwoBatchEMA
-
     rows = []
-    ema = TwoBatchEMA(decay=ema_decay)
     every_n = every if during_training else None
+    ema = ema_options(methods, during_training, ema_small, ema_decay, train_batch_size)
+    setup.config.update(ema)
     for point in checkpoints(
-        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=every_n
+        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=every_n, **ema
     ):
         if point.status != "ok":
             rows.append({"step": point.step, "status": point.status})
@@ -381,13 +400,36 @@ def noise_scale(
         progress(f"noise scale at step {point.step} ({', '.join(methods)})")
         loss = train_loss(setup)
         for row in noise_scale_rows(setup, methods, opts):
-            if row["method"] == "two-batch" and during_training:
-                ema = ema.update(row["grad_norm_sq"], row["trace_cov"])
-                row["b_simple_ema"] = ema.b_simple
+            if row["method"] == "two-batch" and point.ema is not None:
+                row.update(ema_columns(point.ema))
             rows.append({"step": point.step, "train_loss": loss, **row, "status": "ok"})
     emit(with_config(rows, setup, fmt), fmt, columns_in(rows, NOISE_COLUMNS))
     if plot_path:
         plot_noise_scale(plot_path, rows, methods)
+
+
+def ema_options(
+    methods: Sequence[str], during: bool, small: int | None, decay: float, train_batch_size: int
+) -> dict[str, Any]:
+    """The per-step two-batch estimator's settings (empty unless two-batch along training)."""
+    if "two-batch" not in methods or not during:
+        require(small is None, "--ema-small needs --method two-batch with --during-training")
+        return {}
+    require(train_batch_size >= 2, "the per-step two-batch estimator needs --train-batch-size >= 2")
+    small = max(1, train_batch_size // 4) if small is None else small
+    require(
+        1 <= small < train_batch_size,
+        f"--ema-small must be in 1..{train_batch_size - 1} (a slice of the training batch), got {small}",
+    )
+    return {"ema_small": small, "ema_decay": decay}
+
+
+def ema_columns(ema: Any) -> dict[str, Any]:
+    """Bias-corrected per-step EMAs of |G|^2 and tr(Sigma) and their ratio (None before any step)."""
+    if ema.weight == 0:
+        return {"ema_grad_norm_sq": None, "ema_trace_cov": None, "b_simple_ema": None}
+    g2, tr = ema.corrected
+    return {"ema_grad_norm_sq": g2, "ema_trace_cov": tr, "b_simple_ema": ema.b_simple}
 
 
 NOISE_COLUMNS = (
@@ -404,6 +446,8 @@ NOISE_COLUMNS = (
     "b_simple",
     "ci_low",
     "ci_high",
+    "ema_grad_norm_sq",
+    "ema_trace_cov",
     "b_simple_ema",
     "b_noise",
     "b_noise_stderr",
@@ -421,14 +465,26 @@ def columns_in(rows: Sequence[dict[str, Any]], order: Sequence[str]) -> list[str
 
 
 def plot_noise_scale(path: str, rows: list[dict[str, Any]], methods: Sequence[str]) -> None:
+    """B_simple per method (error bars ~ one sigma: the 95% CI's width / 3.92, drawn symmetric), the
+    per-step two-batch EMA and B_noise, against the SGD step."""
     ys, err = {}, {}
     steps = sorted({r["step"] for r in rows if r.get("status") == "ok"})
-    for method in methods:
+    nan = float("nan")
+
+    def series(method: str, key: str) -> list[float]:
         mine = {r["step"]: r for r in rows if r.get("method") == method}
-        ys[f"B_simple ({method})"] = [mine[s]["b_simple"] for s in steps]
-        err[f"B_simple ({method})"] = [(mine[s]["ci_high"] - mine[s]["ci_low"]) / 3.92 for s in steps]
-        if "b_noise" in mine.get(steps[0], {}):
-            ys[f"B_noise ({method})"] = [mine[s]["b_noise"] for s in steps]
+        return [nan if mine.get(s, {}).get(key) is None else mine[s][key] for s in steps]
+
+    for method in methods:
+        label = f"B_simple ({method}; bars: 95% CI width/3.92)"
+        ys[label] = series(method, "b_simple")
+        bounds = zip(series(method, "ci_low"), series(method, "ci_high"), strict=True)
+        err[label] = [(hi - lo) / 3.92 for lo, hi in bounds]
+        if method == "two-batch" and any(r.get("b_simple_ema") is not None for r in rows):
+            ys["B_simple (two-batch, per-step EMA)"] = series(method, "b_simple_ema")
+    if any("b_noise" in r for r in rows):
+        ys["B_noise (HVP; bars: 1 stderr)"] = series("b-noise (HVP)", "b_noise")
+        err["B_noise (HVP; bars: 1 stderr)"] = series("b-noise (HVP)", "b_noise_stderr")
     plot(
         path,
         steps,
@@ -462,21 +518,26 @@ def default_batch_sizes(text: str | None, population: int) -> list[int]:
     return parse_int_list(text, "--batch-sizes") if text else parse_int_list(f"1..{population}")
 
 
-def checks_plot(path: str, checks: Sequence[Any], quantity: str, ylabel: str, title: str, logy: bool) -> None:
-    """Predicted and measured ``quantity`` vs m, one pair of lines per (form, sampling).
+def checks_plot(
+    path: str, measured: Sequence[tuple[int, Any]], quantity: str, ylabel: str, title: str, logy: bool
+) -> None:
+    """Predicted and measured ``quantity`` vs m, one pair of lines per (form, sampling) and, along
+    training, per step. ``measured`` holds (step, Check) pairs.
 
     On a log axis, points predicted to be exactly 0 (m = M without replacement) are left out: their
     measurement is float rounding.
     """
-    groups: dict[tuple[str, str], dict[int, Any]] = {}
-    for c in checks:
+    groups: dict[tuple[int, str, str], dict[int, Any]] = {}
+    for step, c in measured:
         if c.quantity == quantity and not (logy and c.predicted == 0):
-            groups.setdefault((c.form, c.sampling), {})[c.batch_size] = c
-    ms = sorted({c.batch_size for c in checks})
+            groups.setdefault((step, c.form, c.sampling), {})[c.batch_size] = c
+    ms = sorted({c.batch_size for _, c in measured})
+    several_steps = len({step for step, _ in measured}) > 1
     nan = float("nan")
     ys, err = {}, {}
-    for (form, sampling), by_m in groups.items():
+    for (step, form, sampling), by_m in groups.items():
         label = f"{form} form, {sampling} repl." if quantity != "cosine" else f"{sampling} replacement"
+        label = f"step {step}, {label}" if several_steps else label
         ys[f"predicted, {label}"] = [by_m[m].predicted if m in by_m else nan for m in ms]
         ys[f"measured, {label}"] = [by_m[m].measured if m in by_m else nan for m in ms]
         err[f"measured, {label}"] = [by_m[m].stderr if m in by_m else nan for m in ms]
@@ -507,7 +568,7 @@ def checks_plot(path: str, checks: Sequence[Any], quantity: str, ylabel: str, ti
     "M: draw minibatches from this many training examples (seeded subset) [default: 512 or all].", None
 )
 @click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
-@training_options(during=False)
+@training_options(during=True)
 @common_options
 def moments(
     batch_sizes,
@@ -520,6 +581,8 @@ def moments(
     train_steps,
     train_lr,
     train_batch_size,
+    during_training,
+    every,
     workload,
     workload_option,
     seed,
@@ -551,30 +614,37 @@ def moments(
     )
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
-    for _ in checkpoints(
-        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
-    ):
-        pass
-    progress(f"exact per-example statistics over M={setup.x.shape[0]} examples")
-    stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
-    progress(f"drawing {draws} minibatches for each of {len(ms)} batch sizes")
-    checks = update_moments(
-        setup.model,
-        setup.loss_fn,
-        setup.x,
-        setup.y,
-        stats=stats,
-        batch_sizes=ms,
-        lr=lr,
-        forms=choices(form, ("mean", "sum")),
-        samplings=choices(sampling, ("with", "without")),
-        draws=draws,
-        seed=seed,
-        z=z,
-    )
-    emit(with_config([c.as_row() for c in checks], setup, fmt), fmt)
-    if plot_path:
-        checks_plot(plot_path, checks, "trace_cov", "tr Cov[update]", "Update covariance vs batch size", True)
+    train = {"steps": train_steps, "lr": train_lr, "batch_size": train_batch_size, "seed": seed}
+    measured: list[tuple[int, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for point in checkpoints(setup, **train, every=every if during_training else None):
+        if point.status != "ok":
+            rows.append({"step": point.step, "status": point.status})
+            break
+        progress(f"step {point.step}: exact per-example statistics over M={setup.x.shape[0]} examples")
+        stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
+        progress(f"step {point.step}: drawing {draws} minibatches for each of {len(ms)} batch sizes")
+        checks = update_moments(
+            setup.model,
+            setup.loss_fn,
+            setup.x,
+            setup.y,
+            stats=stats,
+            batch_sizes=ms,
+            lr=lr,
+            forms=choices(form, ("mean", "sum")),
+            samplings=choices(sampling, ("with", "without")),
+            draws=draws,
+            seed=seed,
+            z=z,
+        )
+        measured += [(point.step, c) for c in checks]
+        rows += [{"step": point.step, **c.as_row()} if during_training else c.as_row() for c in checks]
+    emit(with_config(rows, setup, fmt), fmt)
+    if plot_path and measured:
+        checks_plot(
+            plot_path, measured, "trace_cov", "tr Cov[update]", "Update covariance vs batch size", True
+        )
 
 
 @measure.command("cosine")
@@ -591,7 +661,7 @@ def moments(
     "M: the training examples (seeded subset) for G and the minibatches [default: 1024 or all].", None
 )
 @click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
-@training_options(during=False)
+@training_options(during=True)
 @common_options
 def cosine(
     batch_sizes,
@@ -602,6 +672,8 @@ def cosine(
     train_steps,
     train_lr,
     train_batch_size,
+    during_training,
+    every,
     workload,
     workload_option,
     seed,
@@ -631,31 +703,36 @@ def cosine(
     )
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
-    for _ in checkpoints(
-        setup, steps=train_steps, lr=train_lr, batch_size=train_batch_size, seed=seed, every=None
-    ):
-        pass
-    progress(f"exact per-example statistics over M={setup.x.shape[0]} examples")
-    stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
-    checks = []
-    for s in choices(sampling, ("with", "without")):
-        progress(f"drawing {draws} minibatches ({s} replacement) for each of {len(ms)} batch sizes")
-        checks += gradient_cosine(
-            setup.model,
-            setup.loss_fn,
-            setup.x,
-            setup.y,
-            stats=stats,
-            batch_sizes=ms,
-            sampling=s,
-            draws=draws,
-            seed=seed,
-            z=z,
-        )
-    rows = [{**c.as_row(), "b_simple": stats.b_simple} for c in checks]
-    emit(with_config([{k: v for k, v in r.items() if k != "form"} for r in rows], setup, fmt), fmt)
-    if plot_path:
-        checks_plot(plot_path, checks, "cosine", "cos(g_B, G)", "Minibatch vs full gradient", False)
+    train = {"steps": train_steps, "lr": train_lr, "batch_size": train_batch_size, "seed": seed}
+    measured: list[tuple[int, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for point in checkpoints(setup, **train, every=every if during_training else None):
+        if point.status != "ok":
+            rows.append({"step": point.step, "status": point.status})
+            break
+        progress(f"step {point.step}: exact per-example statistics over M={setup.x.shape[0]} examples")
+        stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
+        for s in choices(sampling, ("with", "without")):
+            progress(f"step {point.step}: {draws} minibatches ({s} replacement) for each of {len(ms)} sizes")
+            checks = gradient_cosine(
+                setup.model,
+                setup.loss_fn,
+                setup.x,
+                setup.y,
+                stats=stats,
+                batch_sizes=ms,
+                sampling=s,
+                draws=draws,
+                seed=seed,
+                z=z,
+            )
+            measured += [(point.step, c) for c in checks]
+            for c in checks:
+                row = {k: v for k, v in c.as_row().items() if k != "form"} | {"b_simple": stats.b_simple}
+                rows.append({"step": point.step, **row} if during_training else row)
+    emit(with_config(rows, setup, fmt), fmt)
+    if plot_path and measured:
+        checks_plot(plot_path, measured, "cosine", "cos(g_B, G)", "Minibatch vs full gradient", False)
 
 
 @measure.command("accumulation")
@@ -746,6 +823,12 @@ def accumulation(
         )
 
 
+def report_hvps(n: int) -> None:
+    """Progress of an eigensolver: a line every 10 Hessian-vector products."""
+    if n % 10 == 0:
+        progress(f"  {n} Hessian-vector products")
+
+
 @measure.command("sharpness")
 @click.option(
     "--method",
@@ -813,7 +896,16 @@ def sharpness(
             break
         progress(f"sharpness at step {point.step} ({method})")
         result = top_eigenvalues(
-            setup.model, setup.loss_fn, setup.x, setup.y, k=k, method=method, iters=iters, tol=tol, seed=seed
+            setup.model,
+            setup.loss_fn,
+            setup.x,
+            setup.y,
+            k=k,
+            method=method,
+            iters=iters,
+            tol=tol,
+            seed=seed,
+            on_hvp=report_hvps,
         )
         loss = train_loss(setup)
         rows += [{"step": point.step, "train_loss": loss, **row, "status": "ok"} for row in result.as_rows()]
