@@ -3,7 +3,7 @@
 - one plain batched backward pass of the mean loss (the unit of cost; gives G only);
 - the fast path: per-example squared norms from activations and output gradients (hooks);
 - torch.func: vmap(grad) per-example gradients, then their squared norms;
-- a plain loop of 512 single-example backward passes (the obviously correct baseline).
+- a plain loop of single-example backward passes (the obviously correct baseline).
 
 Every method's output is reduced to (sum_i |g_i|^2, sum_i g_i), i.e. what B_simple needs. Repeats are
 interleaved (method order rotated each round) and medians reported. Usage:
@@ -81,13 +81,14 @@ def plain_loop(model, x, y):
 
 
 def statistics_fast(model, x, y):
-    """The whole B_simple routine over these 512 examples (exact values: no bootstrap needed)."""
+    """The whole B_simple routine over the batch's examples (exact values: no bootstrap needed)."""
     stats = gradient_statistics(model, loss_fn, x, y, method="fast")
     return None, stats.mean_gradient
 
 
 def statistics_fast_ci(model, x, y):
-    """B_simple from a sample of 512 of 4096 examples (x tiled 8 times), with a 1000-replicate bootstrap."""
+    """B_simple from a sample of the batch size out of 8 x as many examples (x tiled 8 times), with a
+    1000-replicate bootstrap (512 of 4096 at the default batch)."""
     big_x, big_y = x.repeat(8, *([1] * (x.dim() - 1))), y.repeat(8)
     stats = gradient_statistics(model, loss_fn, big_x, big_y, method="fast", sample=x.shape[0])
     return None, stats.mean_gradient
@@ -96,11 +97,11 @@ def statistics_fast_ci(model, x, y):
 METHODS = {
     "one plain batched backward (G only)": plain_backward,
     "fast path: hook squared norms": fast_norms,
-    "torch.func vmap(grad), one chunk of 512": torch_func,
+    "torch.func vmap(grad), one chunk of the batch": torch_func,
     "torch.func vmap(grad), chunks of 64": torch_func_chunked,
     "plain loop of single-example backwards": plain_loop,
-    "gradient_statistics(method='fast'): B_simple of the 512": statistics_fast,
-    "gradient_statistics(method='fast', sample=512 of 4096): + bootstrap CI": statistics_fast_ci,
+    "gradient_statistics(method='fast'): B_simple of the batch": statistics_fast,
+    "gradient_statistics(method='fast', sample=batch of 8 x batch): + bootstrap CI": statistics_fast_ci,
 }
 
 

@@ -323,3 +323,15 @@ def test_sample_estimate_and_interval_cover_the_full_value():
     assert part.n_examples == 256 and part.population == 2000
     assert part.b_simple_ci[0] < full.b_simple < part.b_simple_ci[1]
     assert part.b_simple_ci[0] < part.b_simple < part.b_simple_ci[1]
+
+
+def test_benchmark_script_runs():
+    """Smoke test of benchmarks/bench_per_example.py at batch 16 (it cross-checks the methods first)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_per_example.py"
+    args = [sys.executable, str(script), "--repeats", "1", "--loop-repeats", "1", "--batch", "16"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "batch 16" in out and "| fast path: hook squared norms | 1 |" in out
