@@ -120,6 +120,16 @@ def test_summary_counts_parameters(name, options, expected):
     assert summary["name"] == name
 
 
+@pytest.mark.parametrize("width", [4, 12, 20])
+def test_resnet8_group_norm_accepts_widths_not_divisible_by_8(width):
+    model = models.make_resnet8(0, width=width)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    # by hand: 8 groups when 8 divides the channels, else 4 (these widths are multiples of 4)
+    assert [m.num_groups for m in norms] == [8 if m.num_channels % 8 == 0 else 4 for m in norms]
+    assert 4 in {m.num_groups for m in norms}
+
+
 def test_linreg_zero_init_and_random_init():
     zero = get_workload("linreg", **SMALL["linreg"])
     assert all(torch.count_nonzero(p) == 0 for p in zero.make_model(5).parameters())
@@ -161,6 +171,7 @@ BAD_OPTIONS = [
     pytest.param("digits-mlp", {"test_fraction": 1.5}, "test_fraction=1.5", id="fraction"),
     pytest.param("mnist1d-mlp", {"n_samples": 2.5}, "n_samples=2.5", id="float-count"),
     pytest.param("mnist1d-cnn", {"n_samples": 15}, "n_samples=15 must be a multiple of 10", id="per-class"),
+    pytest.param("digits-cnn", {"channels": (8, 8, 8, 8)}, "at most 3 entries for 8x8", id="pooled-away"),
     pytest.param(
         "digits-mlp", {"test_fraction": 0.999}, "workload digits-mlp failed: ValueError", id="library-error"
     ),

@@ -8,6 +8,7 @@ model never disturbs the caller's random state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -114,9 +115,12 @@ NORMS = ("group", "batch", "none")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """GroupNorm (per-example, so per-example gradients stay independent), BatchNorm or identity."""
+    """GroupNorm (per-example, so per-example gradients stay independent), BatchNorm or identity.
+
+    GroupNorm uses gcd(8, channels) groups: 8 for the default widths, and a divisor of any other width.
+    """
     if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
+        return nn.GroupNorm(math.gcd(8, channels), channels)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     return nn.Identity()

@@ -452,9 +452,22 @@ def digits_cnn_workload(*, test_fraction: float = 0.2, channels: Sequence[int] |
 
     arrays = load_digits_arrays(as_fraction("test_fraction", test_fraction))
     make = partial(
-        models.make_cnn2d, in_channels=1, size=8, channels=as_ints("channels", channels), dense=64, out_dim=10
+        models.make_cnn2d, in_channels=1, size=8, channels=pooled_channels(channels, 8), dense=64, out_dim=10
     )
     return Workload("digits-cnn", make, *tensors(arrays), info={"n_classes": 10})
+
+
+def pooled_channels(channels: Any, size: int) -> tuple[int, ...]:
+    """``channels`` of a conv net that halves a ``size`` x ``size`` image once per entry: at most
+    log2(size) entries, so the image keeps at least one pixel."""
+    chans = as_ints("channels", channels)
+    most = int(np.log2(size))
+    require(
+        len(chans) <= most,
+        f"option channels={','.join(map(str, chans))}: at most {most} entries for "
+        f"{size}x{size} images (each 2x2 pool halves the size)",
+    )
+    return chans
 
 
 def as_fraction(name: str, value: Any) -> float:
@@ -550,7 +563,7 @@ def mnist_cnn_model(channels: Any, dense: Any) -> Callable[[int], nn.Module]:
         models.make_cnn2d,
         in_channels=1,
         size=28,
-        channels=as_ints("channels", channels),
+        channels=pooled_channels(channels, 28),
         dense=as_int("dense", dense, minimum=0),
         out_dim=10,
     )
