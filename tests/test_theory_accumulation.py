@@ -67,3 +67,15 @@ def test_forgetting_the_micro_batch_scale_multiplies_the_update_by_k():
 def test_bad_sizes(m, k, fragment):
     with pytest.raises(InputError, match=fragment):
         ac.micro_batch_size(m, k)
+
+
+def test_write_out_matches_sympy_doit_and_scales_to_thousands_of_terms():
+    small = ac.accumulated_gradient_symbolic("mean", sp.Integer(3), sp.Integer(2))
+    assert sp.expand(ac.write_out(small) - small.doit()) == 0
+    # sympy's Sum.doit recursed once per term and overflowed the stack near m = 4096
+    identity = ac.accumulation_identity("mean", 4096, 4)
+    assert identity.holds and len(identity.full_batch.args) == 4096
+    # the check can fail: without the 1/k the accumulated mean-form gradient is k times too large
+    b, k = sp.Integer(1024), sp.Integer(4)
+    forgot = ac.write_out(ac.accumulated_gradient_symbolic("mean", b, k)) * k
+    assert sp.expand(forgot - identity.full_batch) != 0

@@ -77,8 +77,8 @@ def accumulation_identity(form: str, batch_size: int = 8, micro_batches: int = 4
     """State the accumulation identity for general k, b (m = k*b) and check it for the given sizes."""
     size = micro_batch_size(batch_size, micro_batches)
     statement = sp.Eq(accumulated_gradient_symbolic(form), batch_gradient_symbolic(form), evaluate=False)
-    accumulated = accumulated_gradient_symbolic(form, sp.Integer(size), sp.Integer(micro_batches)).doit()
-    full = batch_gradient_symbolic(form, sp.Integer(batch_size)).doit()
+    accumulated = write_out(accumulated_gradient_symbolic(form, sp.Integer(size), sp.Integer(micro_batches)))
+    full = write_out(batch_gradient_symbolic(form, sp.Integer(batch_size)))
     return AccumulationIdentity(
         form=form,
         statement=statement,
@@ -86,8 +86,23 @@ def accumulation_identity(form: str, batch_size: int = 8, micro_batches: int = 4
         micro_batches=micro_batches,
         accumulated=accumulated,
         full_batch=full,
-        holds=sp.simplify(accumulated - full) == 0,
+        holds=sp.expand(accumulated - full) == 0,
     )
+
+
+def write_out(expr: sp.Expr) -> sp.Expr:
+    """Every ``Sum`` with integer limits written out term by term (outermost index first).
+
+    Linear in the number of terms; sympy's ``Sum.doit`` recurses once per term and overflows the stack
+    for a few thousand terms.
+    """
+    if isinstance(expr, sp.Sum):
+        var, low, high = expr.limits[-1]  # the outermost index; inner limits may depend on it
+        body = sp.Sum(expr.function, *expr.limits[:-1]) if len(expr.limits) > 1 else expr.function
+        return sp.Add(*(write_out(body.subs(var, v)) for v in range(int(low), int(high) + 1)))
+    if expr.args:
+        return expr.func(*(write_out(a) for a in expr.args))
+    return expr
 
 
 def batch_gradient(per_example_grads: np.ndarray, form: str = "mean") -> np.ndarray:
