@@ -368,7 +368,7 @@ def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, di
     from batchscale.theory import accumulation as ac
 
     require(dim >= 1, f"--dim must be >= 1, got {dim}")
-    ac.micro_batch_size(batch_size, micro_batches)  # bad sizes: one-line error before any work
+    ac.check_written_sizes(batch_size, micro_batches)  # bad sizes: one-line error before any work
     rng = np.random.default_rng(seed)
     grads = rng.normal(size=(batch_size, dim))  # (m, d)
     rows = []

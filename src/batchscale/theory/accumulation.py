@@ -23,6 +23,7 @@ from batchscale.errors import require
 from batchscale.theory.moments import FORMS, check_choice
 from batchscale.theory.symbols import k, m
 
+MAX_WRITTEN_TERMS = 20_000  # the exact check writes every g_i out (about 1 ms per term and form)
 g = sp.IndexedBase("g")  # per-example gradient g_i
 i, j = sp.symbols("i j", integer=True, positive=True)
 b = sp.Symbol("b", integer=True, positive=True)  # micro-batch size m/k
@@ -73,9 +74,20 @@ class AccumulationIdentity(NamedTuple):
     holds: bool  # accumulated - full_batch simplifies to 0
 
 
+def check_written_sizes(batch_size: int, micro_batches: int) -> int:
+    """:func:`micro_batch_size`, and m small enough to write every term out (else :class:`InputError`)."""
+    size = micro_batch_size(batch_size, micro_batches)
+    require(
+        batch_size <= MAX_WRITTEN_TERMS,
+        f"batch_size {batch_size} is too large to write the sums out (at most {MAX_WRITTEN_TERMS} terms); "
+        "the general identity holds for every m = k*b",
+    )
+    return size
+
+
 def accumulation_identity(form: str, batch_size: int = 8, micro_batches: int = 4) -> AccumulationIdentity:
     """State the accumulation identity for general k, b (m = k*b) and check it for the given sizes."""
-    size = micro_batch_size(batch_size, micro_batches)
+    size = check_written_sizes(batch_size, micro_batches)
     statement = sp.Eq(accumulated_gradient_symbolic(form), batch_gradient_symbolic(form), evaluate=False)
     accumulated = write_out(accumulated_gradient_symbolic(form, sp.Integer(size), sp.Integer(micro_batches)))
     full = write_out(batch_gradient_symbolic(form, sp.Integer(batch_size)))
