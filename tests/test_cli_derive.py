@@ -261,6 +261,7 @@ BAD = [
     (["accumulation", "-m", "8", "-k", "3"], "micro_batches 3 does not divide batch_size 8"),
     (["accumulation", "-m", "0"], "batch_size must be >= 1"),
     (["accumulation", "--dim", "0"], "--dim must be >= 1, got 0"),
+    (["accumulation", "--dim", "1000000000"], "at most 20000000 for the float check"),
     (["accumulation", "-m", "1000000", "-k", "2"], "too large to write the sums out (at most 20000 terms)"),
     (["staleness", "--plot", "curve.txt"], "--plot file must end in .png, .pdf, .svg"),
 ]

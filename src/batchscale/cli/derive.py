@@ -368,6 +368,11 @@ def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, di
     from batchscale.theory import accumulation as ac
 
     require(dim >= 1, f"--dim must be >= 1, got {dim}")
+    require(
+        batch_size * dim <= MAX_CHECK_NUMBERS,
+        f"--batch-size x --dim = {batch_size * dim} random numbers: "
+        f"at most {MAX_CHECK_NUMBERS} for the float check",
+    )
     ac.check_written_sizes(batch_size, micro_batches)  # bad sizes: one-line error before any work
     rng = np.random.default_rng(seed)
     grads = rng.normal(size=(batch_size, dim))  # (m, d)
@@ -402,6 +407,9 @@ def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, di
             "float check, max |accumulated - one batch| / max |one batch| on random gradients "
             f"(d={dim}): float64 {diffs['float64']:.2e}, float32 {diffs['float32']:.2e}\n"
         )
+
+
+MAX_CHECK_NUMBERS = 20_000_000  # m x d float64 numbers of the float check (160 MB)
 
 
 def _accumulation_row(identity, diffs: dict[str, float]) -> dict[str, Any]:
