@@ -367,13 +367,13 @@ def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, di
     from batchscale.errors import require
     from batchscale.theory import accumulation as ac
 
+    ac.check_written_sizes(batch_size, micro_batches)  # bad sizes: one-line error before any work
     require(dim >= 1, f"--dim must be >= 1, got {dim}")
     require(
         batch_size * dim <= MAX_CHECK_NUMBERS,
         f"--batch-size x --dim = {batch_size * dim} random numbers: "
         f"at most {MAX_CHECK_NUMBERS} for the float check",
     )
-    ac.check_written_sizes(batch_size, micro_batches)  # bad sizes: one-line error before any work
     rng = np.random.default_rng(seed)
     grads = rng.normal(size=(batch_size, dim))  # (m, d)
     rows = []
