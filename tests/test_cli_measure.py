@@ -34,6 +34,8 @@ def test_noise_scale_methods_agree():
     two = by_method["two-batch"]
     assert two["ci_low"] <= by_method["exact"]["b_simple"] <= two["ci_high"]
     assert all(r["config"]["workload"] == "linreg" for r in rows)
+    csv = run("noise-scale", "--method", "fast", *TINY, "--format", "csv")
+    assert csv.exit_code == 0 and csv.stdout.splitlines()[0].endswith(",config")  # resolved config in csv too
 
 
 def test_noise_scale_with_b_noise_and_during_training(tmp_path):

@@ -403,7 +403,8 @@ def noise_scale(
             if row["method"] == "two-batch" and point.ema is not None:
                 row.update(ema_columns(point.ema))
             rows.append({"step": point.step, "train_loss": loss, **row, "status": "ok"})
-    emit(with_config(rows, setup, fmt), fmt, columns_in(rows, NOISE_COLUMNS))
+    rows = with_config(rows, setup, fmt)
+    emit(rows, fmt, columns_in(rows, NOISE_COLUMNS))
     if plot_path:
         plot_noise_scale(plot_path, rows, methods)
 
@@ -465,8 +466,9 @@ def columns_in(rows: Sequence[dict[str, Any]], order: Sequence[str]) -> list[str
 
 
 def plot_noise_scale(path: str, rows: list[dict[str, Any]], methods: Sequence[str]) -> None:
-    """B_simple per method (error bars ~ one sigma: the 95% CI's width / 3.92, drawn symmetric), the
-    per-step two-batch EMA and B_noise, against the SGD step."""
+    """B_simple per method with its 95% interval drawn as two lines of bounds (the interval is skewed,
+    so no symmetric error bar), the per-step two-batch EMA, and B_noise (bars: one stderr), against the
+    SGD step."""
     ys, err = {}, {}
     steps = sorted({r["step"] for r in rows if r.get("status") == "ok"})
     nan = float("nan")
@@ -476,10 +478,10 @@ def plot_noise_scale(path: str, rows: list[dict[str, Any]], methods: Sequence[st
         return [nan if mine.get(s, {}).get(key) is None else mine[s][key] for s in steps]
 
     for method in methods:
-        label = f"B_simple ({method}; bars: 95% CI width/3.92)"
-        ys[label] = series(method, "b_simple")
-        bounds = zip(series(method, "ci_low"), series(method, "ci_high"), strict=True)
-        err[label] = [(hi - lo) / 3.92 for lo, hi in bounds]
+        ys[f"B_simple ({method})"] = series(method, "b_simple")
+        low, high = series(method, "ci_low"), series(method, "ci_high")
+        if any(hi > lo for lo, hi in zip(low, high, strict=True)):  # zero width: exact over all examples
+            ys[f"  95% CI low ({method})"], ys[f"  95% CI high ({method})"] = low, high
         if method == "two-batch" and any(r.get("b_simple_ema") is not None for r in rows):
             ys["B_simple (two-batch, per-step EMA)"] = series(method, "b_simple_ema")
     if any("b_noise" in r for r in rows):
