@@ -217,3 +217,28 @@ def test_results_arrive_through_on_result_once_each():
     results = run_trials(configs, on_result=seen.append, workloads={("toy", (), 0, "cpu"): workload})
     assert sorted(r.config.learning_rate for r in seen) == [0.1, 1e4]
     assert [r.config for r in results] == configs
+
+
+def test_registered_workload_by_name_with_options():
+    """run_trials loads ``linreg`` through get_workload with the config's options and data seed."""
+    configs = [TrainConfig(workload="linreg", workload_options={"dim": 5, "n_train": 200, "n_test": 100},
+                           batch_size=8, learning_rate=lr, target_metric="loss", target=None, max_steps=30)
+               for lr in (0.05, 0.1)]
+    results = run_trials(configs)
+    assert [r.status for r in results] == ["complete", "complete"]
+    assert all(r.final_loss < r.history[0][2] for r in results)
+
+
+def make_dropout_mlp(seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Dropout(0.0), nn.Linear(8, 3))
+
+
+def test_unstackable_models_run_one_at_a_time():
+    workload = toy_workload(make_dropout_mlp)
+    assert not stackable(workload.make_model(0))
+    configs = [TrainConfig(workload="toy", batch_size=5, learning_rate=0.1, seed=s, target=None, max_steps=10)
+               for s in (0, 1)]
+    results = run_trials(configs, strategy="batched", workloads={("toy", (), 0, "cpu"): workload})
+    assert [r.status for r in results] == ["complete", "complete"]
