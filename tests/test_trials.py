@@ -19,6 +19,13 @@ def test_config_round_trips_through_json():
     assert again.trial_id() == config.trial_id()
 
 
+def test_list_options_from_json_become_tuples():
+    config = TrainConfig.from_dict({"workload_options": {"hidden": [64, [1, 2]]}})
+    assert config.workload_options == (("hidden", (64, (1, 2))),)
+    assert hash(config.group_key()) is not None
+    assert config.trial_id() == TrainConfig(workload_options={"hidden": (64, (1, 2))}).trial_id()
+
+
 def test_workload_options_are_sorted_and_hashable():
     a = TrainConfig(workload_options=(("b", 1), ("a", 2)))
     b = TrainConfig(workload_options={"a": 2, "b": 1})

@@ -84,7 +84,8 @@ class TrainConfig:
         options = self.workload_options
         if isinstance(options, Mapping):
             options = options.items()
-        object.__setattr__(self, "workload_options", tuple(sorted((str(k), v) for k, v in options)))
+        pairs = sorted((str(k), hashable(v)) for k, v in options)
+        object.__setattr__(self, "workload_options", tuple(pairs))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; ``workload_options`` becomes a plain dict."""
@@ -140,6 +141,13 @@ class TrainConfig:
         """What trials must share to run as one stacked model (everything but lr, momentum, wd, seed)."""
         per_copy = {"learning_rate", "momentum", "weight_decay", "seed"}
         return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in per_copy)
+
+
+def hashable(value: Any) -> Any:
+    """Lists (as JSON gives them) become tuples, recursively, so a config can key a dict."""
+    if isinstance(value, (list, tuple)):
+        return tuple(hashable(v) for v in value)
+    return value
 
 
 def _require_choice(what: str, value: str, choices: Sequence[str]) -> None:
