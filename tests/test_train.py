@@ -113,10 +113,11 @@ def test_same_config_gives_identical_history():
     assert [r.steps for r in first] == [r.steps for r in second]
 
 
-def test_pruning_stops_trials_far_behind_their_group():
+@pytest.mark.parametrize("strategy", ["batched", "sequential"])
+def test_pruning_stops_trials_far_behind_their_group(strategy):
     configs = [config(learning_rate=0.1, max_steps=400), config(learning_rate=1e-3, max_steps=400)]
-    kept = run_trials(configs, workloads=WORKLOADS)
-    pruned = run_trials(configs, workloads=WORKLOADS, prune=True)
+    kept = run_trials(configs, workloads=WORKLOADS, strategy=strategy)
+    pruned = run_trials(configs, workloads=WORKLOADS, prune=True, strategy=strategy)
     assert [r.status for r in kept] == ["complete", "incomplete"]
     assert [r.status for r in pruned] == ["complete", "pruned"]
     assert pruned[1].stop_step < 400
