@@ -97,6 +97,12 @@ def test_accumulation_csv():
     assert len(lines) == 1 + 2 * 3 and all(",yes," in line for line in lines[1:])
 
 
+def test_accumulation_default_micro_batches_divide_any_batch_size():
+    rows = run_json("accumulation", "--batch-size", "12", "--form", "sum")
+    assert [r["micro_batch"] for r in rows] == [1, 2, 4, 12]
+    assert {r["pass"] for r in rows} == {"yes"}
+
+
 def test_sharpness_lanczos_and_power_agree():
     lanczos = run_json("sharpness", "--k", "2")
     power = run_json("sharpness", "--method", "power", "--iters", "500", "--tol", "1e-7")
@@ -114,6 +120,7 @@ BAD_INPUT = [
         ["accumulation", *TINY, "--batch-size", "30", "--micro-batches", "4"],
         "divide",
     ),
+    ("non-positive-z", ["cosine", *TINY, "--z", "-1"], "--z must be positive"),
     ("accumulation-batch-too-big", ["accumulation", *TINY, "--batch-size", "4096"], "exceeds"),
     ("bad-method", ["noise-scale", *TINY, "--method", "magic"], "magic"),
     ("plot-needs-training", ["noise-scale", *TINY, "--plot", "x.png"], "--during-training"),

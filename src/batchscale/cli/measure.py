@@ -602,6 +602,7 @@ def moments(
 
     positive(lr, "--lr")
     positive(train_lr, "--train-lr")
+    positive(z, "--z")
     setup = build(
         workload,
         workload_option,
@@ -692,6 +693,7 @@ def cosine(
     from batchscale.empirical.update_stats import gradient_cosine
 
     positive(train_lr, "--train-lr")
+    positive(z, "--z")
     setup = build(
         workload,
         workload_option,
@@ -737,12 +739,22 @@ def cosine(
         checks_plot(plot_path, measured, "cosine", "cos(g_B, G)", "Minibatch vs full gradient", False)
 
 
+def divisor_sizes(batch_size: int) -> list[int]:
+    """The powers of two that divide ``batch_size``, and ``batch_size`` itself (the default micro-batches)."""
+    require(batch_size >= 1, f"batch size must be >= 1, got {batch_size}")
+    return sorted(
+        {1 << k for k in range(batch_size.bit_length()) if batch_size % (1 << k) == 0} | {batch_size}
+    )
+
+
 @measure.command("accumulation")
 @click.option(
     "--batch-size", type=int, default=256, show_default=True, help="The batch size m of one update."
 )
 @click.option(
-    "--micro-batches", default=None, help="Micro-batch sizes dividing m, e.g. 1..256 [default: 1..m]."
+    "--micro-batches",
+    default=None,
+    help="Micro-batch sizes dividing m, e.g. 1..256 or 4,12 [default: the powers of two dividing m, and m].",
 )
 @click.option(
     "--lr", type=float, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
@@ -791,7 +803,7 @@ def accumulation(
         train=(train_steps, train_lr, train_batch_size),
         lr=lr,
     )
-    sizes = parse_int_list(micro_batches or f"1..{batch_size}", "--micro-batches")
+    sizes = parse_int_list(micro_batches, "--micro-batches") if micro_batches else divisor_sizes(batch_size)
     check_micro_batches(batch_size, sizes)
     check_sizes([batch_size], int(setup.x.shape[0]))
     for _ in checkpoints(
