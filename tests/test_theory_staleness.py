@@ -197,10 +197,11 @@ def test_expectation_of_leading_term_by_enumeration(case, sampling, form):
         (lambda: stl.staleness_terms(3, 0), "order must be a positive integer, got 0"),
         (lambda: stl.staleness_terms(0, 2), "steps must be a positive integer, got 0"),
         (lambda: stl.staleness_terms(60, 6), "too many to write"),
+        (lambda: stl.staleness_exact_symbolic(1000), r"499500 factors .* steps <= 63\)"),
         (lambda: stl.leading_term_moments("avg", "with"), "unknown form 'avg'"),
         (lambda: stl.small_steps_minus_big_step(np.zeros((2, 2)), np.zeros((2, 2)), 0.1), "need hessians"),
     ],
-    ids=["order-0", "steps-0", "too-many-terms", "form", "shapes"],
+    ids=["order-0", "steps-0", "too-many-terms", "too-many-factors", "form", "shapes"],
 )
 def test_bad_input(call, fragment):
     with pytest.raises(InputError, match=fragment):

@@ -53,6 +53,12 @@ def batch_symbols(steps: int, form: str) -> tuple[list[sp.Symbol], list[sp.Symbo
 def staleness_exact_symbolic(steps: int, form: str = "sum") -> sp.Expr:
     r"""Product form of :math:`w_n - w_{big}` for n = ``steps`` (exact for a quadratic)."""
     _check_steps_order(steps, 1)
+    factors = steps * (steps - 1) // 2  # (1 - lr H_l) factors over all j < l
+    require(
+        factors <= MAX_SYMBOLIC_TERMS,
+        f"{factors} factors in the product form for steps={steps}: too many to write (at most "
+        f"{MAX_SYMBOLIC_TERMS}, steps <= {max_written_steps()})",
+    )
     lr = learning_rate_symbol(form)
     hessians, grads = batch_symbols(steps, form)
     total = sp.Integer(0)
@@ -62,6 +68,11 @@ def staleness_exact_symbolic(steps: int, form: str = "sum") -> sp.Expr:
             product = product * (1 - lr * h)
         total += -lr * (product - 1) * grads[j]
     return total
+
+
+def max_written_steps() -> int:
+    """The largest n whose product form has at most MAX_SYMBOLIC_TERMS factors, n(n-1)/2."""
+    return max(n for n in range(1, 2 * MAX_SYMBOLIC_TERMS) if n * (n - 1) // 2 <= MAX_SYMBOLIC_TERMS)
 
 
 def staleness_terms(steps: int, order: int, form: str = "sum") -> dict[int, sp.Expr]:
