@@ -45,3 +45,15 @@ def test_key_values():
     }
     with pytest.raises(click.BadParameter):
         parse_key_values(["novalue"])
+
+
+def test_data_dir_reaches_file_workloads(tmp_path, monkeypatch):
+    """--data-dir on a measuring command is where a file-based workload looks (and says so)."""
+    monkeypatch.delenv("BATCHSCALE_DATA_DIR", raising=False)
+    where = tmp_path / "datasets"
+    result = CliRunner().invoke(
+        cli, ["measure", "sharpness", "--workload", "mnist-cnn", "--data-dir", str(where)]
+    )
+    assert result.exit_code == 2
+    assert str(where) in result.output
+    assert "Traceback" not in result.output

@@ -7,6 +7,7 @@ on malformed text; range checks belong to the library and raise :class:`batchsca
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -129,10 +130,30 @@ def echo_err(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
-def workload_options(default: str = "mnist1d-mlp"):
-    """``--workload NAME`` and repeatable ``--workload-option KEY=VALUE`` (see :func:`parse_key_values`)."""
+def _set_data_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        os.environ["BATCHSCALE_DATA_DIR"] = value  # read by file-based workloads, inherited by workers
+
+
+def workload_options(default: str = "mnist1d-mlp", data_dir: bool = True):
+    """``--workload NAME``, repeatable ``--workload-option KEY=VALUE`` and ``--data-dir DIR``.
+
+    ``--data-dir`` sets ``$BATCHSCALE_DATA_DIR`` for this process and its workers, where the file-based
+    workloads (mnist-cnn, fashion-mnist-cnn, cifar10-resnet8) look for their files; it is not passed to
+    the command. Values of ``-W`` are parsed by :func:`parse_key_values`.
+    """
 
     def decorate(func: Callable) -> Callable:
+        if data_dir:
+            func = click.option(
+                "--data-dir",
+                type=click.Path(file_okay=False),
+                default=None,
+                expose_value=False,
+                callback=_set_data_dir,
+                help="Folder holding downloaded datasets (MNIST, Fashion-MNIST, CIFAR-10) "
+                "[default: $BATCHSCALE_DATA_DIR, else the user data directory].",
+            )(func)
         func = click.option(
             "--workload-option",
             "-W",

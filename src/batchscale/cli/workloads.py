@@ -73,7 +73,7 @@ def one_workload_row(name: str, options: dict[str, Any], seed: int, data_dir: Pa
 @click.option(
     "--long", "long_", is_flag=True, help="Also show each workload's description and default options."
 )
-@workload_options(default=None)
+@workload_options(default=None, data_dir=False)
 @seed_option
 @format_option()
 def workloads(
