@@ -163,6 +163,27 @@ def test_measure_help_imports_no_torch():
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_measuring_never_imports_theory():
+    """Imports inside functions count too: run every command, then look at sys.modules. (sympy itself
+    cannot be checked this way: torch.func's vmap imports it at its first call; tests/test_layout.py
+    checks that no empirical module imports it.)"""
+    commands = [
+        ["noise-scale", "--method", "exact,two-batch", "--batch-sizes", "4,64", "--draws", "3", "--b-noise"],
+        ["moments", "--sample", "16", "--batch-sizes", "4", "--draws", "3"],
+        ["cosine", "--sample", "16", "--batch-sizes", "4", "--draws", "3"],
+        ["accumulation", "--batch-size", "8"],
+        ["sharpness", "--method", "power", "--iters", "3"],
+    ]
+    code = (
+        "import sys; from click.testing import CliRunner; from batchscale.cli.main import cli\n"
+        f"for args in {commands!r}:\n"
+        f"    r = CliRunner().invoke(cli, ['measure', *args, *{TINY!r}]); assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in sys.modules if m.startswith('batchscale.theory')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
