@@ -12,6 +12,8 @@ Two tables (interleaved repeats; medians of seconds; ratio = baseline / new in t
    :func:`batchscale.empirical.trials.run_trials` (strategy ``auto``).
 2. ``strategy``: per batch size, the engine stacked (``batched``) vs one trial at a time
    (``sequential``), which is the measurement behind ``BATCHED_MAX_BATCH``.
+3. ``--paths-only``: the stacked engine's hand-written bmm MLP path vs the general
+   ``torch.func.vmap(functional_call)`` path.
 
 Run: ``.venv/bin/python benchmarks/bench_training.py [--steps 100] [--repeats 3] [--lrs 8]``.
 """
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+import batchscale.empirical.batched as batched
 from batchscale.empirical.models import make_mlp
 from batchscale.empirical.train import next_eval_step
 from batchscale.empirical.trials import TrainConfig, run_trials
@@ -105,6 +108,16 @@ def engine(strategy: str) -> Callable[[list[TrainConfig]], None]:
     return run
 
 
+def vmap_path(cs: list[TrainConfig]) -> None:
+    """The engine stacked, with the bmm MLP path switched off (torch.func.vmap(functional_call))."""
+    plan = batched.mlp_plan
+    batched.mlp_plan = lambda model: None
+    try:
+        engine("batched")(cs)
+    finally:
+        batched.mlp_plan = plan
+
+
 def timed(variants: dict[str, Callable], cs: list[TrainConfig], repeats: int) -> dict[str, float]:
     """Median seconds of each variant, repeats interleaved (the order alternates every repeat)."""
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -125,6 +138,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,16,64,256,1024,2048")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--paths-only", action="store_true", help="only the bmm vs vmap table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,6 +146,14 @@ def main() -> None:
     lrs = [1e-3 * 30 ** (i / max(1, args.lrs - 1)) for i in range(args.lrs)]  # 0.001 .. 0.03
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps per trial, "
           f"{args.lrs} learning rates, {args.repeats} repeats (median seconds)\n")
+    if args.paths_only:
+        print("| batch size | stacked, vmap path (s) | stacked, bmm path (s) | bmm vs vmap |")
+        print("|---:|---:|---:|---:|")
+        for b in batch_sizes:
+            paths = {"vmap": vmap_path, "bmm": engine("batched")}
+            t = timed(paths, configs([b], lrs, args.steps), args.repeats)
+            print(f"| {b} | {t['vmap']:.2f} | {t['bmm']:.2f} | {t['vmap'] / t['bmm']:.2f}x |", flush=True)
+        return
     if not args.skip_sweep:
         cs = configs(batch_sizes, lrs, args.steps)
         t = timed({"baseline": baseline, "engine": engine("auto")}, cs, args.repeats)
