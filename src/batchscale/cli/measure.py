@@ -226,6 +226,7 @@ def noise_scale_rows(setup: Setup, methods: Sequence[str], opts: dict[str, Any])
 
     rows, stats = [], None
     for method in methods:
+        progress(f"  {method}")
         if method == "two-batch":
             small, big = opts["two_batch"]
             est = two_batch_noise_scale(
@@ -252,6 +253,8 @@ def noise_scale_rows(setup: Setup, methods: Sequence[str], opts: dict[str, Any])
         )
         rows.append(stats.as_row())
     if opts["b_noise"]:
+        n = int(setup.x.shape[0])
+        progress(f"  B_noise: {min(opts['probes'], n) + 1} Hessian-vector products over {n} examples")
         rows.append(b_noise_row(setup, stats, opts))  # once per checkpoint, on a row of its own
     return rows
 
