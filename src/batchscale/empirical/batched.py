@@ -86,6 +86,35 @@ def mlp_forward(plan: Sequence[str], params: Sequence[torch.Tensor], x: torch.Te
     return x
 
 
+def mlp_forward_layers(
+    plan: Sequence[str], params: Sequence[torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """:func:`mlp_forward` that keeps what the weight gradients are made of, without weight gradients.
+
+    Returns the output (K, B, C), the input ``a`` (K, B, in) of every linear layer and its output ``z``
+    (K, B, out). The weights need no ``requires_grad``: the first ``z`` is made a leaf that requires
+    grad, so autograd carries only the (K, B, width) activation gradients ``delta = dL/dz``, and each
+    weight gradient is the rank-B product ``delta^T a`` (:func:`fused_update` adds it into the weights).
+    """
+    weights = iter(params)
+    inputs, outputs = [], []
+    for op in plan:
+        if op == "flatten":
+            x = x.flatten(start_dim=2)  # (K, B, D)
+        elif op == "relu":
+            x = torch.relu(x)
+        else:
+            w = next(weights)  # (K, out, in)
+            b = next(weights) if op == "linear" else None  # (K, out)
+            inputs.append(x)
+            wt = w.transpose(1, 2)  # (K, in, out)
+            x = torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)  # (K, B, out)
+            if not x.requires_grad:
+                x.requires_grad_(True)  # the first layer: a leaf, so its delta is returned too
+            outputs.append(x)  # (K, B, out)
+    return x, inputs, outputs
+
+
 def stackable(model: nn.Module) -> bool:
     """Whether ``model`` can be stacked: no buffers (batch norm running stats), no dropout."""
     no_buffers = next(model.buffers(), None) is None
@@ -151,6 +180,68 @@ def optimizer_update(kind: str, params, grads, state: list[list[torch.Tensor]], 
             p.addcmul_(m.div(denom), per_copy(-step_size, p))  # w <- w - lr m_hat / (sqrt(v_hat) + eps)
 
 
+@torch.no_grad()
+def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: float | None) -> None:
+    """One SGD / momentum / Nesterov update of a stacked plain MLP from its activation gradients.
+
+    ``layers``: (a, delta) per linear layer, a (K, B, in) its input and delta (K, B, out) the gradient of
+    the loss with respect to its output. The weight gradient is g = delta^T a (K, out, in), rank <= B;
+    it is never formed: ``baddbmm_`` adds it into the weights (SGD) or the momentum buffer in one pass,
+    so at small B an update reads and writes each stacked weight once or twice instead of the four to
+    six passes of "form g, then optimizer_update". Same rules as :func:`optimizer_update` (torch.optim),
+    different float rounding:
+    sgd: w <- (1 - lr wd) w - lr g;  momentum: b <- mu b + wd w + g, w <- w - lr b;
+    nesterov: the same b, w <- (1 - lr wd) w - lr g - lr mu b.
+    ``same_mu``: the momentum when every copy has the same one (then b's decay fuses into baddbmm_).
+    """
+    lr, mu, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
+    decay = bool((wd != 0).any())
+    grads = iter(layers)
+    tensors = iter(zip(params, state, strict=True))
+    for op in plan:
+        if op not in ("linear", "linear_nobias"):
+            continue
+        a, delta = next(grads)  # (K, B, in), (K, B, out)
+        pairs = [next(tensors)] + ([next(tensors)] if op == "linear" else [])
+        for i, (p, s) in enumerate(pairs):
+            neg_lr = per_copy(-lr, p)
+            if i == 0:  # the weight (K, out, in): g = delta^T a
+                gt = delta.transpose(1, 2)  # (K, out, B)
+
+                def add_grad(target, scale=None, beta=1.0, a=a, gt=gt):
+                    target.baddbmm_(gt if scale is None else gt * scale, a, beta=beta)
+            else:  # the bias (K, out): g = sum_b delta
+                g_bias = delta.sum(dim=1)  # (K, out)
+
+                def add_grad(target, scale=None, beta=1.0, g_bias=g_bias):
+                    if beta != 1.0:
+                        target.mul_(beta)
+                    target.add_(g_bias if scale is None else g_bias * scale)
+            if kind == "sgd":
+                if decay:
+                    p.mul_(1 + per_copy(-lr * wd, p))
+                add_grad(p, per_copy(-lr, delta) if i == 0 else neg_lr)  # w <- w - lr g
+                continue
+            buf = s[0]
+            if same_mu is not None and not decay:
+                add_grad(buf, beta=same_mu)  # b <- mu b + g
+            else:
+                buf.mul_(per_copy(mu, p))
+                if decay:
+                    buf.addcmul_(p, per_copy(wd, p))  # + wd w
+                add_grad(buf)  # + g
+            if kind == "momentum":
+                p.addcmul_(buf, neg_lr)  # w <- w - lr b
+            else:
+                if decay:
+                    p.mul_(1 + per_copy(-lr * wd, p))
+                add_grad(p, per_copy(-lr, delta) if i == 0 else neg_lr)  # w <- w - lr g
+                p.addcmul_(buf, per_copy(-lr * mu, p))  # ... - lr mu b
+
+
+FUSED_OPTIMIZERS = ("sgd", "momentum", "nesterov")  # adam needs the full gradient (g^2)
+
+
 def optimizer_slots(kind: str) -> int:
     """State tensors per parameter: 0 (sgd), 1 (momentum buffer), 2 (Adam moments)."""
     return {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[kind]
@@ -170,9 +261,12 @@ class StackedRun:
             check_fits(config, workload)
         c = self.config = configs[0]
         self.workload, self.trials, self.step = workload, list(trials), 0
-        self.params, self.forward = stacked_forward([workload.model(x.seed) for x in configs])
+        models = [workload.model(x.seed) for x in configs]
+        self.params, self.forward = stacked_forward(models)
+        self.plan = mlp_plan(models[0])
+        self.fused = self.plan is not None and c.optimizer in FUSED_OPTIMIZERS
         for p in self.params:
-            p.requires_grad_(True)
+            p.requires_grad_(not self.fused)  # fused: autograd stops at the activations
         self.state = [[torch.zeros_like(p) for _ in range(optimizer_slots(c.optimizer))] for p in self.params]
         device = workload.device
         mu = [adam_beta1(x.momentum) if c.optimizer == "adam" else x.momentum for x in configs]
@@ -181,6 +275,8 @@ class StackedRun:
             "momentum": torch.tensor(mu, device=device),
             "weight_decay": torch.tensor([x.weight_decay for x in configs], device=device),
         }
+        self.same_mu = mu[0] if len(set(mu)) == 1 else None
+        self.constant_lr = c.schedule == "constant"
         seeds = [x.seed for x in configs]
         self.order = BatchOrder(workload.n_train, c.batch_size, seeds, c.drop_last, device)
         self.x_eval, self.y_eval = eval_data(c, workload)
@@ -190,15 +286,25 @@ class StackedRun:
         c = self.config
         idx = self.order.next()  # (K, B)
         x, y = self.workload.x_train[idx], self.workload.y_train[idx]  # (K, B, ...), (K, B[, C])
-        out = self.forward(self.params, x)  # (K, B, C)
+        if self.fused:
+            out, inputs, outputs = mlp_forward_layers(self.plan, self.params, x)  # (K, B, C)
+        else:
+            out = self.forward(self.params, x)  # (K, B, C)
         k, b = idx.shape
         per_example = per_example_loss(self.workload.loss, out.flatten(0, 1), y.flatten(0, 1))  # (K*B,)
         losses = batch_loss(per_example.view(k, b), c.loss_form)  # (K,)
-        grads = torch.autograd.grad(losses.sum(), self.params)  # copies are independent: d sum / d w_k
-        hyper = dict(self.hyper, lr=self.hyper["lr"] * lr_factor(self.step, c.schedule, c.warmup_steps,
-                                                                  c.max_steps))
+        hyper = self.hyper
+        if not self.constant_lr:
+            factor = lr_factor(self.step, c.schedule, c.warmup_steps, c.max_steps)
+            hyper = dict(hyper, lr=hyper["lr"] * factor)
         self.step += 1
-        optimizer_update(c.optimizer, self.params, grads, self.state, hyper, self.step)
+        if self.fused:  # copies are independent: d sum / d z_k = d L_k / d z_k
+            deltas = torch.autograd.grad(losses.sum(), outputs)  # (K, B, out) per layer
+            layers = list(zip(inputs, deltas, strict=True))
+            fused_update(c.optimizer, self.params, layers, self.plan, self.state, hyper, self.same_mu)
+        else:
+            grads = torch.autograd.grad(losses.sum(), self.params)  # copies are independent: d sum / d w_k
+            optimizer_update(c.optimizer, self.params, grads, self.state, hyper, self.step)
         return losses.detach()
 
     def advance(self, until: int) -> list[int]:
@@ -238,7 +344,7 @@ class StackedRun:
         (params, state), hyper = snapshot.state
         run = copy.copy(self)
         run.trials, run.step = list(trials), snapshot.step
-        run.params = [p[rows].clone().requires_grad_(True) for p in params]
+        run.params = [p[rows].clone().requires_grad_(not self.fused) for p in params]
         run.state = [[s[rows].clone() for s in ss] for ss in state]
         run.hyper = {k: v[rows] for k, v in hyper.items()}
         run.order = copy.copy(self.order)
@@ -252,7 +358,7 @@ class StackedRun:
             return
         self.trials = [self.trials[i] for i in rows]
         with torch.no_grad():
-            self.params = [p[rows].clone().requires_grad_(True) for p in self.params]
+            self.params = [p[rows].clone().requires_grad_(not self.fused) for p in self.params]
             self.state = [[s[rows] for s in ss] for ss in self.state]
         self.hyper = {k: v[rows] for k, v in self.hyper.items()}
         self.order.keep(rows)
