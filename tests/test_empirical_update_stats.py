@@ -115,6 +115,43 @@ def test_measured_update_moments_match_prediction_on_linreg():
     assert all(c.predicted == 0.0 and c.measured < 1e-9 for c in full)  # m = M without replacement: no noise
 
 
+def test_measured_update_moments_match_the_closed_form_on_linreg():
+    """Against the population closed forms, not the measured statistics: x ~ N(0, diag(lam)),
+    y = w*.x + eps, e = w - w*: G = 2 L e, tr Cov[g] = 4[(e'Le + s^2) tr L + |L e|^2] (Isserlis).
+    20 000 examples, 300 draws with replacement per m; tolerance Z x (stderr over the draws + the
+    training set's own sampling error of G and tr(Sigma), from its per-example gradients)."""
+    n, lr, z = 20_000, 0.05, 4.0
+    wl = get_workload("linreg", spectrum=(1.0, 0.5, 0.25), n_train=n, n_test=8, noise_std=0.5)
+    model = wl.model(0)
+    lam, e = np.array(wl.info["spectrum"]), model.weight.detach().double().numpy()[0] - wl.info["w_star"]
+    g_pop = 2 * lam * e
+    tr_pop = 4 * ((e @ (lam * e) + 0.25) * lam.sum() + g_pop @ g_pop / 4)
+    x, y = wl.x_train.double().numpy(), wl.y_train.double().numpy()[:, 0]
+    g = 2 * (x @ (e + wl.info["w_star"]) - y)[:, None] * x  # (n, D): per-example gradients of the set
+    g_se = math.sqrt((g.var(0) / n).sum())  # sampling error of the set's |G| around the population's
+    tr_se = (g**2).sum(1).std() / math.sqrt(n) + 2 * np.linalg.norm(g_pop) * g_se
+    stats = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train)
+    checks = update_moments(
+        model,
+        wl.per_example_loss,
+        wl.x_train,
+        wl.y_train,
+        stats=stats,
+        batch_sizes=[1, 16],
+        lr=lr,
+        forms=["mean"],
+        samplings=["with"],
+        draws=300,
+        seed=1,
+    )
+    for c in checks:
+        if c.quantity == "mean_along_-G":
+            assert abs(c.measured - lr * np.linalg.norm(g_pop)) <= z * (c.stderr + lr * g_se), c.as_row()
+        else:
+            expected = lr**2 * tr_pop / c.batch_size
+            assert abs(c.measured - expected) <= z * (c.stderr + lr**2 * tr_se / c.batch_size), c.as_row()
+
+
 def test_measured_cosine_matches_prediction_on_linreg():
     wl = linreg()
     model = wl.model(0)
