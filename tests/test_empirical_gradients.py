@@ -146,6 +146,19 @@ def test_fast_path_rejects_unsupported_layers():
         per_example_sq_norms(model, cross_entropy, torch.randn(3, 4), torch.tensor([0, 1, 0]))
 
 
+def test_batch_norm_in_training_mode_is_refused():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    x, y = torch.randn(6, 4), torch.randint(2, (6,))
+    for method in ("exact", "fast"):
+        with pytest.raises(InputError, match="BatchNorm1d in training mode"):
+            gradient_statistics(model, cross_entropy, x, y, method=method)
+    with pytest.raises(InputError, match="mixes the examples"):
+        two_batch_noise_scale(model, cross_entropy, x, y, small=2, big=4, draws=2)
+    model.eval()  # running statistics: examples independent again
+    stats = gradient_statistics(model, cross_entropy, x, y, method="exact")
+    assert stats.n_examples == 6
+
+
 def test_backpack_batch_grad_agrees():
     backpack = pytest.importorskip("backpack")
     from backpack.extensions import BatchGrad

@@ -79,6 +79,17 @@ def flat_grad(model: nn.Module) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def check_examples_independent(model: nn.Module) -> None:
+    """InputError if a batch-norm layer is in training mode: it mixes the examples of a batch, so the
+    per-example gradients and the minibatch identities E|g_B|^2 = |G|^2 + c(m) tr(Sigma) do not apply."""
+    for name, module in model.named_modules():
+        require(
+            not (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training),
+            f"layer {name!r} is {type(module).__name__} in training mode: it mixes the examples of a batch, "
+            "so per-example gradient statistics are undefined (use GroupNorm, e.g. -W norm=group)",
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # batch and per-example gradients
 
@@ -116,6 +127,7 @@ def iter_per_example_gradients(
     bounded by ``chunk_size * P`` floats plus the chunk's activations.
     """
     require(chunk_size >= 1, f"chunk size must be >= 1, got {chunk_size}")
+    check_examples_independent(model)
     params = trainable_parameters(model)
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     per_example = vmap(grad(_single_example_loss(model, loss_fn, buffers)), in_dims=(None, 0, 0))
@@ -418,6 +430,7 @@ def gradient_statistics(
     the same pass: one batched matmul per layer on the fast path).
     """
     require(method in ("exact", "fast"), f"unknown method {method!r}; expected exact or fast")
+    check_examples_independent(model)
     if chunk_size is None:  # exact holds chunk x P floats of gradients; fast only activations
         chunk_size = DEFAULT_CHUNK[method]
     require(chunk_size >= 1, f"chunk size must be >= 1, got {chunk_size}")
@@ -550,6 +563,7 @@ def two_batch_noise_scale(
     require(1 <= small < big, f"need 1 <= small < big batch sizes, got small={small}, big={big}")
     require(draws >= 2, f"need at least 2 draws, got {draws}")
     check_batch_size(big, population, sampling)
+    check_examples_independent(model)
     generator = torch.Generator().manual_seed(seed)
     c_s = minibatch_variance_factor(small, population, sampling)
     c_b = minibatch_variance_factor(big, population, sampling)
@@ -596,6 +610,7 @@ def two_batch_step_estimates(
     """
     big = int(x_big.shape[0])
     require(1 <= small < big, f"need 1 <= small < big batch sizes, got small={small}, big={big}")
+    check_examples_independent(model)
     sq_big = float(big_gradient.double().pow(2).sum())
     sq_small = float(batch_gradient(model, loss_fn, x_big[:small], y_big[:small]).double().pow(2).sum())
     c_s = minibatch_variance_factor(small, population, "without")

@@ -32,6 +32,7 @@ from batchscale.empirical.gradients import (
     TwoBatchEMA,
     batch_gradient,
     check_batch_size,
+    check_examples_independent,
     draw_batch,
     flat_grad,
     minibatch_variance_factor,
@@ -196,6 +197,7 @@ def update_moments(
     """
     population = int(x.shape[0])
     _check_common(lr, draws, forms, samplings)
+    check_examples_independent(model)
     require(
         stats.population == population and stats.n_examples == population,
         "update_moments needs exact statistics over all the examples the batches are drawn from",
@@ -247,6 +249,7 @@ def gradient_cosine(
     """
     population = int(x.shape[0])
     _check_common(1.0, draws, FORMS, [sampling])
+    check_examples_independent(model)
     generator = torch.Generator().manual_seed(seed)
     for m in batch_sizes:
         check_batch_size(m, population, sampling)
