@@ -10,8 +10,17 @@ import torch
 from torch import nn
 
 from batchscale.empirical.batched import StackedRun
-from batchscale.empirical.train import SingleRun, lr_factor, next_eval_step, refine_interval, train
-from batchscale.empirical.trials import TrainConfig, run_trials
+from batchscale.empirical.train import (
+    PRUNE_MARGIN,
+    SingleRun,
+    Track,
+    behind_group,
+    lr_factor,
+    next_eval_step,
+    refine_interval,
+    train,
+)
+from batchscale.empirical.trials import TrainConfig, TrialResult, run_trials
 from batchscale.empirical.workloads import Workload
 
 RESOLUTION = 0.02  # the promised bound on (reported - true first crossing) / true first crossing
@@ -157,3 +166,49 @@ def test_digits_mlp_sweep_stacked_equals_one_at_a_time():
     single = run_trials(configs, strategy="sequential")
     assert [(r.status, r.steps) for r in stacked] == [(r.status, r.steps) for r in single]
     assert {r.status for r in stacked} >= {"complete", "diverged"}
+
+
+# --- the pruning rule on hand-made histories (error metric on 800 examples: sd ~0.014 near 0.2) -------
+
+
+def track(history, status=None) -> Track:
+    """A Track with ``history`` [(step, metric)], ended with ``status`` (None: still running)."""
+    t = Track(config(target_metric="error", target=0.2))
+    t.history = [(s, m, None if m is None else 1.0) for s, m in history]
+    if status is not None:
+        t.result = TrialResult(config=t.config, status=status, steps=None, final_metric=None, final_loss=None,
+                               best_metric=None, history=tuple(t.history), wall_time=0.0, device="cpu",
+                               stop_step=t.history[-1][0])
+    return t
+
+
+def test_noisy_but_best_copy_is_not_pruned():
+    # At step 40 the candidate (0.60) is the best now, though another copy's step-20 reading (0.55) was
+    # better: a noise bump of the leader must not prune it.
+    leader = track([(20, 0.62), (40, 0.60)])
+    other = track([(20, 0.55), (40, 0.64)])
+    assert not behind_group(0, 40, 0.60, [leader, other])
+
+
+def test_noise_within_the_margin_never_prunes():
+    group = [track([(20, 0.86), (40, 0.88)]), track([(20, 0.87), (40, 0.85)])]
+    assert not behind_group(0, 40, 0.88, group)  # 0.87 + 0.03 >= 0.88: within noise
+    group = [track([(10, 0.89), (20, 0.89)]), track([(10, 0.80), (20, 0.70)])]
+    assert not behind_group(0, 19, 0.89, group)  # before PRUNE_MIN_STEP
+
+
+def test_a_diverging_copy_never_prunes_others():
+    slow = [(20, 0.70), (40, 0.50)]
+    fast_then_nan = [(20, 0.40), (40, None)]  # its step-20 reading was far ahead
+    assert not behind_group(0, 40, 0.50, [track(slow), track(fast_then_nan, "diverged")])
+    rising = [(20, 0.40), (40, 0.80)]  # on its way to diverging, not yet stopped: behind now
+    assert not behind_group(0, 40, 0.50, [track(slow), track(rising)])
+    pruned = [(20, 0.40), (40, 0.30)]
+    assert not behind_group(0, 40, 0.50, [track(slow), track(pruned, "pruned")])
+
+
+def test_a_clearly_dominated_copy_is_pruned():
+    assert behind_group(0, 40, 0.80, [track([(20, 0.85), (40, 0.80)]), track([(20, 0.50), (40, 0.30)])])
+    finished = track([(20, 0.40), (33, 0.19)], "complete")  # ended at the target: still a leader
+    assert behind_group(0, 40, 0.80, [track([(20, 0.85), (40, 0.80)]), finished])
+    assert PRUNE_MARGIN == pytest.approx(0.03)

@@ -35,6 +35,7 @@ DIVERGENCE_FACTOR = 10.0  # diverged when the test loss exceeds this multiple of
 EVAL_GROWTH = 1.1  # evaluations at steps 0, 1, 2, ..., 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, ...
 REFINE_FRACTION = 0.01  # re-evaluate every ceil(1% of the step) when resolving a crossing
 PRUNE_MIN_STEP = 20  # no pruning before this step
+PRUNE_MARGIN = 0.03  # pruning needs a lead larger than this (error on 800 test examples: sd 0.014 at 0.2)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,13 +289,26 @@ def metric_at(track: Track, step: int) -> float | None:
 
 
 def behind_group(trial: int, step: int, metric: float, group: Sequence[Track]) -> bool:
-    """Pruning rule: at ``step`` >= :data:`PRUNE_MIN_STEP`, the metric is worse than another trial of
-    the group had already reached at ``step // 2`` (so this trial needs over twice its steps)."""
+    """Pruning rule: at ``step`` >= :data:`PRUNE_MIN_STEP`, prune when some *healthy leader* j of the
+    group (not diverged, not pruned) had at ``step // 2`` a metric better than this one's by more than
+    :data:`PRUNE_MARGIN`, and j is still ahead now (its metric at ``step`` is lower, or j has ended
+    meeting its target). Such a trial needs over twice j's steps to get where j already was.
+
+    The margin keeps evaluation noise from pruning (an error on n test examples has standard deviation
+    sqrt(p (1 - p) / n)); requiring the leader to be ahead *now* means the current best trial is never
+    pruned, and a trial whose metric rises on its way to diverging stops counting as a leader.
+    """
     if step < PRUNE_MIN_STEP:
         return False
-    others = [metric_at(t, step // 2) for i, t in enumerate(group) if i != trial]
-    reached = [m for m in others if m is not None]
-    return bool(reached) and metric > min(reached)
+    for j, track in enumerate(group):
+        if j == trial or (track.result is not None and track.result.status in ("diverged", "pruned")):
+            continue
+        earlier, now = metric_at(track, step // 2), metric_at(track, step)
+        if earlier is None or now is None or earlier + PRUNE_MARGIN >= metric:
+            continue
+        if now < metric or (track.result is not None and track.result.status == "complete"):
+            return True
+    return False
 
 
 def finish(tracks: list[Track], trial: int, status: str, stop_step: int, steps: int | None,
