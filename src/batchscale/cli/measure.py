@@ -177,16 +177,16 @@ def checkpoints(
         wl.x_train,
         wl.y_train,
         steps=steps,
-        every=every if every is not None else max(steps, 1),
+        every=every if every is not None else max(1, steps // 10),  # progress every 10% of the run
         lr=lr,
         batch_size=batch_size,
         seed=seed,
         **ema,
     )
     for point in loop:
+        if steps and point.step:
+            progress(f"  step {point.step}/{steps}  batch loss {point.batch_loss:.4g}  {point.status}")
         if every is not None or point.step == steps or point.status != "ok":
-            if steps and point.step:
-                progress(f"  step {point.step}/{steps}  batch loss {point.batch_loss:.4g}  {point.status}")
             yield point
 
 
