@@ -362,6 +362,8 @@ def noise_scale(
 
     B_simple = tr(Sigma)/|G|^2 from per-example gradients (exact, fast) or from gradient norms at two
     batch sizes (two-batch; McCandlish et al. 2018, App. A); B_noise = tr(H Sigma)/(G^T H G) via HVPs.
+    With --during-training, two-batch also updates exponential moving averages of |G|^2 and tr(Sigma)
+    at every training step (its batch and a slice of it) and reports their ratio, b_simple_ema.
     """
     methods = parse_methods(method)
     pair = parse_int_list(two_batch, "--batch-sizes")
