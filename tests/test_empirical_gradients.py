@@ -297,6 +297,17 @@ def test_two_batch_step_estimator_on_a_slice_is_unbiased():
         two_batch_step_estimates(model, wl.per_example_loss, xb, yb, g[idx].mean(0), small=96, population=128)
 
 
+def test_two_batch_interval_is_infinite_not_nan_when_many_replicates_have_no_signal():
+    """At w = w* the gradient is label noise only: |G|^2 is tiny, and with 3 draws many bootstrap
+    replicates have |G|^2 <= 0. The upper bound is then +inf (it was nan, with a RuntimeWarning)."""
+    wl = linreg(256)
+    model = wl.model(0)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(wl.info["w_star"], dtype=model.weight.dtype)[None])
+    est = two_batch_noise_scale(model, wl.per_example_loss, wl.x_train, wl.y_train, small=2, big=8, draws=3)
+    assert est.b_simple_ci[1] == math.inf
+
+
 def test_ema_averages_numerator_and_denominator_separately():
     pairs = [(1.0, 10.0), (3.0, 2.0), (0.5, 4.0)]
     state = TwoBatchEMA(decay=0.5)

@@ -580,7 +580,8 @@ def two_batch_noise_scale(
     g2_b, tr_b = est[boot, 0].mean(1), est[boot, 1].mean(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(g2_b > 0, tr_b / g2_b, np.inf)
-    low, high = np.percentile(ratio, [2.5, 97.5])
+        # linear interpolation between two infinite replicates gives inf - inf = nan: the bound is inf
+        low, high = np.nan_to_num(np.percentile(ratio, [2.5, 97.5]), nan=np.inf, posinf=np.inf)
     g2, tr = float(g2), float(tr)
     g2_se, tr_se = (est.std(0, ddof=1) / math.sqrt(draws)).tolist()
     return TwoBatchEstimate(
