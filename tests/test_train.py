@@ -12,6 +12,7 @@ from torch import nn
 from batchscale.empirical.batched import StackedRun
 from batchscale.empirical.train import (
     PRUNE_MARGIN,
+    PRUNE_NEAR,
     SingleRun,
     Track,
     behind_group,
@@ -208,7 +209,18 @@ def test_a_diverging_copy_never_prunes_others():
 
 
 def test_a_clearly_dominated_copy_is_pruned():
-    assert behind_group(0, 40, 0.80, [track([(20, 0.85), (40, 0.80)]), track([(20, 0.50), (40, 0.30)])])
+    assert behind_group(0, 40, 0.80, [track([(20, 0.85), (40, 0.80)]), track([(20, 0.50), (40, 0.24)])])
     finished = track([(20, 0.40), (33, 0.19)], "complete")  # ended at the target: still a leader
     assert behind_group(0, 40, 0.80, [track([(20, 0.85), (40, 0.80)]), finished])
     assert PRUNE_MARGIN == pytest.approx(0.03)
+
+
+def test_a_leader_far_from_the_target_prunes_nobody():
+    # A high rate at B = 1 on MNIST-1D: ahead early (0.62 vs 0.85), then stuck near 0.65 for 200k steps,
+    # while the rate that reaches 0.2 first starts slowly. Only a leader within PRUNE_NEAR prunes.
+    stalled = track([(20, 0.62), (40, 0.60)])
+    assert not behind_group(0, 40, 0.85, [track([(20, 0.88), (40, 0.85)]), stalled])
+    near = track([(20, 0.62), (40, 0.2 + PRUNE_NEAR)])
+    assert behind_group(0, 40, 0.85, [track([(20, 0.88), (40, 0.85)]), near])
+    ran_out = track([(20, 0.30), (40, 0.21)], "incomplete")  # max_steps without the target
+    assert not behind_group(0, 40, 0.85, [track([(20, 0.88), (40, 0.85)]), ran_out])

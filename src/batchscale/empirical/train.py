@@ -36,6 +36,8 @@ EVAL_GROWTH = 1.1  # evaluations at steps 0, 1, 2, ..., 10, 11, 12, 13, 14, 15, 
 REFINE_FRACTION = 0.01  # re-evaluate every ceil(1% of the step) when resolving a crossing
 PRUNE_MIN_STEP = 20  # no pruning before this step
 PRUNE_MARGIN = 0.03  # pruning needs a lead larger than this (error on 800 test examples: sd 0.014 at 0.2)
+PRUNE_NEAR = 0.05  # ... and a leader whose error is within this of the target (docs/training.md)
+PRUNE_NEAR_LOSS = 0.25  # ... or, for a loss target, whose loss is within this fraction of the target
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,25 +290,39 @@ def metric_at(track: Track, step: int) -> float | None:
     return value
 
 
+def near_target(track: Track, metric: float | None) -> bool:
+    """Whether ``metric`` is within :data:`PRUNE_NEAR` of the target of ``track`` (for a ``loss``
+    target: within :data:`PRUNE_NEAR_LOSS` times the target)."""
+    c = track.config
+    if metric is None or c.target is None:
+        return False
+    near = PRUNE_NEAR if c.target_metric == "error" else PRUNE_NEAR_LOSS * c.target
+    return metric <= c.target + near
+
+
 def behind_group(trial: int, step: int, metric: float, group: Sequence[Track]) -> bool:
     """Pruning rule: at ``step`` >= :data:`PRUNE_MIN_STEP`, prune when some *healthy leader* j of the
-    group (not diverged, not pruned) had at ``step // 2`` a metric better than this one's by more than
-    :data:`PRUNE_MARGIN`, and j is still ahead now (its metric at ``step`` is lower, or j has ended
-    meeting its target). Such a trial needs over twice j's steps to get where j already was.
+    group (not diverged, not pruned) is near the target now, is still ahead now, and had at ``step // 2``
+    a metric better than this one's by more than :data:`PRUNE_MARGIN`. Such a trial needs over twice
+    j's steps to get where j already was, and j is about to meet the target.
 
     The margin keeps evaluation noise from pruning (an error on n test examples has standard deviation
-    sqrt(p (1 - p) / n)); requiring the leader to be ahead *now* means the current best trial is never
-    pruned, and a trial whose metric rises on its way to diverging stops counting as a leader.
+    sqrt(p (1 - p) / n)); "ahead now" means the current best trial is never pruned and a trial whose
+    metric rises on its way to diverging stops counting as a leader; "near the target" (within
+    :data:`PRUNE_NEAR`, or met it) keeps a leader that learns fast early and then stalls on a noise
+    floor above the target (high rates at small batch sizes) from pruning the trials that would reach it.
+    See ``docs/training.md``.
     """
     if step < PRUNE_MIN_STEP:
         return False
     for j, track in enumerate(group):
-        if j == trial or (track.result is not None and track.result.status in ("diverged", "pruned")):
+        ended = track.result.status if track.result is not None else None
+        if j == trial or ended in ("diverged", "pruned", "incomplete"):
             continue
         earlier, now = metric_at(track, step // 2), metric_at(track, step)
         if earlier is None or now is None or earlier + PRUNE_MARGIN >= metric:
             continue
-        if now < metric or (track.result is not None and track.result.status == "complete"):
+        if ended == "complete" or (now < metric and near_target(track, now)):
             return True
     return False
 
