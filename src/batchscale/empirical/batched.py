@@ -181,7 +181,8 @@ def optimizer_update(kind: str, params, grads, state: list[list[torch.Tensor]], 
 
 
 @torch.no_grad()
-def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: float | None) -> None:
+def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: float | None,
+                 decay: bool | None = None) -> None:
     """One SGD / momentum / Nesterov update of a stacked plain MLP from its activation gradients.
 
     ``layers``: (a, delta) per linear layer, a (K, B, in) its input and delta (K, B, out) the gradient of
@@ -192,10 +193,12 @@ def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: f
     different float rounding:
     sgd: w <- (1 - lr wd) w - lr g;  momentum: b <- mu b + wd w + g, w <- w - lr b;
     nesterov: the same b, w <- (1 - lr wd) w - lr g - lr mu b.
-    ``same_mu``: the momentum when every copy has the same one (then b's decay fuses into baddbmm_).
+    ``same_mu``: the momentum when every copy has the same one (then b's decay fuses into baddbmm_);
+    ``decay``: whether any weight decay is nonzero (None: look at ``hyper``).
     """
     lr, mu, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
-    decay = bool((wd != 0).any())
+    decay = bool((wd != 0).any()) if decay is None else decay
+    neg_lr_k = -lr  # (K,)
     grads = iter(layers)
     tensors = iter(zip(params, state, strict=True))
     for op in plan:
@@ -204,7 +207,7 @@ def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: f
         a, delta = next(grads)  # (K, B, in), (K, B, out)
         pairs = [next(tensors)] + ([next(tensors)] if op == "linear" else [])
         for i, (p, s) in enumerate(pairs):
-            neg_lr = per_copy(-lr, p)
+            neg_lr = per_copy(neg_lr_k, p)
             if i == 0:  # the weight (K, out, in): g = delta^T a
                 gt = delta.transpose(1, 2)  # (K, out, B)
 
@@ -220,7 +223,7 @@ def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: f
             if kind == "sgd":
                 if decay:
                     p.mul_(1 + per_copy(-lr * wd, p))
-                add_grad(p, per_copy(-lr, delta) if i == 0 else neg_lr)  # w <- w - lr g
+                add_grad(p, per_copy(neg_lr_k, delta) if i == 0 else neg_lr)  # w <- w - lr g
                 continue
             buf = s[0]
             if same_mu is not None and not decay:
@@ -235,7 +238,7 @@ def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: f
             else:
                 if decay:
                     p.mul_(1 + per_copy(-lr * wd, p))
-                add_grad(p, per_copy(-lr, delta) if i == 0 else neg_lr)  # w <- w - lr g
+                add_grad(p, per_copy(neg_lr_k, delta) if i == 0 else neg_lr)  # w <- w - lr g
                 p.addcmul_(buf, per_copy(-lr * mu, p))  # ... - lr mu b
 
 
@@ -275,6 +278,7 @@ class StackedRun:
             "momentum": torch.tensor(mu, device=device),
             "weight_decay": torch.tensor([x.weight_decay for x in configs], device=device),
         }
+        self.decay = any(x.weight_decay != 0 for x in configs)  # known once: no per-step check
         self.same_mu = mu[0] if len(set(mu)) == 1 else None
         self.constant_lr = c.schedule == "constant"
         seeds = [x.seed for x in configs]
@@ -301,7 +305,8 @@ class StackedRun:
         if self.fused:  # copies are independent: d sum / d z_k = d L_k / d z_k
             deltas = torch.autograd.grad(losses.sum(), outputs)  # (K, B, out) per layer
             layers = list(zip(inputs, deltas, strict=True))
-            fused_update(c.optimizer, self.params, layers, self.plan, self.state, hyper, self.same_mu)
+            fused_update(c.optimizer, self.params, layers, self.plan, self.state, hyper, self.same_mu,
+                         self.decay)
         else:
             grads = torch.autograd.grad(losses.sum(), self.params)  # copies are independent: d sum / d w_k
             optimizer_update(c.optimizer, self.params, grads, self.state, hyper, self.step)
