@@ -141,7 +141,8 @@ def test_pruned_optimum_is_recovered_by_the_verification_round():
             return TrialResult(trial, "pruned", None, 0.8, 2.0, 0.8)
         return result
 
-    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2, 4), optimizers=("sgd",))
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2, 4), optimizers=("sgd",),
+                              verify_pruned=True)
     chain, budgets = steps_chain(config, "sgd"), []
     try:
         round_ = next(chain)
@@ -274,3 +275,18 @@ def test_local_pool_streams_each_trial_to_the_store_as_it_ends(tmp_path):
     assert len({r.finished_at for r in records}) == 5
     assert {r.started_at for r in records} == {records[0].started_at}
     assert rows[0]["status"] == "complete"
+
+
+def test_no_verification_round_unless_asked():
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2), optimizers=("sgd",))
+    chain = steps_chain(config, "sgd")
+    round_ = next(chain)
+    while True:
+        assert round_.prune, "a verification round (prune=False) was asked for"
+        results = {t.trial_id(): synthetic(t) for t in round_.configs}
+        slow = [t for t in round_.configs if synthetic(t).status == "complete"][-1:]
+        results.update({t.trial_id(): TrialResult(t, "pruned", None, 0.8, 2.0, 0.8) for t in slow})
+        try:
+            round_ = chain.send(results)
+        except StopIteration:
+            break

@@ -224,3 +224,10 @@ def test_a_leader_far_from_the_target_prunes_nobody():
     assert behind_group(0, 40, 0.85, [track([(20, 0.88), (40, 0.85)]), near])
     ran_out = track([(20, 0.30), (40, 0.21)], "incomplete")  # max_steps without the target
     assert not behind_group(0, 40, 0.85, [track([(20, 0.88), (40, 0.85)]), ran_out])
+
+
+def test_a_trial_past_a_group_mates_steps_to_target_is_pruned():
+    done = track([(20, 0.40), (30, 0.19)], "complete")
+    done.result = replace(done.result, steps=30)
+    assert behind_group(0, 33, 0.21, [track([(20, 0.35), (33, 0.21)]), done])  # cannot beat 30 steps
+    assert not behind_group(0, 30, 0.21, [track([(20, 0.35), (30, 0.21)]), done])  # not yet past it

@@ -183,6 +183,8 @@ def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train:
 @click.option("--budget-factor", type=float, default=2.0, show_default=True,
               help="Later batch sizes stop trials at this x the previous best steps (0: no cap).")
 @click.option("--no-prune", is_flag=True, help="Do not stop trials far behind the best of their group.")
+@click.option("--verify-pruned", is_flag=True,
+              help="Re-run pruned trials without pruning, within the best trial's steps (slower).")
 @click.option("--eval-subset", type=int, default=800, show_default=True,
               help="Evaluate on the first N test examples (0: all).")
 @click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
@@ -199,7 +201,8 @@ def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train:
 @format_option()
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
           n_learning_rates, lr_factor, lr_range, max_extensions, n_seeds, target, target_metric, max_steps,
-          budget_factor, no_prune, eval_subset, loss_form, critical_fraction, quick, out_dir, db_path,
+          budget_factor, no_prune, verify_pruned, eval_subset, loss_form, critical_fraction, quick, out_dir,
+          db_path,
           executor_name, workers, threads, executor_option, device, seed, plot_path, fmt):
     """Steps to target vs batch size, learning rate tuned.
 
@@ -232,6 +235,7 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         max_steps=max_steps,
         budget_factor=budget_factor or None,
         prune=not no_prune,
+        verify_pruned=verify_pruned,
         eval_subset=eval_subset or None,
         loss_form=loss_form,
         device=str(resolve_device(device)),

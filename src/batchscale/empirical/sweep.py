@@ -89,6 +89,9 @@ class StepsSweepConfig:
         budget_factor: later batch sizes stop trials at ``budget_factor`` x the previous best steps
             (None: no cap).
         prune: stop trials far behind the best of their stacked group (``run_trials(prune=True)``).
+        verify_pruned: once a batch size has a best trial with S steps, re-run every trial pruned before
+            step S without pruning and with a budget of S steps, so the optimum cannot depend on pruning
+            (costly at small batch sizes: the slow rates train for S steps; see docs/sweep.md).
     """
 
     workload: str = "mnist1d-mlp"
@@ -111,6 +114,7 @@ class StepsSweepConfig:
     max_steps: int = 200_000
     budget_factor: float | None = 2.0
     prune: bool = True
+    verify_pruned: bool = False
     eval_subset: int | None = 800
     loss_form: str = "mean"
     drop_last: bool = False
@@ -487,10 +491,10 @@ class BatchSearch:
         Re-run with ``max_steps`` = the best steps so far, a pruned trial either beats (or ties) the best
         or stops at the budget, so the batch size's optimum no longer depends on pruning.
         """
-        configs = [
+        configs = [  # a trial pruned at or after step S has already lost: nothing to verify
             replace(t.config, max_steps=max(1, best_steps))
             for t in self.pruned()
-            if t.config.trial_id() not in self.verified
+            if t.config.trial_id() not in self.verified and (t.stop_step is None or t.stop_step < best_steps)
         ]
         self.verified.update(t.config.trial_id() for t in self.pruned())
         return Round(tuple(configs), prune=False)
@@ -536,7 +540,8 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
             if best is None and search.retries < 2 and search.count("pruned"):
                 round_ = search.retry_round()
                 continue
-            if best is not None and any(t.config.trial_id() not in search.verified for t in search.pruned()):
+            if (config.verify_pruned and best is not None
+                    and any(t.config.trial_id() not in search.verified for t in search.pruned())):
                 round_ = search.verify_round(int(math.ceil(best.steps)))
                 if round_.configs:
                     continue

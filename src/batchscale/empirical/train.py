@@ -311,13 +311,17 @@ def behind_group(trial: int, step: int, metric: float, group: Sequence[Track]) -
     metric rises on its way to diverging stops counting as a leader; "near the target" (within
     :data:`PRUNE_NEAR`, or met it) keeps a leader that learns fast early and then stalls on a noise
     floor above the target (high rates at small batch sizes) from pruning the trials that would reach it.
+    A trial still short of the target at a step past a group-mate's steps-to-target is pruned outright:
+    it can no longer be the fastest (at any step).
     See ``docs/training.md``.
     """
-    if step < PRUNE_MIN_STEP:
-        return False
     for j, track in enumerate(group):
         ended = track.result.status if track.result is not None else None
         if j == trial or ended in ("diverged", "pruned", "incomplete"):
+            continue
+        if ended == "complete" and track.result.steps is not None and track.result.steps < step:
+            return True  # j met the target in fewer steps than this trial has already taken
+        if step < PRUNE_MIN_STEP:
             continue
         earlier, now = metric_at(track, step // 2), metric_at(track, step)
         if earlier is None or now is None or earlier + PRUNE_MARGIN >= metric:
