@@ -270,6 +270,29 @@ def test_grid_search_equals_brute_force_over_the_grid():
         assert curve.learning_rate[i] in lrs[[s == best for s in loop]]
 
 
+def test_momentum_grid_search_equals_brute_force_across_chunks(monkeypatch):
+    # the race carries each batch size's best across chunks: the answer must not depend on the chunking
+    lrs, momenta = nqm.log_grid(-1.5, 0.3, 5), np.array([0.0, 0.5, 0.9])
+    batches, target = [2, 10**6], 0.2
+    loops = [
+        {
+            (lr, beta): first_crossing(GRID_PROBLEM, batch, lr, beta, 0.0, 0.0, target, 3000)
+            for lr in lrs
+            for beta in momenta
+        }
+        for batch in batches
+    ]
+    for chunk_elements in (2**17, 7 * GRID_PROBLEM.curvature.size):  # one chunk; 7 configurations a chunk
+        monkeypatch.setattr(nqm, "CHUNK_ELEMENTS", chunk_elements)
+        curve = nqm.tune_steps(
+            GRID_PROBLEM, batches, target, lr_grid=lrs, momentum_grid=momenta, search="grid", max_steps=3000
+        )
+        for i, loop in enumerate(loops):
+            best = min(s for s in loop.values() if s is not None)
+            assert int(curve.steps[i]) == best
+            assert loop[(curve.learning_rate[i], curve.momentum[i])] == best
+
+
 def test_continuous_search_beats_the_grid_and_is_near_a_dense_scan():
     spectrum = power_law_spectrum(1000, 1.0, bins=40)
     batches, target = [4, 256, 65536], 0.02

@@ -41,6 +41,7 @@ UNREACHABLE = "unreachable"
 DIVERGED = "diverged"
 
 COMPACT_FRACTION = 0.7  # drop finished configurations once fewer than this fraction is still searching
+CHUNK_ELEMENTS = 2**17  # search at most this many (configuration, bin) pairs at once (cache-sized arrays)
 DEFAULT_MAX_STEPS = 10**7
 
 
@@ -204,21 +205,60 @@ def power_sequence(seq: PowerSequence, t) -> np.ndarray:
 
 
 def power_sequence_pair(seq: PowerSequence, t) -> tuple[np.ndarray, np.ndarray]:
-    """(G_t, G_{t+1}) sharing one power of the base: G_{t+1} = p^{t-1} p R_{t+1}."""
+    """(G_t, G_{t+1}) sharing one power of the base: G_{t+1} = p^{t-1} p R_{t+1}.
+
+    Real roots: R_{t+1} = 1 + z R_t (from R_t = (1 - z^t)/(1 - z)), so only the oscillating coordinates
+    need a second transcendental evaluation.
+    """
     t = np.asarray(t, dtype=float)
     if np.any(t == 0):  # p^{-1} is undefined for p = 0: use the general form
         return power_sequence(seq, t), power_sequence(seq, t + 1.0)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         power = _base_power(seq, t - 1.0)
-        base = np.where(seq.negative_base, -seq.abs_base, seq.abs_base)
-        return power * _ratio(seq, t), power * base * _ratio(seq, t + 1.0)
+        ratio = _ratio(seq, t)
+        # R_{t+1} = 1 + z R_t  (real roots)
+        ratio_next = seq.z * ratio
+        ratio_next += 1.0
+        if seq.oscillating.any():
+            _masked_sine_ratio(seq, t + 1.0, ratio_next)
+        base = seq.abs_base
+        if seq.negative_base.any():
+            base = np.where(seq.negative_base, -base, base)
+        ratio *= power
+        power *= base
+        power *= ratio_next
+        return ratio, power
+
+
+def _masked_sine_ratio(seq: PowerSequence, t: np.ndarray, out: np.ndarray) -> None:
+    """Overwrite ``out`` (C-contiguous) with sin(t theta)/sin(theta) on the oscillating coordinates only.
+
+    The sine is the most expensive operation of an evaluation: gathering its coordinates first is about
+    2.5x faster than evaluating it everywhere (or through a ``where=`` mask).
+    """
+    osc, sin_theta = seq.oscillating, seq.sin_theta
+    if osc.shape != out.shape:
+        osc, sin_theta = np.broadcast_to(osc, out.shape), np.broadcast_to(sin_theta, out.shape)
+    rows = np.flatnonzero(osc)
+    angle = np.multiply(t, seq.theta).reshape(-1)[rows]
+    out.reshape(-1)[rows] = np.sin(angle) / sin_theta.reshape(-1)[rows]
 
 
 def _ratio(seq: PowerSequence, t: np.ndarray) -> np.ndarray:
-    """R_t of :class:`PowerSequence` (inside an errstate that ignores invalid values)."""
-    ratio = np.expm1(t * seq.log_z) / seq.expm1_log_z
-    if seq.oscillating.any():
-        ratio = np.where(seq.oscillating, np.sin(t * seq.theta) / seq.sin_theta, ratio)
+    """R_t of :class:`PowerSequence` (inside an errstate that ignores invalid values).
+
+    Each branch's transcendental is evaluated only on its own coordinates (``where=``), not on all.
+    """
+    osc = seq.oscillating.any()
+    ratio = np.multiply(t, seq.log_z)
+    if osc:
+        real = ~seq.oscillating
+        np.expm1(ratio, out=ratio, where=real)
+        np.divide(ratio, seq.expm1_log_z, out=ratio, where=real)
+        _masked_sine_ratio(seq, t, ratio)
+    else:
+        np.expm1(ratio, out=ratio)
+        ratio /= seq.expm1_log_z
     if seq.negative_z.any():
         z_power = _signed_power(np.abs(seq.z), seq.z < 0, t)
         ratio = np.where(seq.negative_z, (1.0 - z_power) / seq.one_minus_z, ratio)
@@ -442,16 +482,16 @@ def _require_finite_all(values: np.ndarray, ok: np.ndarray, what: str) -> None:
         raise InputError(f"{what}, got {float(values[bad[0]])}")
 
 
-def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0) -> _Model:
+def build_model(
+    spectrum: Spectrum, configs: Configs, precond_power: float = 0.0, family: str | None = None
+) -> _Model:
     r"""Coefficients of the closed forms for every configuration x bin; divergent configs flagged.
 
     Preconditioning by :math:`H^{-p}` (p is ``precond_power``) gives coordinate i the step size
     :math:`\eta h_i^{-p}` for both its gradient and its noise (Zhang et al. Sec. 3.3).
     """
     require(math.isfinite(precond_power), f"preconditioning power must be finite, got {precond_power}")
-    has_momentum, has_ema = bool(np.any(configs.momentum > 0)), bool(np.any(configs.ema_decay > 0))
-    require(not (has_momentum and has_ema), "momentum together with EMA is not supported; use one of them")
-    family = "momentum" if has_momentum else "ema" if has_ema else "sgd"
+    family = family or _family(configs)
     h, c = spectrum.curvature, spectrum.noise
     with np.errstate(over="ignore"):  # an infinite step is simply divergent
         eta = configs.learning_rate[:, None] * h ** (-precond_power)  # (N, K) per-coordinate step size
@@ -478,6 +518,13 @@ def build_model(spectrum: Spectrum, configs: Configs, precond_power: float = 0.0
         rate, monotone = 1.0 - eta_h, eta_h <= 1.0  # r >= 0: the EMA signal decays
     weight = 0.5 * spectrum.counts * h
     return _Model(family, weight, spectrum.init_sq, rate, coef, seq, param, stable, monotone, wave)
+
+
+def _family(configs: Configs) -> str:
+    """'momentum', 'ema' or 'sgd': the closed form that covers every configuration."""
+    has_momentum, has_ema = bool(np.any(configs.momentum > 0)), bool(np.any(configs.ema_decay > 0))
+    require(not (has_momentum and has_ema), "momentum together with EMA is not supported; use one of them")
+    return "momentum" if has_momentum else "ema" if has_ema else "sgd"
 
 
 def _momentum_wave(seq: PowerSequence, eta_h, beta, init_sq) -> tuple:
@@ -567,20 +614,36 @@ def steps_to_target(
         f"max steps must be a positive integer, got {max_steps}",
     )
     configs = _configs(batch_size, learning_rate, momentum, ema_decay)
-    model = build_model(spectrum, configs, precond_power)
-    race = (
-        None if race is None else np.broadcast_to(np.asarray(race, dtype=np.int64), configs.batch_size.shape)
-    )
+    family = _family(configs)
+    n = configs.batch_size.size
+    race = None if race is None else np.broadcast_to(np.asarray(race, dtype=np.int64), (n,))
+    best = None if race is None else np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
     start = np.minimum(_information_start(spectrum, configs.batch_size, target), int(max_steps))
-    steps = _search(model, target, int(max_steps), start, race)
-    status = np.where(~model.stable, DIVERGED, np.where(steps >= 0, OK, UNREACHABLE))
-    at = np.where(steps >= 0, steps, int(max_steps))
-    loss = np.where(model.stable, model.loss(at), np.inf)
-    return StepsResult(configs, steps, status, loss, _continuous(model, target, steps, loss), model.floor())
+    # chunks of configurations keep the (configurations, bins) arrays cache-sized; a race carries each
+    # group's best over to later chunks, so the group's fastest members are resolved exactly as in one pass
+    chunk = max(1, CHUNK_ELEMENTS // spectrum.curvature.size)
+    pieces = []
+    for lo in range(0, max(n, 1), chunk):
+        rows = slice(lo, lo + chunk)
+        sub = Configs(*(a[rows] for a in configs))
+        model = build_model(spectrum, sub, precond_power, family)
+        sub_race = None if race is None else race[rows]
+        steps = _search(model, target, int(max_steps), start[rows], sub_race, best)
+        at = np.where(steps >= 0, steps, int(max_steps))
+        loss = np.where(model.stable, model.loss(at), np.inf)
+        status = np.where(~model.stable, DIVERGED, np.where(steps >= 0, OK, UNREACHABLE))
+        pieces.append((steps, status, loss, _continuous(model, target, steps, loss), model.floor()))
+    steps, status, loss, continuous, floor = (np.concatenate(p) for p in zip(*pieces, strict=True))
+    return StepsResult(configs, steps, status, loss, continuous, floor)
 
 
 def _search(
-    model: _Model, target: float, max_steps: int, start: np.ndarray, race: np.ndarray | None = None
+    model: _Model,
+    target: float,
+    max_steps: int,
+    start: np.ndarray,
+    race: np.ndarray | None = None,
+    best: np.ndarray | None = None,
 ) -> np.ndarray:
     """First t <= max_steps with loss(t) <= target per configuration (-1 if none), exactly.
 
@@ -591,7 +654,8 @@ def _search(
     reaches it: move to b and double the step; if not, halve the step (at step 1, move to b). Steps
     before ``start`` (the information bound) are known to be above the target. ``race`` (group ids
     sharing ``start``): once a member of a group is at or below the target at step s, members whose
-    search has passed s stop (they cannot beat it) and report -1.
+    search has passed s stop (they cannot beat it) and report -1. ``best`` (per group, updated in place)
+    carries the groups' best steps between calls.
     """
     n = model.stable.size
     steps = np.full(n, -1, dtype=np.int64)
@@ -604,7 +668,8 @@ def _search(
     steps[active[hit]] = start[active[hit]]
     a, step = start[active].copy(), np.ones(active.size, dtype=np.int64)
     alive = ~hit & (noise_a <= target)
-    best = None if race is None else np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    if race is not None and best is None:
+        best = np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
     if best is not None:
         np.minimum.at(best, race[active[hit]], start[active[hit]])
     while True:
