@@ -89,6 +89,44 @@ def test_series_error_bars_with_missing_values(tmp_path):
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
+def test_series_asymmetric_error_bars(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, yerr=None, **kwargs):
+        drawn.append(None if yerr is None else np.asarray(yerr))
+        return original(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    path = tmp_path / "a.png"
+    low_high = [[0.5, 0.2, float("nan"), 5.0], [1.0, 0.3, 0.1, 0.4]]  # (2, n): below, above
+    plot_series(
+        path,
+        [1, 2, 4, 8],
+        {"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 3.0, 4.0, 5.0]},
+        xlabel="m",
+        ylabel="y",
+        logy=True,
+        yerr={"a": low_high, "b": [0.1, 0.2, 0.3, 0.4]},
+    )
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    # NaN draws no bar; the bar below y = 4 (5.0) would cross zero on the log axis: cut to 0.999 * 4
+    np.testing.assert_allclose(drawn[0], [[0.5, 0.2, 0.0, 3.996], [1.0, 0.3, 0.1, 0.4]])
+    np.testing.assert_allclose(drawn[1], [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [([[0.1, 0.1], [0.1, 0.1]], "shape"), ([0.1, 0.1, 0.1, 0.1], "shape"), ([0.1, -0.1, 0.1], ">= 0")],
+    ids=["2x2-for-3", "4-for-3", "negative"],
+)
+def test_series_bad_error_bars_are_input_errors(tmp_path, bad, message):
+    with pytest.raises(InputError, match=message):
+        plot_series(tmp_path / "b.png", [1, 2, 4], {"a": [1, 2, 3]}, xlabel="", ylabel="", yerr={"a": bad})
+
+
 def test_importing_plots_does_not_import_matplotlib():
     import subprocess
     import sys

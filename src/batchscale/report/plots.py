@@ -255,13 +255,16 @@ def plot_series(
     title: str = "",
     logx: bool = False,
     logy: bool = False,
-    yerr: Mapping[str, Sequence[float]] | None = None,
+    yerr: Mapping[str, Sequence[float] | Sequence[Sequence[float]]] | None = None,
     vlines: Mapping[str, float] | None = None,
 ) -> None:
     """Lines ``ys[label]`` against ``x`` (e.g. predicted and measured quantities vs batch size).
 
     Non-finite points are skipped (and non-positive ones on a log axis); ``yerr[label]`` gives optional
-    one-sigma error bars for a line; ``vlines`` maps a label to an x marked by a dotted vertical line.
+    error bars for a line: n symmetric errors (one sigma), or a (2, n) array of distances below and above
+    each point (asymmetric, e.g. a bootstrap interval); a missing (None/NaN) error draws no bar, and on a
+    log axis a bar reaching zero is cut just above it. ``vlines`` maps a label to an x marked by a dotted
+    vertical line.
     """
     path = _checked_path(path)
     require(len(ys) > 0, "no series to plot")
@@ -272,7 +275,7 @@ def plot_series(
         ya = np.asarray(y, dtype=float)
         require(ya.shape == xa.shape, f"series {label!r} has {ya.size} values for {xa.size} x values")
         ok = _plottable(xa, logx) & _plottable(ya, logy)
-        err = None if yerr is None or label not in yerr else np.asarray(yerr[label], dtype=float)[ok]
+        err = None if yerr is None or label not in yerr else _error_bars(yerr[label], ya, ok, logy, label)
         ax.errorbar(xa[ok], ya[ok], yerr=err, fmt="o-", ms=4, capsize=2, label=label)
     for i, (label, value) in enumerate((vlines or {}).items()):
         if np.isfinite(value) and (value > 0 or not logx):
@@ -288,6 +291,22 @@ def plot_series(
     if title:
         ax.set_title(title)
     _save(fig, path)
+
+
+def _error_bars(err, y: np.ndarray, ok: np.ndarray, log: bool, label: str) -> np.ndarray:
+    """(2, k) distances below/above the plotted points ``y[ok]`` from symmetric (n,) or (2, n) errors."""
+    e = np.asarray(err, dtype=float)
+    if e.shape == y.shape:
+        e = np.stack([e, e])
+    require(
+        e.shape == (2,) + y.shape,
+        f"error bars of {label!r} must have shape ({y.size},) or (2, {y.size}), got {e.shape}",
+    )
+    e = np.nan_to_num(e[:, ok], nan=0.0, posinf=0.0)
+    require(bool(np.all(e >= 0)), f"error bars of {label!r} must be >= 0")
+    if log:  # a bar down to zero or below has no place on a log axis: cut it just above zero
+        e[0] = np.minimum(e[0], 0.999 * y[ok])
+    return e
 
 
 def _plottable(values: np.ndarray, log: bool) -> np.ndarray:
