@@ -124,6 +124,11 @@ BAD = [
     ("bad-lr-grid", ["--lr-grid", "1:0:3"], "lr-grid"),
     ("bad-ema-decay", ["--optimizer", "ema", "--ema-decay", "1.5"], "ema-decay"),
     ("missing-spectrum", ["--spectrum", "/no/such/file.npy"], "does not exist"),
+    (
+        "target-below-reachable",
+        ["--target", "1e-9", "--max-steps", "1000"],
+        "unreachable at every batch size",
+    ),
 ]
 
 
@@ -133,6 +138,28 @@ def test_bad_input_is_one_line_and_exit_code_2(args, words):
     assert result.exit_code == 2
     assert words in result.output
     assert "Traceback" not in result.output
+
+
+def test_unreachable_target_reports_the_lowest_loss_reached():
+    from batchscale.theory import nqm
+    from batchscale.theory.spectra import power_law_spectrum
+
+    result = run(*SMALL, "--batch-sizes", "4,64", "--target", "1e-9", "--max-steps", "1000")
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2 and len(errors) == 1
+    assert "unreachable at every batch size" in errors[0]
+    reported = float(errors[0].rsplit(" ", 1)[1])
+    # independently: the lowest loss at step 1000 over the grid and both batch sizes
+    spectrum = power_law_spectrum(1000, 1.0, bins=30)
+    lrs = nqm.log_grid(-4, 0.5, 30)
+    losses = nqm.expected_loss(spectrum, np.array([[4.0], [64.0]]), lrs, 1000)
+    assert reported == pytest.approx(float(np.min(losses)), rel=1e-3)
+
+
+def test_options_of_another_optimizer_are_noted_as_ignored():
+    result = run(*SMALL, "--batch-sizes", "4", "--ema-decay", "0.5", "--format", "json")
+    assert result.exit_code == 0
+    assert "--ema-decay is ignored: it applies to --optimizer ema only, not sgd" in result.stderr
 
 
 def test_bad_spectrum_file_values(tmp_path):

@@ -144,6 +144,7 @@ def nqm(
     from batchscale.theory.regimes import classify_regimes
     from batchscale.theory.spectra import load_spectrum, power_law_spectrum
 
+    _check_optimizer_options(click.get_current_context(), optimizer)
     batches = parse_int_list(batch_sizes, "--batch-sizes")
     lrs = model.log_grid(*parse_log_grid(lr_grid, "--lr-grid"))
     momenta = None
@@ -174,6 +175,11 @@ def nqm(
         ema_decay=ema_decay if optimizer == "ema" else 0.0,
         max_steps=max_steps,
     )
+    if not (curve.status == model.OK).any():
+        raise InputError(
+            f"target {target} is unreachable at every batch size: the lowest expected loss reached within "
+            f"{max_steps} steps over the learning-rate grid is {float(curve.loss_at_steps.min()):.4g}"
+        )
     steps = [s if s >= 0 else math.inf for s in curve.steps.tolist()]
     report = classify_regimes(batches, steps)
     rows = curve.rows()
@@ -196,6 +202,18 @@ def nqm(
     emit(rows, fmt, columns + ["regime", "loss_at_steps", "status", "steps_lower_bound"])
     if plot_path:
         _plot(plot_path, rows, report, optimizer, target)
+
+
+OPTIMIZER_OPTIONS = {"momentum_grid": "momentum", "precond_power": "precond", "ema_decay": "ema"}
+
+
+def _check_optimizer_options(ctx: click.Context, optimizer: str) -> None:
+    """Say so on stderr when an option of one optimizer is given for another (it is then ignored)."""
+    for name, owner in OPTIMIZER_OPTIONS.items():
+        given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        if given and optimizer != owner:
+            flag = "--" + name.replace("_", "-")
+            progress(f"note: {flag} is ignored: it applies to --optimizer {owner} only, not {optimizer}")
 
 
 def _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
