@@ -386,6 +386,15 @@ class Driver:
                 self.end(trial, "pruned", run.step)
         return crossed
 
+    def prune_behind(self, run: Run) -> None:
+        """End the running trials of ``run`` that :func:`behind_group` prunes at their last evaluation."""
+        for trial in run.trials:
+            track = self.tracks[trial]
+            if track.result is None and track.history and track.history[-1][1] is not None:
+                step, metric, _ = track.history[-1]
+                if behind_group(trial, step, metric, self.tracks):
+                    self.end(trial, "pruned", step)
+
     def advance(self, run: Run, until: int) -> None:
         """Train ``run`` to step ``until``, ending trials whose training loss turns non-finite."""
         while run.trials and run.step < until:
@@ -429,6 +438,8 @@ class Driver:
                     self.end(trial, "complete", run.step, run.step)
             elif crossed:
                 self.refine(run, snapshot, crossed)
+                if self.prune:  # the rest are past the new steps-to-target: stop them now, not next time
+                    self.prune_behind(run)
             run.keep([t for t in run.trials if self.tracks[t].result is None])
             if not run.trials or run.step >= config.max_steps:
                 break
