@@ -293,6 +293,18 @@ def test_momentum_grid_search_equals_brute_force_across_chunks(monkeypatch):
             assert loop[(curve.learning_rate[i], curve.momentum[i])] == best
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.9], ids=["sgd", "momentum"])
+def test_a_guess_changes_only_the_search_path_not_the_steps(beta):
+    spectrum = power_law_spectrum(1000, 1.0, bins=40)
+    lrs = nqm.log_grid(-3, 0.3, 40)
+    plain = nqm.steps_to_target(spectrum, 64, lrs, 0.02, momentum=beta)
+    rng = np.random.default_rng(0)
+    for guess in (1.0, 1e9, np.inf, rng.uniform(1, 3 * plain.steps.max(), lrs.size)):
+        guessed = nqm.steps_to_target(spectrum, 64, lrs, 0.02, momentum=beta, guess=guess)
+        np.testing.assert_array_equal(guessed.steps, plain.steps)
+        np.testing.assert_array_equal(guessed.status, plain.status)
+
+
 def test_continuous_search_beats_the_grid_and_is_near_a_dense_scan():
     spectrum = power_law_spectrum(1000, 1.0, bins=40)
     batches, target = [4, 256, 65536], 0.02
