@@ -413,22 +413,24 @@ class _Model:
         noise = noise @ self.weight
         return signal @ self.weight + noise, noise, monotone
 
-    def wave_bound(self, a, b) -> np.ndarray:
+    def wave_bound(self, a, b, rows: np.ndarray | None = None) -> np.ndarray:
         r"""Lower bound on the oscillating coordinates' signal over a <= t <= b ((N,)).
 
         Underdamped heavy ball: signal :math:`= C \beta^t \sin^2(t\theta + \phi)`; between two zeros of
         the sine its smallest value is at an end, so the bound is :math:`C \beta^b \min(\sin^2(a\theta+\phi),
-        \sin^2(b\theta+\phi))` when no zero lies in [a, b], else 0.
+        \sin^2(b\theta+\phi))` when no zero lies in [a, b], else 0. ``rows``: only these configurations
+        (``a`` and ``b`` then have one entry per row).
         """
         if not self.wave:
-            return np.zeros(self.stable.shape)
-        amplitude, theta, phase = self.wave
+            return np.zeros(self.stable.shape if rows is None else rows.shape)
+        amplitude, theta, phase = self.wave if rows is None else (w[rows] for w in self.wave)
+        param = self.param if rows is None else self.param[rows]
         a = np.asarray(a, dtype=float)[:, None]
         b = np.asarray(b, dtype=float)[:, None]
         start, end = a * theta + phase, b * theta + phase
         same_lobe = np.floor(start / np.pi) == np.floor(end / np.pi)
         low = np.minimum(np.sin(start) ** 2, np.sin(end) ** 2)
-        bound = np.where(same_lobe, amplitude * np.power(self.param, b) * low, 0.0)
+        bound = np.where(same_lobe, amplitude * np.power(param, b) * low, 0.0)
         return bound @ self.weight
 
     def monotone_signal(self, t) -> np.ndarray:
@@ -703,7 +705,7 @@ def _search(
         certified = ~below & (noise_a + monotone_b > target)
         unsure = np.flatnonzero(alive & ~below & ~certified)
         if unsure.size and sub.wave:  # oscillating signals: bound them lobe by lobe
-            bound = sub.take(unsure).wave_bound(a[unsure], b[unsure])
+            bound = sub.wave_bound(a[unsure], b[unsure], unsure)
             certified[unsure] = noise_a[unsure] + monotone_b[unsure] + bound > target
         advance = alive & ~below & (certified | (b - a == 1))
         a, noise_a = np.where(advance, b, a), np.where(advance, noise_b, noise_a)
