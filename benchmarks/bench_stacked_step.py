@@ -1,0 +1,99 @@
+"""Per-step time of one stacked training step: the current engine vs an earlier commit's, same run.
+
+Workload: random data shaped like MNIST-1D (16000 train, 40 features, 10 classes) and the MLP
+40-256-256-10 of ``mnist1d-mlp``; K copies (learning rates 1e-4 x 2^k, none diverges in the measured
+steps) trained by ``StackedRun.advance`` with ``torch.set_num_threads(1)`` (the sweep's workers use one
+thread each). "before" is ``batchscale/empirical/batched.py`` as of ``--before`` (a git commit), loaded
+from ``git show`` as a separate module next to the current one; both use the current ``train.py``.
+Repeats are interleaved (the order alternates); the table gives medians of ms per step and the ratio
+before / after from the same run.
+
+Run: ``.venv/bin/python benchmarks/bench_stacked_step.py [--before bccefd6] [--steps 2000] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import batchscale.empirical.batched as after
+from batchscale.empirical.models import make_mlp
+from batchscale.empirical.trials import TrainConfig
+from batchscale.empirical.workloads import Workload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_before(commit: str):
+    """The module ``batchscale.empirical.batched`` as of ``commit``."""
+    source = subprocess.run(["git", "show", f"{commit}:src/batchscale/empirical/batched.py"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "batched_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("batched_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["batched_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def mnist1d_like() -> Workload:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 40, generator=g)  # (N, 40)
+    y = (x[:, :10].argmax(dim=1) + (x[:, 10] > 1).long()) % 10  # (N,), learnable
+    factory = lambda seed: make_mlp(seed, in_dim=40, hidden=(256, 256), out_dim=10)  # noqa: E731
+    return Workload("mnist1d-like", factory, x[:16000], y[:16000], x[16000:], y[16000:])
+
+
+def ms_per_step(module, workload: Workload, configs: list[TrainConfig], steps: int) -> float:
+    run = module.StackedRun(workload, configs, list(range(len(configs))))
+    run.advance(20)  # warm-up
+    start = time.perf_counter()
+    bad = run.advance(20 + steps)
+    assert not bad, "a copy diverged: lower the learning rates"
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="bccefd6", help="git commit of the 'before' batched.py")
+    parser.add_argument("--steps", type=int, default=2000, help="timed steps per measurement at B = 1")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--copies", default="1,8")
+    parser.add_argument("--batch-sizes", default="1,16,128,1024")
+    parser.add_argument("--optimizers", default="sgd,momentum")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    before = load_before(args.before)
+    workload = mnist1d_like()
+    print(f"torch {torch.__version__}, 1 thread; before = {args.before}; medians of {args.repeats} "
+          f"interleaved repeats")
+    print("| optimizer | batch size | copies | before (ms/step) | after (ms/step) | before / after |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for optimizer in args.optimizers.split(","):
+        for b in (int(v) for v in args.batch_sizes.split(",")):
+            for k in (int(v) for v in args.copies.split(",")):
+                base = TrainConfig(workload="mnist1d-like", batch_size=b, optimizer=optimizer,
+                                   momentum=0.9 if optimizer != "sgd" else 0.0, target=None, max_steps=10**6)
+                configs = [replace(base, seed=i, learning_rate=1e-4 * 2**i) for i in range(k)]
+                steps = max(50, args.steps // max(1, b // 8))
+                times: dict[str, list[float]] = {"before": [], "after": []}
+                for r in range(args.repeats):
+                    order = [("before", before), ("after", after)]
+                    for name, module in order if r % 2 == 0 else order[::-1]:
+                        times[name].append(ms_per_step(module, workload, configs, steps))
+                t0, t1 = statistics.median(times["before"]), statistics.median(times["after"])
+                print(f"| {optimizer} | {b} | {k} | {t0:.3f} | {t1:.3f} | {t0 / t1:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
