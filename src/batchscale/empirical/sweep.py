@@ -36,7 +36,7 @@ import numpy as np
 
 from batchscale.empirical.executors import Executor
 from batchscale.empirical.store import Store, record_from_result
-from batchscale.empirical.trials import OPTIMIZERS, TrainConfig, TrialResult
+from batchscale.empirical.trials import OPTIMIZERS, TrainConfig, TrialResult, canonical_options
 from batchscale.errors import require
 
 SEARCHES = ("auto", "grid", "quasi-random")
@@ -121,10 +121,7 @@ class StepsSweepConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        options = self.workload_options
-        if isinstance(options, Mapping):
-            options = options.items()
-        object.__setattr__(self, "workload_options", tuple(sorted((str(k), v) for k, v in options)))
+        object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
         object.__setattr__(self, "batch_sizes", tuple(sorted({int(b) for b in self.batch_sizes})))
 
     def resolved_search(self) -> str:
@@ -194,10 +191,7 @@ class GridSweepConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        options = self.workload_options
-        if isinstance(options, Mapping):
-            options = options.items()
-        object.__setattr__(self, "workload_options", tuple(sorted((str(k), v) for k, v in options)))
+        object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
         object.__setattr__(self, "batch_sizes", tuple(sorted({int(b) for b in self.batch_sizes})))
         object.__setattr__(self, "learning_rates", tuple(sorted({float(x) for x in self.learning_rates})))
 

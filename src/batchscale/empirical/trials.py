@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -81,11 +81,7 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        options = self.workload_options
-        if isinstance(options, Mapping):
-            options = options.items()
-        pairs = sorted((str(k), hashable(v)) for k, v in options)
-        object.__setattr__(self, "workload_options", tuple(pairs))
+        object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; ``workload_options`` becomes a plain dict."""
@@ -141,6 +137,13 @@ class TrainConfig:
         """What trials must share to run as one stacked model (everything but lr, momentum, wd, seed)."""
         per_copy = {"learning_rate", "momentum", "weight_decay", "seed"}
         return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in per_copy)
+
+
+def canonical_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """Workload options as sorted ``(key, value)`` pairs with hashable values: one spelling per config."""
+    if isinstance(options, Mapping):
+        options = options.items()
+    return tuple(sorted((str(k), hashable(v)) for k, v in options))
 
 
 def hashable(value: Any) -> Any:
