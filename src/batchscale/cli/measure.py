@@ -190,6 +190,30 @@ def checkpoints(
             yield point
 
 
+def checks_at_checkpoints(
+    setup: Setup, train: dict[str, Any], every: int | None, measure_at: Callable[[int, Any], list]
+) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
+    """At each checkpoint: exact per-example statistics, then ``measure_at(step, stats)``.
+
+    ``measure_at`` returns ``(check, row)`` pairs; the result is every ``(step, check)`` (for plots) and
+    the rows, with a ``step`` column when measuring along training (``every`` given).
+    """
+    from batchscale.empirical.gradients import gradient_statistics
+
+    measured: list[tuple[int, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for point in checkpoints(setup, **train, every=every):
+        if point.status != "ok":
+            rows.append({"step": point.step, "status": point.status})
+            break
+        progress(f"step {point.step}: exact per-example statistics over M={setup.x.shape[0]} examples")
+        stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=train["seed"])
+        for check, row in measure_at(point.step, stats):
+            measured.append((point.step, check))
+            rows.append({"step": point.step, **row} if every is not None else row)
+    return measured, rows
+
+
 def with_config(rows: list[dict[str, Any]], setup: Setup, fmt: str) -> list[dict[str, Any]]:
     """Attach the resolved configuration to every row for json/csv (tables stay readable)."""
     return rows if fmt == "table" else [{**row, "config": setup.config} for row in rows]
@@ -602,7 +626,6 @@ def moments(
     Measured over many minibatches per m, beside the exact predictions E = -eta G and
     tr Cov = eta^2 tr(Sigma)/m (x (M-m)/(M-1) without replacement); sum form with eta_base m.
     """
-    from batchscale.empirical.gradients import gradient_statistics
     from batchscale.empirical.update_stats import update_moments
 
     positive(lr, "--lr")
@@ -623,15 +646,9 @@ def moments(
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
     train = {"steps": train_steps, "lr": train_lr, "batch_size": train_batch_size, "seed": seed}
-    measured: list[tuple[int, Any]] = []
-    rows: list[dict[str, Any]] = []
-    for point in checkpoints(setup, **train, every=every if during_training else None):
-        if point.status != "ok":
-            rows.append({"step": point.step, "status": point.status})
-            break
-        progress(f"step {point.step}: exact per-example statistics over M={setup.x.shape[0]} examples")
-        stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
-        progress(f"step {point.step}: drawing {draws} minibatches for each of {len(ms)} batch sizes")
+
+    def measure_at(step: int, stats: Any) -> list:
+        progress(f"step {step}: drawing {draws} minibatches for each of {len(ms)} batch sizes")
         checks = update_moments(
             setup.model,
             setup.loss_fn,
@@ -646,8 +663,9 @@ def moments(
             seed=seed,
             z=z,
         )
-        measured += [(point.step, c) for c in checks]
-        rows += [{"step": point.step, **c.as_row()} if during_training else c.as_row() for c in checks]
+        return [(c, c.as_row()) for c in checks]
+
+    measured, rows = checks_at_checkpoints(setup, train, every if during_training else None, measure_at)
     emit(with_config(rows, setup, fmt), fmt)
     if plot_path and measured:
         checks_plot(
@@ -694,7 +712,6 @@ def cosine(
     Mean cos(g_B, G) over many minibatches per m, beside the approximation 1/sqrt(1 + B_simple/m)
     (x (M-m)/(M-1) inside without replacement).
     """
-    from batchscale.empirical.gradients import gradient_statistics
     from batchscale.empirical.update_stats import gradient_cosine
 
     positive(train_lr, "--train-lr")
@@ -713,16 +730,11 @@ def cosine(
     ms = default_batch_sizes(batch_sizes, int(setup.x.shape[0]))
     check_sizes(ms, int(setup.x.shape[0]))
     train = {"steps": train_steps, "lr": train_lr, "batch_size": train_batch_size, "seed": seed}
-    measured: list[tuple[int, Any]] = []
-    rows: list[dict[str, Any]] = []
-    for point in checkpoints(setup, **train, every=every if during_training else None):
-        if point.status != "ok":
-            rows.append({"step": point.step, "status": point.status})
-            break
-        progress(f"step {point.step}: exact per-example statistics over M={setup.x.shape[0]} examples")
-        stats = gradient_statistics(setup.model, setup.loss_fn, setup.x, setup.y, seed=seed)
+
+    def measure_at(step: int, stats: Any) -> list:
+        pairs = []
         for s in choices(sampling, ("with", "without")):
-            progress(f"step {point.step}: {draws} minibatches ({s} replacement) for each of {len(ms)} sizes")
+            progress(f"step {step}: {draws} minibatches ({s} replacement) for each of {len(ms)} sizes")
             checks = gradient_cosine(
                 setup.model,
                 setup.loss_fn,
@@ -735,10 +747,12 @@ def cosine(
                 seed=seed,
                 z=z,
             )
-            measured += [(point.step, c) for c in checks]
             for c in checks:
                 row = {k: v for k, v in c.as_row().items() if k != "form"} | {"b_simple": stats.b_simple}
-                rows.append({"step": point.step, **row} if during_training else row)
+                pairs.append((c, row))
+        return pairs
+
+    measured, rows = checks_at_checkpoints(setup, train, every if during_training else None, measure_at)
     emit(with_config(rows, setup, fmt), fmt)
     if plot_path and measured:
         checks_plot(plot_path, measured, "cosine", "cos(g_B, G)", "Minibatch vs full gradient", False)
