@@ -87,6 +87,20 @@ def test_bad_input_is_one_line(tmp_path, extra, words):
     one_line_error(invoke([*TINY_STEPS, *extra, "--db", str(tmp_path / "r.sqlite")]), words)
 
 
+@pytest.mark.parametrize(
+    "command, extra, words",
+    [
+        (["sweep", "steps"], ["--batch-sizes", "0"], "batch sizes must be >= 1"),
+        (["sweep", "steps"], ["--batch-sizes", "4096"], "larger than the training set"),
+        (["sweep", "grid"], ["--batch-sizes", "4096"], "larger than the training set"),
+    ],
+    ids=["steps-zero", "steps-too-large", "grid-too-large"],
+)
+def test_quick_keeps_explicit_options(tmp_path, command, extra, words):
+    """--quick supplies defaults; an option the user gave is used (and checked), not replaced."""
+    one_line_error(invoke([*command, "--quick", *extra, "--db", str(tmp_path / "r.sqlite")]), words)
+
+
 def test_missing_executor_extra_names_it(tmp_path, monkeypatch):
     import importlib.util
 

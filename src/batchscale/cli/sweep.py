@@ -192,7 +192,8 @@ def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train:
 @click.option("--critical-fraction", type=float, default=0.2, show_default=True,
               help="Regimes: perfect scaling while examples-to-target stay within (1 + this) of the first.")
 @click.option("--quick", is_flag=True,
-              help="Demo variant: digits-mlp, batch 4..256, 6 rates, target 10%% error, 4000 steps max.")
+              help="Demo variant: digits-mlp, batch 4..256, 6 rates, target 10%% error, 4000 steps max "
+              "(options given explicitly win).")
 @store_options
 @executor_options
 @device_option
@@ -264,10 +265,35 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     emit(out, fmt, columns=STEPS_COLUMNS if fmt == "table" else None)
 
 
+# --quick's config fields and the options that set them: an option given explicitly wins over --quick.
+QUICK_PARAMS = {
+    "workload": "workload",
+    "workload_options": "workload_option",
+    "batch_sizes": "batch_sizes",
+    "n_learning_rates": "n_learning_rates",
+    "target": "target",
+    "max_steps": "max_steps",
+    "max_extensions": "max_extensions",
+    "eval_subset": "eval_subset",
+}
+
+
+def _explicit(names: Sequence[str]) -> set[str]:
+    """The options among ``names`` that the user set (command line or environment), not defaults."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {n for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)}
+
+
 def _quick(config: Any) -> Any:
     from dataclasses import replace
 
-    return replace(config, **QUICK)
+    explicit = _explicit(list(QUICK_PARAMS.values()))
+    changes = {k: v for k, v in QUICK.items() if QUICK_PARAMS[k] not in explicit}
+    if "workload" not in explicit and "workload_option" in explicit:
+        changes["workload_options"] = parse_key_values(click.get_current_context().params["workload_option"])
+    return replace(config, **changes)
 
 
 def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critical_fraction: float):
@@ -341,7 +367,8 @@ def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> No
 @click.option("--n-seeds", type=int, default=1, show_default=True, help="Seeds per cell (median).")
 @click.option("--eval-subset", type=int, default=0, show_default=True,
               help="Evaluate on the first N test examples (0: all).")
-@click.option("--quick", is_flag=True, help="Demo variant: digits-mlp, batch 1..256 (factor 4), 1 epoch.")
+@click.option("--quick", is_flag=True,
+              help="Demo variant: digits-mlp, batch 1..256 (factor 4), 1 epoch (explicit options win).")
 @store_options
 @executor_options
 @device_option
@@ -365,8 +392,13 @@ def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, mome
         rates = tuple(2.0**k for k in (range(-14, -3, 2) if loss_form == "sum" else range(-8, 2, 2)))
     options = _resolved_workload(workload, workload_option)
     sizes = tuple(parse_int_list(batch_sizes, "--batch-sizes"))
-    if quick:
-        workload, options, sizes, epochs = "digits-mlp", {}, (1, 4, 16, 64, 256), 1.0
+    if quick:  # the demo's settings, except for options given explicitly
+        explicit = _explicit(["workload", "workload_option", "batch_sizes", "epochs"])
+        if "workload" not in explicit:
+            workload = "digits-mlp"
+            options = parse_key_values(workload_option) if "workload_option" in explicit else {}
+        sizes = sizes if "batch_sizes" in explicit else (1, 4, 16, 64, 256)
+        epochs = epochs if "epochs" in explicit else 1.0
     if n_seeds < 1:
         raise InputError(f"--n-seeds must be >= 1, got {n_seeds}")
     config = GridSweepConfig(
