@@ -215,12 +215,13 @@ def power_sequence_pair(seq: PowerSequence, t) -> tuple[np.ndarray, np.ndarray]:
         return power_sequence(seq, t), power_sequence(seq, t + 1.0)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         power = _base_power(seq, t - 1.0)
-        ratio = _ratio(seq, t)
+        oscillating = seq.oscillating.any()
+        ratio = _ratio(seq, t, sine=False)
         # R_{t+1} = 1 + z R_t  (real roots)
         ratio_next = seq.z * ratio
         ratio_next += 1.0
-        if seq.oscillating.any():
-            _masked_sine_ratio(seq, t + 1.0, ratio_next)
+        if oscillating:  # both sines (t and t + 1) in one call on the oscillating coordinates only
+            _masked_sine_ratio_pair(seq, t, ratio, ratio_next)
         base = seq.abs_base
         if seq.negative_base.any():
             base = np.where(seq.negative_base, -base, base)
@@ -244,10 +245,38 @@ def _masked_sine_ratio(seq: PowerSequence, t: np.ndarray, out: np.ndarray) -> No
     out.reshape(-1)[rows] = np.sin(angle) / sin_theta.reshape(-1)[rows]
 
 
-def _ratio(seq: PowerSequence, t: np.ndarray) -> np.ndarray:
+def _masked_sine_ratio_pair(seq: PowerSequence, t: np.ndarray, out: np.ndarray, out_next: np.ndarray) -> None:
+    """:func:`_masked_sine_ratio` at t into ``out`` and at t + 1 into ``out_next``, with one sine call.
+
+    The same products t theta and (t + 1) theta as there, gathered before multiplying (a (N, 1) ``t`` is
+    indexed per row instead of broadcast to (N, K)), so the values are identical.
+    """
+    shape = out.shape
+    osc, sin_theta, theta = seq.oscillating, seq.sin_theta, seq.theta
+    if osc.shape != shape:
+        osc, sin_theta = np.broadcast_to(osc, shape), np.broadcast_to(sin_theta, shape)
+        theta = np.broadcast_to(theta, shape)
+    rows = np.flatnonzero(osc)
+    if t.ndim == 2 and t.shape == (shape[0], 1):
+        t_rows = t.reshape(-1)[rows // shape[1]]
+    else:
+        t_rows = np.broadcast_to(t, shape).reshape(-1)[rows]
+    theta_rows = theta.reshape(-1)[rows]
+    angle = np.empty(2 * rows.size)
+    np.multiply(t_rows, theta_rows, out=angle[: rows.size])
+    t_rows += 1.0
+    np.multiply(t_rows, theta_rows, out=angle[rows.size :])
+    np.sin(angle, out=angle)
+    sin_rows = sin_theta.reshape(-1)[rows]
+    out.reshape(-1)[rows] = angle[: rows.size] / sin_rows
+    out_next.reshape(-1)[rows] = angle[rows.size :] / sin_rows
+
+
+def _ratio(seq: PowerSequence, t: np.ndarray, sine: bool = True) -> np.ndarray:
     """R_t of :class:`PowerSequence` (inside an errstate that ignores invalid values).
 
     Each branch's transcendental is evaluated only on its own coordinates (``where=``), not on all.
+    ``sine=False`` leaves the oscillating coordinates unset (the caller fills them).
     """
     osc = seq.oscillating.any()
     ratio = np.multiply(t, seq.log_z)
@@ -255,7 +284,8 @@ def _ratio(seq: PowerSequence, t: np.ndarray) -> np.ndarray:
         real = ~seq.oscillating
         np.expm1(ratio, out=ratio, where=real)
         np.divide(ratio, seq.expm1_log_z, out=ratio, where=real)
-        _masked_sine_ratio(seq, t, ratio)
+        if sine:
+            _masked_sine_ratio(seq, t, ratio)
     else:
         np.expm1(ratio, out=ratio)
         ratio /= seq.expm1_log_z
@@ -421,17 +451,25 @@ class _Model:
         \sin^2(b\theta+\phi))` when no zero lies in [a, b], else 0. ``rows``: only these configurations
         (``a`` and ``b`` then have one entry per row).
         """
+        n = self.stable.size if rows is None else rows.size
         if not self.wave:
-            return np.zeros(self.stable.shape if rows is None else rows.shape)
-        amplitude, theta, phase = self.wave if rows is None else (w[rows] for w in self.wave)
-        param = self.param if rows is None else self.param[rows]
-        a = np.asarray(a, dtype=float)[:, None]
-        b = np.asarray(b, dtype=float)[:, None]
-        start, end = a * theta + phase, b * theta + phase
-        same_lobe = np.floor(start / np.pi) == np.floor(end / np.pi)
-        low = np.minimum(np.sin(start) ** 2, np.sin(end) ** 2)
-        bound = np.where(same_lobe, amplitude * np.power(param, b) * low, 0.0)
-        return bound @ self.weight
+            return np.zeros(n)
+        amplitude, theta, phase = self.wave
+        # only the oscillating coordinates (C > 0) contribute: gather them, one sine call for both ends
+        row, col = np.nonzero(amplitude if rows is None else amplitude[rows])
+        config = row if rows is None else rows[row]
+        a = np.broadcast_to(np.asarray(a, dtype=float), (n,))[row]
+        b = np.broadcast_to(np.asarray(b, dtype=float), (n,))[row]
+        theta, phase = theta[config, col], phase[config, col]
+        ends = np.concatenate([a * theta + phase, b * theta + phase])
+        lobe = np.floor(ends / np.pi)
+        np.sin(ends, out=ends)
+        ends *= ends
+        m = row.size
+        same_lobe = lobe[:m] == lobe[m:]
+        low = np.minimum(ends[:m], ends[m:])
+        bound = np.where(same_lobe, amplitude[config, col] * np.power(self.param[config, 0], b) * low, 0.0)
+        return np.bincount(row, weights=bound * self.weight[col], minlength=n)
 
     def monotone_signal(self, t) -> np.ndarray:
         """The signal part of the coordinates whose signal never increases, at step ``t`` ((N,)).
@@ -662,7 +700,8 @@ def _search(
     loss at b is below the target, halve the step (at step 1, b is the answer). Otherwise, if a rigorous
     lower bound of the loss on [a, b] (noise part at a, which never decreases, plus the signal of the
     monotone coordinates at b, plus :meth:`_Model.wave_bound`) is above the target, no step in (a, b]
-    reaches it: move to b and double the step; if not, halve the step (at step 1, move to b). Steps
+    reaches it: move to b and double the step; if not, halve the step (at step 1, move to b). The step
+    never reaches past the smallest b seen at or below the target (at most half the gap: bisection). Steps
     before ``start`` (the information bound) are known to be above the target. ``race`` (group ids
     sharing ``start``): once a member of a group is at or below the target at step s, members whose
     search has passed s stop (they cannot beat it) and report -1. ``best`` (per group, updated in place)
@@ -681,6 +720,7 @@ def _search(
     a = start[active].copy()
     step = np.ones(active.size, dtype=np.int64) if stride is None else stride[active].copy()
     alive = ~hit & (noise_a <= target)
+    upper = np.full(active.size, np.iinfo(np.int64).max, dtype=np.int64)  # smallest step seen at or below
     if race is not None and best is None:
         best = np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
     if best is not None:
@@ -694,6 +734,7 @@ def _search(
         if alive.sum() < COMPACT_FRACTION * alive.size:
             keep = np.flatnonzero(alive)
             active, sub, a, step, noise_a = active[keep], sub.take(keep), a[keep], step[keep], noise_a[keep]
+            upper = upper[keep]
             alive = np.ones(keep.size, dtype=bool)
         b = np.minimum(a + step, max_steps)
         loss_b, noise_b, monotone_b = sub.evaluate(b)
@@ -710,6 +751,9 @@ def _search(
         advance = alive & ~below & (certified | (b - a == 1))
         a, noise_a = np.where(advance, b, a), np.where(advance, noise_b, noise_a)
         step = np.where(advance & certified, 2 * step, np.where(advance, step, np.maximum(step // 2, 1)))
+        # a step known to be at or below the target bounds the answer: bisect towards it, never stride past
+        upper = np.where(below, np.minimum(upper, b), upper)
+        step = np.minimum(step, np.maximum((upper - a) // 2, 1))
         # the noise part never decreases: once it is above the target, the loss stays above it
         alive &= ~found & ~(advance & (noise_b > target))
     return steps
@@ -990,8 +1034,15 @@ def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, 
         return objective, _keep_better(best, lr, beta, objective)
 
     c, d = hi - inv * (hi - lo), lo + inv * (hi - lo)
-    fc, best = evaluate(c, best)
-    fd, best = evaluate(d, best)
+    # both first points in one run (configurations are independent; the guess only sets a stride)
+    (lr_c, beta_c), (lr_d, beta_d) = point(c), point(d)
+    lr_cd = np.concatenate([np.broadcast_to(lr_c, c.shape), np.broadcast_to(lr_d, d.shape)])
+    beta_cd = np.concatenate([np.broadcast_to(beta_c, c.shape), np.broadcast_to(beta_d, d.shape)])
+    guess = np.concatenate([best.objective, best.objective])
+    both = run(np.concatenate([batch, batch]), lr_cd, beta_cd, guess=guess).steps_continuous
+    fc, fd = both[: c.size], both[c.size :]
+    best = _keep_better(best, lr_c, beta_c, fc)
+    best = _keep_better(best, lr_d, beta_d, fd)
     for _ in range(GOLDEN_ITERATIONS):
         left = fc <= fd  # the minimum lies in [lo, d]
         lo, hi = np.where(left, lo, c), np.where(left, d, hi)
