@@ -245,17 +245,11 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         config = _quick(config)
     if n_seeds < 1:
         raise InputError(f"--n-seeds must be >= 1, got {n_seeds}")
-    n_train = _n_train(config.workload, dict(config.workload_options), config.data_seed)
-    config.validate(n_train)
     executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
     db = _db_path(out_dir, db_path)
-    progress(f"sweep steps: {config.workload} ({n_train} train), {len(config.batch_sizes)} batch sizes x "
-             f"{', '.join(config.optimizers)}; store {db}; executor {executor_config.name}")
-    started = time.monotonic()
-    rows, stats = _run(run_steps_sweep, config, executor_config, db, n_train, threads)
+    what = f"{len(config.batch_sizes)} batch sizes x {', '.join(config.optimizers)}"
+    rows = _execute(run_steps_sweep, "sweep steps", what, config, executor_config, db, threads)
     rows = _with_regimes(rows, config.optimizers, critical_fraction)
-    progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
-             f"{stats.reused} reused from {db}")
     _report_edges(rows)
     sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db),
                     "critical_fraction": critical_fraction}
@@ -263,6 +257,20 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     if plot_path:
         _plot_steps(plot_path, rows, config)
     emit(out, fmt, columns=STEPS_COLUMNS if fmt == "table" else None)
+
+
+def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_config: Any, db: Path,
+             threads: int) -> list[dict[str, Any]]:
+    """Check ``config`` against the training set, run the sweep with progress lines, return its rows."""
+    n_train = _n_train(config.workload, dict(config.workload_options), config.data_seed)
+    config.validate(n_train)
+    progress(f"{label}: {config.workload} ({n_train} train), {what}; store {db}; "
+             f"executor {executor_config.name}")
+    started = time.monotonic()
+    rows, stats = _run(run_sweep, config, executor_config, db, n_train, threads)
+    progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
+             f"{stats.reused} reused from {db}")
+    return rows
 
 
 # --quick's config fields and the options that set them: an option given explicitly wins over --quick.
@@ -407,16 +415,10 @@ def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, mome
         seeds=tuple(range(seed, seed + n_seeds)), data_seed=seed, last_evals=last_evals,
         eval_subset=eval_subset or None, device=str(resolve_device(device)),
     )
-    n_train = _n_train(config.workload, dict(config.workload_options), config.data_seed)
-    config.validate(n_train)
     executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
     db = _db_path(out_dir, db_path)
-    progress(f"sweep grid: {config.workload} ({n_train} train), {len(sizes)} batch sizes x {len(rates)} "
-             f"rates, {epochs:g} epochs; store {db}")
-    started = time.monotonic()
-    rows, stats = _run(run_grid_sweep, config, executor_config, db, n_train, threads)
-    progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
-             f"{stats.reused} reused from {db}")
+    what = f"{len(sizes)} batch sizes x {len(rates)} rates, {epochs:g} epochs"
+    rows = _execute(run_grid_sweep, "sweep grid", what, config, executor_config, db, threads)
     sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db)}
     if plot_path:
         _plot_grid(plot_path, rows, config)
