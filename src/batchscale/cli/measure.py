@@ -101,6 +101,36 @@ def sample_option(help_text: str, default: int | None) -> Callable:
     return click.option("--sample", type=int, default=default, show_default=True, help=help_text)
 
 
+def minibatch_options(sampling: str, draws: int, sample_help: str) -> Callable:
+    """--batch-sizes, --sampling, --draws, --sample and --z for the commands that draw many minibatches."""
+    options = [
+        click.option(
+            "--batch-sizes", default=None, help="Batch sizes, e.g. 1..512 or 1,4,16 [default: 1..M]."
+        ),
+        click.option(
+            "--sampling",
+            type=click.Choice(["with", "without", "both"]),
+            default=sampling,
+            show_default=True,
+            help="Minibatches drawn with or without replacement.",
+        ),
+        click.option(
+            "--draws", type=int, default=draws, show_default=True, help="Minibatches drawn per batch size."
+        ),
+        sample_option(sample_help, None),
+        click.option(
+            "--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors."
+        ),
+    ]
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @dataclass(frozen=True)
 class Setup:
     """A built workload, its model, and the examples (x, y) the command measures on."""
@@ -576,7 +606,6 @@ def checks_plot(
 
 
 @measure.command("moments")
-@click.option("--batch-sizes", default=None, help="Batch sizes, e.g. 1..512 or 1,4,16 [default: 1..M].")
 @click.option(
     "--lr", type=float, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
 )
@@ -587,18 +616,10 @@ def checks_plot(
     show_default=True,
     help="Loss form: mean (w -= lr * mean grad) or sum (w -= lr * sum of grads).",
 )
-@click.option(
-    "--sampling",
-    type=click.Choice(["with", "without", "both"]),
-    default="both",
-    show_default=True,
-    help="Minibatches drawn with or without replacement.",
+@minibatch_options(
+    sampling="both", draws=100, sample_help="M: draw minibatches from this many training examples "
+    "(seeded subset) [default: 512 or all]."
 )
-@click.option("--draws", type=int, default=100, show_default=True, help="Minibatches drawn per batch size.")
-@sample_option(
-    "M: draw minibatches from this many training examples (seeded subset) [default: 512 or all].", None
-)
-@click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
 @training_options(during=True)
 @common_options
 def moments(
@@ -674,19 +695,10 @@ def moments(
 
 
 @measure.command("cosine")
-@click.option("--batch-sizes", default=None, help="Batch sizes, e.g. 1..512 [default: 1..M].")
-@click.option(
-    "--sampling",
-    type=click.Choice(["with", "without", "both"]),
-    default="without",
-    show_default=True,
-    help="Minibatches drawn with or without replacement.",
+@minibatch_options(
+    sampling="without", draws=50, sample_help="M: the training examples (seeded subset) for G and the "
+    "minibatches [default: 1024 or all]."
 )
-@click.option("--draws", type=int, default=50, show_default=True, help="Minibatches drawn per batch size.")
-@sample_option(
-    "M: the training examples (seeded subset) for G and the minibatches [default: 1024 or all].", None
-)
-@click.option("--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors.")
 @training_options(during=True)
 @common_options
 def cosine(
