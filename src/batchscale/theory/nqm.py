@@ -257,8 +257,8 @@ def _masked_sine_ratio_pair(seq: PowerSequence, t: np.ndarray, out: np.ndarray, 
         osc, sin_theta = np.broadcast_to(osc, shape), np.broadcast_to(sin_theta, shape)
         theta = np.broadcast_to(theta, shape)
     rows = np.flatnonzero(osc)
-    if t.ndim == 2 and t.shape == (shape[0], 1):
-        t_rows = t.reshape(-1)[rows // shape[1]]
+    if t.shape == shape[:-1] + (1,):  # one step per row of coordinates: index it, do not broadcast
+        t_rows = t.reshape(-1)[rows // shape[-1]]
     else:
         t_rows = np.broadcast_to(t, shape).reshape(-1)[rows]
     theta_rows = theta.reshape(-1)[rows]
@@ -436,40 +436,37 @@ class _Model:
         signal, noise = self.elements(t)
         return signal @ self.weight, noise @ self.weight
 
-    def evaluate(self, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(loss, noise part, signal of the monotone coordinates) at steps ``t`` ((N,) each)."""
+    def evaluate(self, t) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(loss, noise part, monotone signal, per-coordinate signal) at steps ``t`` ((N,), signal (N, K))."""
         signal, noise = self.elements(t)
         monotone = np.where(self.monotone, signal, 0.0) @ self.weight
         noise = noise @ self.weight
-        return signal @ self.weight + noise, noise, monotone
+        return signal @ self.weight + noise, noise, monotone, signal
 
-    def wave_bound(self, a, b, rows: np.ndarray | None = None) -> np.ndarray:
-        r"""Lower bound on the oscillating coordinates' signal over a <= t <= b ((N,)).
+    def link_bound(self, a, b, signal_a, signal_b, rows: np.ndarray | None = None) -> np.ndarray:
+        r"""Lower bound on the oscillating coordinates' signal over a <= t <= b, from the signals at a and b.
 
         Underdamped heavy ball: signal :math:`= C \beta^t \sin^2(t\theta + \phi)`; between two zeros of
-        the sine its smallest value is at an end, so the bound is :math:`C \beta^b \min(\sin^2(a\theta+\phi),
-        \sin^2(b\theta+\phi))` when no zero lies in [a, b], else 0. ``rows``: only these configurations
-        (``a`` and ``b`` then have one entry per row).
+        the sine ("a lobe") its smallest value is at an end, so when a and b share a lobe it is at least
+        :math:`C \beta^b \min(\sin^2(a\theta+\phi), \sin^2(b\theta+\phi)) = \min(s_b, s_a \beta^{b-a})`, with
+        :math:`s_t` the coordinate's signal at t (no sine to evaluate); else 0. ``a`` <= ``b``: (n,) steps;
+        ``signal_a``, ``signal_b``: (n, K) from :meth:`evaluate`; ``rows``: the configurations (default all).
         """
-        n = self.stable.size if rows is None else rows.size
+        n = np.size(a)
         if not self.wave:
             return np.zeros(n)
-        amplitude, theta, phase = self.wave
-        # only the oscillating coordinates (C > 0) contribute: gather them, one sine call for both ends
-        row, col = np.nonzero(amplitude if rows is None else amplitude[rows])
-        config = row if rows is None else rows[row]
-        a = np.broadcast_to(np.asarray(a, dtype=float), (n,))[row]
-        b = np.broadcast_to(np.asarray(b, dtype=float), (n,))[row]
-        theta, phase = theta[config, col], phase[config, col]
-        ends = np.concatenate([a * theta + phase, b * theta + phase])
-        lobe = np.floor(ends / np.pi)
-        np.sin(ends, out=ends)
-        ends *= ends
-        m = row.size
-        same_lobe = lobe[:m] == lobe[m:]
-        low = np.minimum(ends[:m], ends[m:])
-        bound = np.where(same_lobe, amplitude[config, col] * np.power(self.param[config, 0], b) * low, 0.0)
-        return np.bincount(row, weights=bound * self.weight[col], minlength=n)
+        _, theta, phase = self.wave
+        osc, param = self.seq.oscillating, self.param
+        if rows is not None:
+            theta, phase, osc, param = theta[rows], phase[rows], osc[rows], param[rows]
+        a, b = np.asarray(a, dtype=float)[:, None], np.asarray(b, dtype=float)[:, None]
+        same_lobe = np.floor((a * theta + phase) / np.pi) == np.floor((b * theta + phase) / np.pi)
+        low = np.minimum(signal_b, signal_a * np.power(param, b - a))
+        return np.where(osc & same_lobe, low, 0.0) @ self.weight
+
+    def wave_bound(self, a, b) -> np.ndarray:
+        """:meth:`link_bound` over [a, b] for every configuration (``a``, ``b``: (N,) steps); (N,)."""
+        return self.link_bound(a, b, self.evaluate(a)[3], self.evaluate(b)[3])
 
     def monotone_signal(self, t) -> np.ndarray:
         """The signal part of the coordinates whose signal never increases, at step ``t`` ((N,)).
@@ -626,6 +623,7 @@ class StepsResult:
     loss_at_steps: np.ndarray
     steps_continuous: np.ndarray
     floor: np.ndarray
+    certified: np.ndarray | None = None  # (N, L) steps shown above the target on the way, padded per row
 
 
 def steps_to_target(
@@ -640,6 +638,7 @@ def steps_to_target(
     max_steps: int = DEFAULT_MAX_STEPS,
     race=None,
     guess=None,
+    probes=None,
 ) -> StepsResult:
     """First t <= ``max_steps`` with E[L(x_t)] <= ``target`` for every broadcast configuration at once.
 
@@ -649,6 +648,8 @@ def steps_to_target(
     rest are reported 'unreachable' (used to find the best setting per batch size quickly).
     ``guess``: optional expected crossing step per configuration (e.g. a neighbouring setting's); it only
     sets the first stride of the search (half the distance to the guess), never the result.
+    ``probes``: optional (N, L) steps per configuration to look at first (e.g. a neighbouring setting's
+    ``certified`` steps, which usually certify this one's too); like ``guess`` they never change the result.
     Zhang et al. Sec. 3 ("steps required to reach a target loss").
     """
     require(math.isfinite(target) and target > 0, f"target loss must be > 0, got {target}")
@@ -667,6 +668,9 @@ def steps_to_target(
         guess = np.broadcast_to(np.asarray(guess, dtype=float), (n,))
         ahead = np.where(np.isfinite(guess), np.minimum(guess, max_steps) - start, 0.0)
         stride = np.maximum(ahead // 2, 1).astype(np.int64)
+    if probes is not None:
+        probes = np.asarray(probes, dtype=np.int64)
+        probes = probes.reshape(n, -1) if probes.ndim == 2 else np.broadcast_to(probes, (n, probes.size))
     # chunks of configurations keep the (configurations, bins) arrays cache-sized; a race carries each
     # group's best over to later chunks, so the group's fastest members are resolved exactly as in one pass
     chunk = max(1, CHUNK_ELEMENTS // spectrum.curvature.size)
@@ -676,13 +680,48 @@ def steps_to_target(
         sub = Configs(*(a[rows] for a in configs))
         model = build_model(spectrum, sub, precond_power, family)
         sub_race = None if race is None else race[rows]
-        steps = _search(model, target, int(max_steps), start[rows], sub_race, best, stride[rows])
+        sub_probes = None if probes is None else probes[rows]
+        steps, chains = _search(
+            model, target, int(max_steps), start[rows], sub_race, best, stride[rows], sub_probes
+        )
         at = np.where(steps >= 0, steps, int(max_steps))
         loss = np.where(model.stable, model.loss(at), np.inf)
         status = np.where(~model.stable, DIVERGED, np.where(steps >= 0, OK, UNREACHABLE))
-        pieces.append((steps, status, loss, _continuous(model, target, steps, loss), model.floor()))
-    steps, status, loss, continuous, floor = (np.concatenate(p) for p in zip(*pieces, strict=True))
-    return StepsResult(configs, steps, status, loss, continuous, floor)
+        continuous = _continuous(model, target, steps, loss)
+        pieces.append((steps, status, loss, continuous, model.floor(), chains.padded(steps.size)))
+    steps, status, loss, continuous, floor = (np.concatenate(p) for p in list(zip(*pieces, strict=True))[:5])
+    certified = _stack_padded([p[5] for p in pieces])
+    return StepsResult(configs, steps, status, loss, continuous, floor, certified)
+
+
+def _stack_padded(blocks: list[np.ndarray]) -> np.ndarray:
+    """Row-stack (n_i, L_i) arrays, widening each to the largest L by repeating its last column."""
+    width = max(b.shape[1] for b in blocks)
+    return np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1])), mode="edge") for b in blocks])
+
+
+class _Chains(NamedTuple):
+    """Certified steps found by :func:`_search`: ``config[i]`` was shown above the target at ``step[i]``."""
+
+    config: np.ndarray
+    step: np.ndarray
+
+    def padded(self, n: int) -> np.ndarray:
+        """(n, L) steps per configuration, increasing, each row padded with its last value (-1 if none)."""
+        order = np.lexsort((self.step, self.config))
+        config, step = self.config[order], self.step[order]
+        counts = np.bincount(config, minlength=n)
+        out = np.full((n, max(int(counts.max(initial=0)), 1)), -1, dtype=np.int64)
+        column = np.arange(config.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        out[config, column] = step
+        last = np.maximum(counts - 1, 0)
+        fill = out[np.arange(n), last]
+        pad = np.arange(out.shape[1])[None, :] >= counts[:, None]
+        return np.where(pad, fill[:, None], out)
+
+
+SCAN_WIDTH = 16  # consecutive steps looked at in one round once certification has stalled near a crossing
+ROUND_POINTS = 64  # with few configurations still searching, look at up to this many points per round
 
 
 def _search(
@@ -693,20 +732,30 @@ def _search(
     race: np.ndarray | None = None,
     best: np.ndarray | None = None,
     stride: np.ndarray | None = None,
-) -> np.ndarray:
+    probes: np.ndarray | None = None,
+) -> tuple[np.ndarray, _Chains]:
     """First t <= max_steps with loss(t) <= target per configuration (-1 if none), exactly.
 
-    Certified stepping: from a step ``a`` known to be above the target, look at ``b = a + step``. If the
-    loss at b is below the target, halve the step (at step 1, b is the answer). Otherwise, if a rigorous
-    lower bound of the loss on [a, b] (noise part at a, which never decreases, plus the signal of the
-    monotone coordinates at b, plus :meth:`_Model.wave_bound`) is above the target, no step in (a, b]
-    reaches it: move to b and double the step; if not, halve the step (at step 1, move to b). The step
-    never reaches past the smallest b seen at or below the target (at most half the gap: bisection). Steps
-    before ``start`` (the information bound) are known to be above the target. ``race`` (group ids
-    sharing ``start``): once a member of a group is at or below the target at step s, members whose
-    search has passed s stop (they cannot beat it) and report -1. ``best`` (per group, updated in place)
-    carries the groups' best steps between calls. ``stride``: first step size per configuration (default
-    1); any stride gives the same answer, a good one fewer evaluations.
+    Certified stepping: every step up to ``a`` is known to be above the target. Each round looks at one or
+    more points ``b_1 < b_2 < ...`` above ``a`` and walks along them while each link (b_{j-1}, b_j] (b_0 = a)
+    is shown free of crossings: the loss at b_j is above the target and either b_j - b_{j-1} = 1 or a
+    rigorous lower bound of the loss on the link (noise part at b_{j-1}, which never decreases, plus the
+    signal of the monotone coordinates at b_j, plus :meth:`_Model.link_bound`) is above the target. A point
+    at or below the target right after a certified unit link is the answer.
+
+    Points per round: normally one, ``b = a + step``; the step doubles after a link certified by the bound,
+    stays after a unit link, halves after a failed link, and never reaches past the smallest point seen at
+    or below the target (at most half the gap: bisection). Once the step is down to 2 or that gap is within
+    ``SCAN_WIDTH``, the next ``SCAN_WIDTH`` steps are all looked at in one round (oscillating losses near
+    the target defeat the bound; a scan needs none). Steps before ``start`` (the information bound) are known
+    to be above the target.
+
+    ``race`` (group ids sharing ``start``): once a member of a group is at or below the target at step s,
+    members whose search has passed s stop (they cannot beat it) and report -1. ``best`` (per group, updated
+    in place) carries the groups' best steps between calls. ``stride``: first step size per configuration
+    (default 1). ``probes``: (N, L) steps per configuration to look at in the round after ``start``'s (e.g.
+    a neighbouring setting's certified steps). Strides and probes only change the path, never the answer.
+    Returns the steps and every step certified above the target on the way (:class:`_Chains`).
     """
     n = model.stable.size
     steps = np.full(n, -1, dtype=np.int64)
@@ -714,17 +763,19 @@ def _search(
     # a never-increasing signal that is still above the target at max_steps never lets the loss reach it
     active = active[model.take(active).monotone_signal(max_steps) <= target]
     sub = model.take(active)
-    loss0, noise_a, _ = sub.evaluate(start[active])
-    hit = loss0 <= target
-    steps[active[hit]] = start[active[hit]]
-    a = start[active].copy()
+    chain_config, chain_step = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    # the virtual point start - 1: the first link (start - 1, start] is a unit step (its bound is unused)
+    a = start[active] - 1
+    noise_a = np.zeros(active.size)
+    signal_a = np.zeros((active.size, sub.weight.size))
     step = np.ones(active.size, dtype=np.int64) if stride is None else stride[active].copy()
-    alive = ~hit & (noise_a <= target)
+    pending = None if probes is None else probes[active]
+    alive = np.ones(active.size, dtype=bool)
+    stalled = np.zeros(active.size, dtype=bool)  # the bound failed on a short link: scan instead
     upper = np.full(active.size, np.iinfo(np.int64).max, dtype=np.int64)  # smallest step seen at or below
     if race is not None and best is None:
         best = np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    if best is not None:
-        np.minimum.at(best, race[active[hit]], start[active[hit]])
+    first_round = True
     while True:
         if best is not None:
             alive &= a < best[race[active]]
@@ -734,29 +785,103 @@ def _search(
         if alive.sum() < COMPACT_FRACTION * alive.size:
             keep = np.flatnonzero(alive)
             active, sub, a, step, noise_a = active[keep], sub.take(keep), a[keep], step[keep], noise_a[keep]
-            upper = upper[keep]
+            signal_a, upper, stalled = signal_a[keep], upper[keep], stalled[keep]
+            pending = None if pending is None else pending[keep]
             alive = np.ones(keep.size, dtype=bool)
-        b = np.minimum(a + step, max_steps)
-        loss_b, noise_b, monotone_b = sub.evaluate(b)
-        below = alive & (loss_b <= target)
-        found = below & (b - a == 1)
-        steps[active[found]] = b[found]
-        if best is not None:  # a member at or below the target by b: the group's best is <= b
-            np.minimum.at(best, race[active[below]], b[below])
-        certified = ~below & (noise_a + monotone_b > target)
-        unsure = np.flatnonzero(alive & ~below & ~certified)
+        width = int(np.clip(ROUND_POINTS // alive.sum(), 1, SCAN_WIDTH))
+        probing = None if first_round else pending
+        points, valid = _round_points(a, step, upper, max_steps, stalled, probing, width)
+        if not first_round:
+            pending = None
+        first_round = False
+        # flatten the (row, point) pairs; one point per row needs no gathering
+        if points.shape[1] == 1:
+            row, t = np.arange(a.size), points[:, 0]
+            valid = alive
+            loss, noise, monotone, signal = sub.evaluate(t)
+            head = np.ones(a.size, dtype=bool)
+            before, noise_before, signal_before = a, noise_a, signal_a
+        else:
+            row, col = np.nonzero(valid & alive[:, None])
+            t = points[row, col]
+            loss, noise, monotone, signal = sub.take(row).evaluate(t)
+            head = np.r_[True, row[1:] != row[:-1]]  # the first point of its row: its link starts at a
+            prev = np.maximum(np.arange(t.size) - 1, 0)
+            before = np.where(head, a[row], t[prev])
+            noise_before = np.where(head, noise_a[row], noise[prev])
+            signal_before = np.where(head[:, None], signal_a[row], signal[prev])
+            valid = np.ones(t.size, dtype=bool)
+        gap = t - before
+        below = valid & (loss <= target)
+        by_bound = ~below & (noise_before + monotone > target)
+        unsure = np.flatnonzero(valid & ~below & ~by_bound)
         if unsure.size and sub.wave:  # oscillating signals: bound them lobe by lobe
-            bound = sub.wave_bound(a[unsure], b[unsure], unsure)
-            certified[unsure] = noise_a[unsure] + monotone_b[unsure] + bound > target
-        advance = alive & ~below & (certified | (b - a == 1))
-        a, noise_a = np.where(advance, b, a), np.where(advance, noise_b, noise_a)
-        step = np.where(advance & certified, 2 * step, np.where(advance, step, np.maximum(step // 2, 1)))
+            ends = before[unsure], t[unsure], signal_before[unsure], signal[unsure]
+            bound = sub.link_bound(*ends, row[unsure])
+            by_bound[unsure] = noise_before[unsure] + monotone[unsure] + bound > target
+        certified = valid & ~below & ((gap == 1) | by_bound)
+        # walk along each row's certified links up to its first failing one
+        first = np.flatnonzero(head)
+        counts = np.diff(np.r_[first, t.size])
+        rows, segment = row[first], np.repeat(np.arange(first.size), counts)
+        position = np.arange(t.size) - first[segment]
+        k = counts.copy()  # leading certified links per row
+        np.minimum.at(k, segment[~certified], position[~certified])
+        walked, stopped = k > 0, k < counts
+        last = first + np.maximum(k - 1, 0)  # the last certified point of each row
+        stop = first + np.minimum(k, counts - 1)  # the first failing point, else the last one
+        ok = certified & (position < k[segment])
+        chain_config.append(active[row[ok]])
+        chain_step.append(t[ok])
+        found = stopped & below[stop] & (gap[stop] == 1)
+        steps[active[rows[found]]] = t[stop[found]]
+        first_below = np.full(first.size, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_below, segment[below], t[below])
+        hit = first_below < np.iinfo(np.int64).max
+        if best is not None:  # a member at or below the target: the group's best is at most that step
+            np.minimum.at(best, race[active[rows[hit]]], first_below[hit])
+        upper[rows] = np.minimum(upper[rows], first_below)
+        moved = rows[walked]
+        a[moved] = t[last[walked]]
+        noise_a[moved] = noise[last[walked]]
+        signal_a[moved] = signal[last[walked]]
+        # next step: halve the failed link; after a certified one double it (certified by the bound) or keep
+        # it (a unit link); a finished scan of consecutive steps counts as one link of its length
+        scanned = (counts > 1) & (t[last] - before[first] == counts)
+        link = np.where(scanned & ~stopped, counts, gap[stop])
+        grown = np.where(by_bound[stop], 2 * link, np.where(scanned, 1, link))
+        step[rows] = np.maximum(np.where(stopped, link // 2, grown), 1)
+        stalled[rows] = (stopped & ~below[stop]) | (stalled[rows] & ~by_bound[stop])
         # a step known to be at or below the target bounds the answer: bisect towards it, never stride past
-        upper = np.where(below, np.minimum(upper, b), upper)
         step = np.minimum(step, np.maximum((upper - a) // 2, 1))
         # the noise part never decreases: once it is above the target, the loss stays above it
-        alive &= ~found & ~(advance & (noise_b > target))
-    return steps
+        alive[rows[found]] = False
+        alive[moved[noise_a[moved] > target]] = False
+    chains = _Chains(np.concatenate(chain_config), np.concatenate(chain_step))
+    return steps, chains
+
+
+def _round_points(a, step, upper, max_steps, stalled, probes, width) -> tuple[np.ndarray, np.ndarray]:
+    """(points, valid): the steps each row looks at this round, (n, M), increasing along valid entries.
+
+    ``probes`` (n, L) when given (negative entries unused); else ``width`` points ``step`` apart (at most
+    up to the smallest point known at or below the target, spaced to split that gap evenly), or a scan of
+    ``SCAN_WIDTH`` consecutive steps where the bound has stalled or that gap is that short.
+    """
+    if probes is not None:
+        points = np.where(probes < 0, -1, np.minimum(probes, max_steps))
+        points = np.maximum.accumulate(np.concatenate([a[:, None], points], axis=1), axis=1)
+        return points[:, 1:], points[:, 1:] > points[:, :-1]
+    near = np.minimum(upper, max_steps)
+    scan = (stalled & (step <= 2)) | (near - a <= SCAN_WIDTH)
+    if width == 1 and not scan.any():
+        return np.minimum(a + step, max_steps)[:, None], np.ones((a.size, 1), dtype=bool)
+    j = np.arange(1, max(width, SCAN_WIDTH if scan.any() else 1) + 1)
+    spacing = np.where(scan, 1, np.minimum(step, np.maximum((near - a) // (width + 1), 1)))
+    points = np.minimum(a[:, None] + spacing[:, None] * j, max_steps)
+    valid = (points <= near[:, None]) & (scan[:, None] | (j <= width))
+    valid[:, 0] = True
+    return points, valid
 
 
 def _continuous(model: _Model, target: float, steps: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -923,8 +1048,10 @@ def tune_steps(
     )
     fixed = {"ema_decay": ema_decay, "precond_power": precond_power, "max_steps": max_steps}
 
-    def run(b, lr, beta, race=None, guess=None):
-        return steps_to_target(spectrum, b, lr, target, momentum=beta, race=race, guess=guess, **fixed)
+    def run(b, lr, beta, race=None, guess=None, probes=None):
+        return steps_to_target(
+            spectrum, b, lr, target, momentum=beta, race=race, guess=guess, probes=probes, **fixed
+        )
 
     if search == "continuous" and momenta is not None:  # 1-D: the full grid is cheap, start from it
         lrs, momenta = _coarse(lrs, COARSE_LR_POINTS), _coarse(momenta, COARSE_MOMENTUM_POINTS)
@@ -957,6 +1084,7 @@ class _Best(NamedTuple):
     momentum: np.ndarray  # (n,)
     objective: np.ndarray  # (n,) interpolated steps, inf if not reached
     lowest_loss: np.ndarray  # (n,) lowest loss at max_steps among unreachable settings
+    certified: np.ndarray  # (n, L) steps the best setting was shown above the target at (search probes)
 
 
 def _checked_grid(values, name: str, ok) -> np.ndarray:
@@ -984,7 +1112,8 @@ def _grid_best(run, batch: np.ndarray, lrs: np.ndarray, momenta: np.ndarray | No
     order = _argmin_pair(steps, objective)
     pick = np.arange(n), order
     lowest = np.where(result.status == DIVERGED, np.inf, result.loss_at_steps).reshape(n, -1).min(axis=1)
-    return _Best(lr.reshape(n, -1)[pick], beta.reshape(n, -1)[pick], objective[pick], lowest)
+    certified = result.certified.reshape(n, lr.size // n, -1)[pick]
+    return _Best(lr.reshape(n, -1)[pick], beta.reshape(n, -1)[pick], objective[pick], lowest, certified)
 
 
 def _argmin_pair(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
@@ -1030,8 +1159,9 @@ def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, 
     def evaluate(u, best):
         lr, beta = point(u)
         # the best setting so far is a near neighbour: its crossing step is a good first stride
-        objective = run(batch, lr, beta, guess=best.objective).steps_continuous
-        return objective, _keep_better(best, lr, beta, objective)
+        result = run(batch, lr, beta, guess=best.objective, probes=_probes(best))
+        objective = result.steps_continuous
+        return objective, _keep_better(best, lr, beta, objective, result.certified)
 
     c, d = hi - inv * (hi - lo), lo + inv * (hi - lo)
     # both first points in one run (configurations are independent; the guess only sets a stride)
@@ -1039,10 +1169,12 @@ def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, 
     lr_cd = np.concatenate([np.broadcast_to(lr_c, c.shape), np.broadcast_to(lr_d, d.shape)])
     beta_cd = np.concatenate([np.broadcast_to(beta_c, c.shape), np.broadcast_to(beta_d, d.shape)])
     guess = np.concatenate([best.objective, best.objective])
-    both = run(np.concatenate([batch, batch]), lr_cd, beta_cd, guess=guess).steps_continuous
-    fc, fd = both[: c.size], both[c.size :]
-    best = _keep_better(best, lr_c, beta_c, fc)
-    best = _keep_better(best, lr_d, beta_d, fd)
+    probes = _probes(best)
+    both = np.concatenate([probes, probes])
+    result = run(np.concatenate([batch, batch]), lr_cd, beta_cd, guess=guess, probes=both)
+    fc, fd = result.steps_continuous[: c.size], result.steps_continuous[c.size :]
+    best = _keep_better(best, lr_c, beta_c, fc, result.certified[: c.size])
+    best = _keep_better(best, lr_d, beta_d, fd, result.certified[c.size :])
     for _ in range(GOLDEN_ITERATIONS):
         left = fc <= fd  # the minimum lies in [lo, d]
         lo, hi = np.where(left, lo, c), np.where(left, d, hi)
@@ -1053,10 +1185,30 @@ def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, 
     return best
 
 
-def _keep_better(best: _Best, lr: np.ndarray, beta: np.ndarray, objective: np.ndarray) -> _Best:
+def _keep_better(best: _Best, lr: np.ndarray, beta: np.ndarray, objective: np.ndarray, certified) -> _Best:
     better = objective < best.objective
+    old, new = best.certified, certified
+    width = max(old.shape[1], new.shape[1])
+    old, new = (np.pad(c, ((0, 0), (0, width - c.shape[1])), mode="edge") for c in (old, new))
     return best._replace(
         learning_rate=np.where(better, lr, best.learning_rate),
         momentum=np.where(better, beta, best.momentum),
         objective=np.where(better, objective, best.objective),
+        certified=np.where(better[:, None], new, old),
     )
+
+
+PROBE_OFFSETS = np.array([1, 2, 3, 5, 9, 17, 33])  # past the neighbour's crossing, where this one may cross
+PROBE_FACTORS = np.array([1.002, 1.005, 1.01, 1.02, 1.05])
+
+
+def _probes(best: _Best) -> np.ndarray:
+    """Steps to look at first for a neighbour of ``best``: the steps that certified it, thinned to about
+    one per doubling of the distance to its crossing, then a few past the crossing."""
+    chain = best.certified
+    last = chain[:, -1:]
+    distance = np.maximum(last - chain, 0).astype(float)
+    bucket = np.floor(np.log2(np.maximum(distance, 0.5)))
+    keep = np.concatenate([bucket[:, 1:] != bucket[:, :-1], np.ones_like(last, dtype=bool)], axis=1)
+    above = np.concatenate([last + PROBE_OFFSETS, np.ceil(last * PROBE_FACTORS).astype(np.int64)], axis=1)
+    return np.concatenate([np.where(keep, chain, -1), np.sort(above, axis=1)], axis=1)
