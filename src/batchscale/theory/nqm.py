@@ -204,11 +204,15 @@ def power_sequence(seq: PowerSequence, t) -> np.ndarray:
     return np.where(t == 0, 0.0, out) if np.any(t == 0) else out
 
 
-def power_sequence_pair(seq: PowerSequence, t) -> tuple[np.ndarray, np.ndarray]:
+def power_sequence_pair(seq: PowerSequence, t, deviation: np.ndarray | None = None):
     """(G_t, G_{t+1}) sharing one power of the base: G_{t+1} = p^{t-1} p R_{t+1}.
 
     Real roots: R_{t+1} = 1 + z R_t (from R_t = (1 - z^t)/(1 - z)), so only the oscillating coordinates
     need a second transcendental evaluation.
+
+    ``deviation`` (an array shaped like the result): use :func:`fast_sin` for the oscillating coordinates
+    and write there a bound on |error of G_t| (|p|^{t-1} SINE_ERROR |r| / |sin theta|, r the larger reduced
+    angle; the error of G_{t+1} is |p| times that); it stays 0 on the others, evaluated exactly.
     """
     t = np.asarray(t, dtype=float)
     if np.any(t == 0):  # p^{-1} is undefined for p = 0: use the general form
@@ -221,7 +225,7 @@ def power_sequence_pair(seq: PowerSequence, t) -> tuple[np.ndarray, np.ndarray]:
         ratio_next = seq.z * ratio
         ratio_next += 1.0
         if oscillating:  # both sines (t and t + 1) in one call on the oscillating coordinates only
-            _masked_sine_ratio_pair(seq, t, ratio, ratio_next)
+            _masked_sine_ratio_pair(seq, t, ratio, ratio_next, deviation, power)
         base = seq.abs_base
         if seq.negative_base.any():
             base = np.where(seq.negative_base, -base, base)
@@ -229,6 +233,28 @@ def power_sequence_pair(seq: PowerSequence, t) -> tuple[np.ndarray, np.ndarray]:
         power *= base
         power *= ratio_next
         return ratio, power
+
+
+SINE_ERROR = 5e-7  # |fast_sin(x) - sin(x)| <= this * |x mod 2 pi| (measured at most 1.2e-7 * |r|)
+FAST_SINE_LIMIT = 2.0**28  # fast_sin's reduction is exact below this
+FAST_AMPLITUDE = 1.0  # coordinates whose |a_t| bound |p|^{t-1} / |sin theta| exceeds this use np.sin
+_TWO_PI = (6.2831854820251465, -1.748455600074497e-07, -1.0687562935444062e-23)  # sums to 2 pi, 24 bits first
+
+
+def fast_sin(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sin(x), |r|) with r = x reduced to [-pi, pi]; the sine is within ``SINE_ERROR`` * |r| for |x| <
+    ``FAST_SINE_LIMIT``, and ~10x faster than float64 ``np.sin``.
+
+    The argument is reduced modulo 2 pi in float64 (Cody-Waite with a three-part 2 pi whose first part
+    has 24 bits, so k * hi is exact and x - k * hi cancels exactly), then the float32 SIMD sine is taken:
+    rounding r to float32 moves it by at most 6e-8 |r| and the float32 sine adds ~1.5 ulp.
+    """
+    hi, mid, lo = _TWO_PI
+    k = np.rint(x * (0.5 / math.pi))
+    r = x - k * hi
+    r -= k * mid
+    r -= k * lo
+    return np.sin(r.astype(np.float32)).astype(np.float64), np.abs(r)
 
 
 def _masked_sine_ratio(seq: PowerSequence, t: np.ndarray, out: np.ndarray) -> None:
@@ -245,11 +271,14 @@ def _masked_sine_ratio(seq: PowerSequence, t: np.ndarray, out: np.ndarray) -> No
     out.reshape(-1)[rows] = np.sin(angle) / sin_theta.reshape(-1)[rows]
 
 
-def _masked_sine_ratio_pair(seq: PowerSequence, t: np.ndarray, out: np.ndarray, out_next: np.ndarray) -> None:
+def _masked_sine_ratio_pair(
+    seq: PowerSequence, t: np.ndarray, out: np.ndarray, out_next: np.ndarray, deviation=None, power=None
+) -> None:
     """:func:`_masked_sine_ratio` at t into ``out`` and at t + 1 into ``out_next``, with one sine call.
 
     The same products t theta and (t + 1) theta as there, gathered before multiplying (a (N, 1) ``t`` is
-    indexed per row instead of broadcast to (N, K)), so the values are identical.
+    indexed per row instead of broadcast to (N, K)), so the values are identical. With ``deviation``
+    (and ``power`` = |p|^{t-1}): :func:`fast_sin` instead, and the error bound of G_t written there.
     """
     shape = out.shape
     osc, sin_theta, theta = seq.oscillating, seq.sin_theta, seq.theta
@@ -266,8 +295,18 @@ def _masked_sine_ratio_pair(seq: PowerSequence, t: np.ndarray, out: np.ndarray, 
     np.multiply(t_rows, theta_rows, out=angle[: rows.size])
     t_rows += 1.0
     np.multiply(t_rows, theta_rows, out=angle[rows.size :])
-    np.sin(angle, out=angle)
     sin_rows = sin_theta.reshape(-1)[rows]
+    if deviation is None:
+        np.sin(angle, out=angle)
+    else:  # fast sines, except where |a_t| may be large (transient growth amplifies their error)
+        amplitude = power.reshape(-1)[rows] / np.abs(sin_rows)
+        exact = np.flatnonzero(amplitude > FAST_AMPLITUDE)
+        exact = np.concatenate([exact, exact + rows.size])
+        sines, reduced = fast_sin(angle)
+        sines[exact], reduced[exact] = np.sin(angle[exact]), 0.0
+        angle = sines
+        reduced = np.maximum(reduced[: rows.size], reduced[rows.size :])
+        deviation.reshape(-1)[rows] = SINE_ERROR * reduced * amplitude
     out.reshape(-1)[rows] = angle[: rows.size] / sin_rows
     out_next.reshape(-1)[rows] = angle[rows.size :] / sin_rows
 
@@ -358,6 +397,29 @@ def _momentum_parts(seq, beta, init_sq, gamma0, gamma1, t):
     return signal, noise
 
 
+def _momentum_parts_fast(seq, beta, init_sq, gamma0, gamma1, t):
+    r""":func:`_momentum_parts` with :func:`fast_sin`, plus bounds on the errors of signal and noise.
+
+    With l = (a_{t+1}, -beta a_t) off by at most (|p| d, beta d) (d from :func:`power_sequence_pair`) and
+    D = (|p| + beta) d: signal = x0^2 (l1 + l2)^2 and noise = gamma0 (1 - |l|^2) - 2 gamma1 l1 l2 are
+    quadratic in l, so each is off by at most (its coefficient) * D (2 (|l1| + |l2|) + D), with the
+    coefficients x0^2 and gamma0 + |gamma1|.
+    """
+    t = np.asarray(t, dtype=float)
+    deviation = np.zeros(np.broadcast_shapes(t.shape, seq.z.shape))
+    now, after = power_sequence_pair(seq, t, deviation)
+    l1, l2 = after, -beta * now
+    signal = init_sq * (l1 + l2) ** 2
+    noise = gamma0 * (1.0 - l1**2 - l2**2) - 2.0 * gamma1 * l1 * l2
+    deviation *= seq.abs_base + beta
+    spread = np.abs(l1)
+    spread += np.abs(l2)
+    spread *= 2.0
+    spread += deviation
+    spread *= deviation
+    return signal, noise, init_sq * spread, (gamma0 + np.abs(gamma1)) * spread
+
+
 def ema_second_moment(curvature, noise, init_sq, batch_size, learning_rate, decay, steps):
     r""":math:`E[\tilde x_t^2]` of the EMA iterate (:math:`\tilde x_0 = x_0`) of SGD, in closed form.
 
@@ -442,6 +504,32 @@ class _Model:
         monotone = np.where(self.monotone, signal, 0.0) @ self.weight
         noise = noise @ self.weight
         return signal @ self.weight + noise, noise, monotone, signal
+
+    def evaluate_bounds(self, t) -> tuple[np.ndarray, ...]:
+        """Like :meth:`evaluate` but faster for oscillating heavy ball, with rigorous error bounds.
+
+        Returns (loss, error, noise part lower bound, monotone signal, per-coordinate signal lower bound):
+        the exact loss is within ``error`` of ``loss``; the monotone signal is exact.
+        """
+        t = np.broadcast_to(np.asarray(t, dtype=float), self.stable.shape)
+        fast = self.family == "momentum" and self.seq.oscillating.any()
+        if fast and t.size and float(t.max() + 1.0) * float(self.seq.theta.max()) >= FAST_SINE_LIMIT:
+            fast = False
+        if not fast:
+            loss, noise, monotone, signal = self.evaluate(t)
+            return loss, np.zeros_like(loss), noise, monotone, signal
+        tt = t[:, None]
+        signal, noise, signal_error, noise_error = _momentum_parts_fast(
+            self.seq, self.param, self.init_sq, *self.coef, tt
+        )
+        monotone = np.where(self.monotone, signal, 0.0) @ self.weight
+        noise_error_sum = noise_error @ self.weight
+        noise = noise @ self.weight
+        loss = signal @ self.weight + noise
+        error = signal_error @ self.weight + noise_error_sum
+        signal -= signal_error
+        np.maximum(signal, 0.0, out=signal)
+        return loss, error, noise - noise_error_sum, monotone, signal
 
     def link_bound(self, a, b, signal_a, signal_b, rows: np.ndarray | None = None) -> np.ndarray:
         r"""Lower bound on the oscillating coordinates' signal over a <= t <= b, from the signals at a and b.
@@ -639,6 +727,7 @@ def steps_to_target(
     race=None,
     guess=None,
     probes=None,
+    above=None,
 ) -> StepsResult:
     """First t <= ``max_steps`` with E[L(x_t)] <= ``target`` for every broadcast configuration at once.
 
@@ -650,6 +739,8 @@ def steps_to_target(
     sets the first stride of the search (half the distance to the guess), never the result.
     ``probes``: optional (N, L) steps per configuration to look at first (e.g. a neighbouring setting's
     ``certified`` steps, which usually certify this one's too); like ``guess`` they never change the result.
+    ``above``: optional step per configuration up to which the loss is already known to be above the target
+    (e.g. from :func:`_screen_pairs`); the search starts after it.
     Zhang et al. Sec. 3 ("steps required to reach a target loss").
     """
     require(math.isfinite(target) and target > 0, f"target loss must be > 0, got {target}")
@@ -662,7 +753,10 @@ def steps_to_target(
     n = configs.batch_size.size
     race = None if race is None else np.broadcast_to(np.asarray(race, dtype=np.int64), (n,))
     best = None if race is None else np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    start = np.minimum(_information_start(spectrum, configs.batch_size, target), int(max_steps))
+    start = _information_start(spectrum, configs.batch_size, target)
+    if above is not None:
+        start = np.maximum(start, np.broadcast_to(np.asarray(above, dtype=np.int64), (n,)) + 1)
+    start = np.minimum(start, int(max_steps))
     stride = np.ones(n, dtype=np.int64)
     if guess is not None:
         guess = np.broadcast_to(np.asarray(guess, dtype=float), (n,))
@@ -798,13 +892,13 @@ def _search(
         if points.shape[1] == 1:
             row, t = np.arange(a.size), points[:, 0]
             valid = alive
-            loss, noise, monotone, signal = sub.evaluate(t)
+            loss, noise, monotone, signal = _evaluate_decided(sub, t, target)
             head = np.ones(a.size, dtype=bool)
             before, noise_before, signal_before = a, noise_a, signal_a
         else:
             row, col = np.nonzero(valid & alive[:, None])
             t = points[row, col]
-            loss, noise, monotone, signal = sub.take(row).evaluate(t)
+            loss, noise, monotone, signal = _evaluate_decided(sub.take(row), t, target)
             head = np.r_[True, row[1:] != row[:-1]]  # the first point of its row: its link starts at a
             prev = np.maximum(np.arange(t.size) - 1, 0)
             before = np.where(head, a[row], t[prev])
@@ -859,6 +953,23 @@ def _search(
         alive[moved[noise_a[moved] > target]] = False
     chains = _Chains(np.concatenate(chain_config), np.concatenate(chain_step))
     return steps, chains
+
+
+FAST_MARGIN = 1e-12  # relative: fast values this close to the target (beyond their error bound) are redone
+
+
+def _evaluate_decided(model: _Model, t: np.ndarray, target: float) -> tuple[np.ndarray, ...]:
+    """(loss, noise lower bound, monotone signal, per-coordinate signal lower bound) at steps ``t``.
+
+    Fast evaluation (:meth:`_Model.evaluate_bounds`); where its error bound leaves the side of the target
+    in doubt, the exact evaluation, so ``loss <= target`` always agrees with :meth:`_Model.evaluate`.
+    """
+    loss, error, noise, monotone, signal = model.evaluate_bounds(t)
+    doubt = np.flatnonzero((error > 0) & (np.abs(loss - target) <= error + FAST_MARGIN * (target + loss)))
+    if doubt.size:
+        exact = model.take(doubt).evaluate(t[doubt])
+        loss[doubt], noise[doubt], monotone[doubt], signal[doubt] = exact
+    return loss, noise, monotone, signal
 
 
 def _round_points(a, step, upper, max_steps, stalled, probes, width) -> tuple[np.ndarray, np.ndarray]:
@@ -1048,14 +1159,17 @@ def tune_steps(
     )
     fixed = {"ema_decay": ema_decay, "precond_power": precond_power, "max_steps": max_steps}
 
-    def run(b, lr, beta, race=None, guess=None, probes=None):
+    def run(b, lr, beta, race=None, guess=None, probes=None, above=None):
         return steps_to_target(
-            spectrum, b, lr, target, momentum=beta, race=race, guess=guess, probes=probes, **fixed
+            spectrum, b, lr, target, momentum=beta, race=race, guess=guess, probes=probes, above=above, **fixed
         )
 
     if search == "continuous" and momenta is not None:  # 1-D: the full grid is cheap, start from it
         lrs, momenta = _coarse(lrs, COARSE_LR_POINTS), _coarse(momenta, COARSE_MOMENTUM_POINTS)
-    best = _grid_best(run, batch, lrs, momenta)
+    def screen(lr, beta):
+        return _screen_pairs(spectrum, batch, lr, beta, target, int(max_steps), precond_power, ema_decay)
+
+    best = _grid_best(run, batch, lrs, momenta, screen)
     if search == "continuous":
         best = _refine(run, batch, best, lrs, momenta)
     final = run(batch, best.learning_rate, best.momentum)
@@ -1101,19 +1215,122 @@ def _coarse(grid: np.ndarray, points: int) -> np.ndarray:
     return log_grid(math.log10(grid[0]), math.log10(grid[-1]), points) if grid[0] > 0 else grid
 
 
-def _grid_best(run, batch: np.ndarray, lrs: np.ndarray, momenta: np.ndarray | None) -> _Best:
-    """Best (fewest steps, then earliest crossing) of the full grid, per batch size."""
+def _grid_best(run, batch: np.ndarray, lrs: np.ndarray, momenta: np.ndarray | None, screen=None) -> _Best:
+    """Best (fewest steps, then earliest crossing) of the full grid, per batch size.
+
+    ``screen(lr, beta)`` (optional, see :func:`_screen_pairs`) gives, per batch size and (lr, beta) pair,
+    whether the pair may be the best and a step up to which its loss is known to be above the target; only
+    those pairs are raced, the rest are provably slower, so the result is the same.
+    """
     betas = np.zeros(1) if momenta is None else momenta
     b, lr, beta = np.meshgrid(batch, lrs, betas, indexing="ij")  # (n, L, M)
-    n = batch.size
-    result = run(b.ravel(), lr.ravel(), beta.ravel(), np.repeat(np.arange(n), lr.size // n))
-    steps = np.where(result.steps >= 0, result.steps, np.iinfo(np.int64).max).reshape(n, -1).astype(float)
-    objective = result.steps_continuous.reshape(n, -1)
+    n, pairs = batch.size, lrs.size * betas.size
+    group = np.repeat(np.arange(n), pairs)
+    if screen is None:
+        result = run(b.ravel(), lr.ravel(), beta.ravel(), group)
+        steps, objective, loss = result.steps, result.steps_continuous, result.loss_at_steps
+        status, certified = result.status, result.certified
+    else:
+        keep, above = screen(lr[0].ravel(), beta[0].ravel())
+        rows = np.flatnonzero(keep.ravel())
+        result = run(b.ravel()[rows], lr.ravel()[rows], beta.ravel()[rows], group[rows], above=above.ravel()[rows])
+        steps = np.full(n * pairs, -1, dtype=np.int64)
+        objective, loss = np.full(n * pairs, np.inf), np.full(n * pairs, np.inf)
+        status = np.full(n * pairs, UNREACHABLE, dtype=result.status.dtype)
+        certified = np.full((n * pairs, result.certified.shape[1]), -1, dtype=np.int64)
+        steps[rows], objective[rows], loss[rows] = result.steps, result.steps_continuous, result.loss_at_steps
+        status[rows], certified[rows] = result.status, result.certified
+    steps = np.where(steps >= 0, steps, np.iinfo(np.int64).max).reshape(n, -1).astype(float)
+    objective = objective.reshape(n, -1)
     order = _argmin_pair(steps, objective)
     pick = np.arange(n), order
-    lowest = np.where(result.status == DIVERGED, np.inf, result.loss_at_steps).reshape(n, -1).min(axis=1)
-    certified = result.certified.reshape(n, lr.size // n, -1)[pick]
+    lowest = np.where(status == DIVERGED, np.inf, loss).reshape(n, -1).min(axis=1)
+    certified = certified.reshape(n, pairs, -1)[pick]
     return _Best(lr.reshape(n, -1)[pick], beta.reshape(n, -1)[pick], objective[pick], lowest, certified)
+
+
+SCREEN_RATIO = 1.5  # screening evaluates every pair at steps about this factor apart
+SCREEN_MARGIN = 1e-9  # relative: decisions closer than this to the target are left to the exact search
+
+
+def _screen_pairs(
+    spectrum: Spectrum,
+    batch: np.ndarray,
+    learning_rate: np.ndarray,
+    momentum: np.ndarray,
+    target: float,
+    max_steps: int,
+    precond_power: float = 0.0,
+    ema_decay: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which (batch size, setting) pairs can be the fastest setting of their batch size: (n, P) each.
+
+    Every optimizer's expected loss is signal(t) + noise_1(t) / B, where neither part depends on the batch
+    size B (noise_1 is the noise part at B = 1). So each setting is evaluated once per step for all batch
+    sizes, on a ladder of steps ``SCREEN_RATIO`` apart, and certified links (as in :func:`_search`) give
+    per batch size a step ``above`` up to which its loss stays above the target, and the first ladder step
+    at or below the target. A pair whose ``above`` reaches the smallest such step of its batch size is
+    slower than the best and is dropped (``keep`` False); batch sizes where no setting reaches the target
+    on the ladder keep every pair. ``above`` is -1 where nothing is known.
+    """
+    n, p = batch.size, learning_rate.size
+    start = _information_start(spectrum, batch, target)
+    above = np.broadcast_to(start - 1, (p, n)).copy()
+    never = np.iinfo(np.int64).max
+    first_below = np.full((p, n), never, dtype=np.int64)
+    intact = np.ones((p, n), dtype=bool)  # every step up to ``above`` is certified contiguously
+    ones = np.ones(p)
+    model = build_model(spectrum, _configs(ones, learning_rate, momentum, ema_decay * ones), precond_power)
+    floor = np.where(model.stable, model.coef[2 if model.family == "ema" else 0] @ model.weight, np.inf)
+    margin = SCREEN_MARGIN * np.maximum(target, floor[:, None] / batch)  # (p, n)
+    live = np.flatnonzero(model.stable)
+    live = live[model.take(live).monotone_signal(max_steps) <= target]
+    intact[np.setdiff1d(np.arange(p), live)] = False
+    best = np.full(n, never, dtype=np.int64)
+    sub = model.take(live)
+    t_prev, noise_prev, signal_prev = -1, np.full(live.size, -np.inf), None
+    t = max(int(start.min()) - 1, 0)
+    while live.size and t <= max_steps:
+        _, noise1, monotone, signal = sub.evaluate(np.full(live.size, float(t)))
+        loss = (signal @ sub.weight)[:, None] + noise1[:, None] / batch
+        m = margin[live]
+        is_below = loss <= target - m
+        is_above = loss > target + m
+        todo = above[live] < t
+        unit = t - np.maximum(above[live], t_prev) == 1
+        if signal_prev is not None and t - t_prev > 1:
+            wave = sub.link_bound(np.full(live.size, t_prev), np.full(live.size, t), signal_prev, signal)
+            bound = noise_prev[:, None] / batch + (monotone + wave)[:, None]
+            certified = is_above & (unit | (bound > target + m))
+        else:
+            certified = is_above & unit
+        step_ok = todo & intact[live] & certified
+        fb = first_below[live]
+        first_below[live] = np.where(todo & is_below & (fb == never), t, fb)
+        new_above = np.where(step_ok, t, above[live])
+        # the noise part never decreases: above the target there, the loss stays above it for good
+        dead = step_ok & (noise1[:, None] / batch > target + m)
+        new_above = np.where(dead, never - 1, new_above)
+        above[live] = new_above
+        intact[live] &= ~todo | step_ok
+        best = np.minimum(best, first_below.min(axis=0))
+        # a (setting, batch) pair still teaches something while it is certified up to here, not yet at or
+        # below the target, and not yet past the best batch's first step at or below the target
+        useful = intact[live] & (first_below[live] == never) & (above[live] < best) & (t < best)
+        keep = useful.any(axis=1)
+        noise_prev, signal_prev = noise1, signal
+        if not keep.all() and keep.sum() < COMPACT_FRACTION * keep.size:  # the rest still learn true facts
+            live, sub = live[keep], sub.take(np.flatnonzero(keep))
+            noise_prev, signal_prev = noise1[keep], signal[keep]
+        elif not keep.any():
+            break
+        t_prev, t = t, max(t + 1, int(t * SCREEN_RATIO))
+    reached = best < never
+    keep = (above < best) | ~reached
+    keep &= model.stable[:, None]
+    above = np.where(reached, np.minimum(above, never - 1), -1)
+    above = np.where(keep & reached, above, -1)
+    return keep.T, above.T
 
 
 def _argmin_pair(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
@@ -1198,17 +1415,24 @@ def _keep_better(best: _Best, lr: np.ndarray, beta: np.ndarray, objective: np.nd
     )
 
 
-PROBE_OFFSETS = np.array([1, 2, 3, 5, 9, 17, 33])  # past the neighbour's crossing, where this one may cross
-PROBE_FACTORS = np.array([1.002, 1.005, 1.01, 1.02, 1.05])
+PROBE_THIN = False
+PROBE_WINDOW = 8  # consecutive steps on each side of the neighbour's crossing (half the crossings are within 4)
+PROBE_OFFSETS = 2 ** np.arange(4, 11)  # then steps 16, 32, ... 1024 past it
+PROBE_FACTORS = np.array([1.005, 1.01, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0])  # and these multiples of it
 
 
 def _probes(best: _Best) -> np.ndarray:
-    """Steps to look at first for a neighbour of ``best``: the steps that certified it, thinned to about
-    one per doubling of the distance to its crossing, then a few past the crossing."""
+    """Steps to look at first for a neighbour of ``best`` (crossing g): the steps that certified ``best``,
+    thinned to about one per doubling of the distance to g, every step within ``PROBE_WINDOW`` of g, and
+    a few further past g."""
     chain = best.certified
-    last = chain[:, -1:]
-    distance = np.maximum(last - chain, 0).astype(float)
-    bucket = np.floor(np.log2(np.maximum(distance, 0.5)))
-    keep = np.concatenate([bucket[:, 1:] != bucket[:, :-1], np.ones_like(last, dtype=bool)], axis=1)
-    above = np.concatenate([last + PROBE_OFFSETS, np.ceil(last * PROBE_FACTORS).astype(np.int64)], axis=1)
-    return np.concatenate([np.where(keep, chain, -1), np.sort(above, axis=1)], axis=1)
+    crossing = chain[:, -1:] + 1
+    distance = np.maximum(crossing - chain, 1).astype(float)
+    bucket = np.floor(np.log2(distance))
+    keep = np.concatenate([bucket[:, 1:] != bucket[:, :-1], np.ones_like(crossing, dtype=bool)], axis=1)
+    keep = (keep if PROBE_THIN else True) & (distance > PROBE_WINDOW) & (chain > 0)
+    window = crossing + np.arange(-PROBE_WINDOW, PROBE_WINDOW + 1)
+    further = np.concatenate(
+        [crossing + PROBE_OFFSETS, np.ceil(crossing * PROBE_FACTORS).astype(np.int64)], axis=1
+    )
+    return np.concatenate([np.where(keep, chain, -1), window, np.sort(further, axis=1)], axis=1)
