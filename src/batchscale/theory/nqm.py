@@ -133,10 +133,11 @@ class PowerSequence(NamedTuple):
     negative_z: np.ndarray
     oscillating: np.ndarray
     log_abs_base: np.ndarray
+    cos_theta: np.ndarray | float = 0.0  # cos(theta) where oscillating (for the fast evaluation)
 
     def take(self, rows: np.ndarray) -> PowerSequence:
         """The same coefficients for the configurations (first axis) ``rows``."""
-        return PowerSequence(*(a[rows] for a in self))
+        return PowerSequence(*(a[rows] if np.ndim(a) else a for a in self))
 
 
 def divided_power_sequence(x, y, x_minus_y) -> PowerSequence:
@@ -191,6 +192,7 @@ def heavy_ball_power_sequence(eta_h, momentum) -> PowerSequence:
         negative_base=real & seq.negative_base,
         theta=theta,
         sin_theta=np.sin(theta),
+        cos_theta=np.cos(theta),
         negative_z=real & seq.negative_z,
         oscillating=~real,
     )
@@ -224,8 +226,10 @@ def power_sequence_pair(seq: PowerSequence, t, deviation: np.ndarray | None = No
         # R_{t+1} = 1 + z R_t  (real roots)
         ratio_next = seq.z * ratio
         ratio_next += 1.0
-        if oscillating:  # both sines (t and t + 1) in one call on the oscillating coordinates only
-            _masked_sine_ratio_pair(seq, t, ratio, ratio_next, deviation, power)
+        if oscillating and deviation is not None:
+            _fast_sine_ratio_pair(seq, t, ratio, ratio_next, deviation, power)
+        elif oscillating:  # both sines (t and t + 1) in one call on the oscillating coordinates only
+            _masked_sine_ratio_pair(seq, t, ratio, ratio_next)
         base = seq.abs_base
         if seq.negative_base.any():
             base = np.where(seq.negative_base, -base, base)
@@ -235,7 +239,7 @@ def power_sequence_pair(seq: PowerSequence, t, deviation: np.ndarray | None = No
         return ratio, power
 
 
-SINE_ERROR = 5e-7  # |fast_sin(x) - sin(x)| <= this * |x mod 2 pi| (measured at most 1.2e-7 * |r|)
+SINE_ERROR = 1e-6  # |fast sin(x) - sin(x)|, |fast cos(x) - cos(x)| <= this (measured at most 1.6e-7)
 FAST_SINE_LIMIT = 2.0**28  # fast_sin's reduction is exact below this
 FAST_AMPLITUDE = 1.0  # coordinates whose |a_t| bound |p|^{t-1} / |sin theta| exceeds this use np.sin
 _TWO_PI = (6.2831854820251465, -1.748455600074497e-07, -1.0687562935444062e-23)  # sums to 2 pi, 24 bits first
@@ -255,6 +259,64 @@ def fast_sin(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r -= k * mid
     r -= k * lo
     return np.sin(r.astype(np.float32)).astype(np.float64), np.abs(r)
+
+
+def _fast_sine_ratio_pair(seq, t, out, out_next, deviation, power) -> None:
+    """Fast R_t, R_{t+1} = sin(t theta)/sin(theta), sin((t+1) theta)/sin(theta) on the oscillating
+    coordinates (dense arithmetic, no gathering), and in ``deviation`` a bound on the error of G_t.
+
+    sin and cos of the reduced t theta (:func:`fast_sin`, each within ``SINE_ERROR``), then
+    sin((t+1) theta) = sin(t theta) cos(theta) + cos(t theta) sin(theta), within 2 ``SINE_ERROR``. So G_t
+    = |p|^{t-1} R_t is off by at most |p|^{t-1} SINE_ERROR / |sin theta|, G_{t+1} by |p| times twice that.
+    Where that bound exceeds ``FAST_AMPLITUDE`` * SINE_ERROR (transient growth), the exact sines are used.
+    """
+    osc = seq.oscillating
+    sin_theta = np.where(osc, seq.sin_theta, 1.0)
+    sine, cosine = fast_sin_cos(np.multiply(t, seq.theta))
+    sine_next = sine * seq.cos_theta
+    sine_next += cosine * seq.sin_theta
+    sine /= sin_theta
+    sine_next /= sin_theta
+    np.copyto(out, sine, where=osc)
+    np.copyto(out_next, sine_next, where=osc)
+    amplitude = np.abs(power / sin_theta)
+    np.multiply(amplitude, SINE_ERROR, out=deviation, where=osc)
+    shape = out.shape
+    rows = np.flatnonzero(np.broadcast_to(osc, shape) & (amplitude > FAST_AMPLITUDE))
+    if rows.size:  # the exact sines there, and no error
+        t_rows, theta_rows, sin_rows = (_gather(v, rows, shape) for v in (t, seq.theta, seq.sin_theta))
+        angle = np.concatenate([t_rows * theta_rows, (t_rows + 1.0) * theta_rows])
+        np.sin(angle, out=angle)
+        out.reshape(-1)[rows] = angle[: rows.size] / sin_rows
+        out_next.reshape(-1)[rows] = angle[rows.size :] / sin_rows
+        deviation.reshape(-1)[rows] = 0.0
+
+
+def fast_sin_cos(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sin(x), cos(x)), each within ``SINE_ERROR`` for |x| < ``FAST_SINE_LIMIT``; see :func:`fast_sin`."""
+    hi, mid, lo = _TWO_PI
+    k = np.rint(x * (0.5 / math.pi))
+    r = x - k * hi
+    r -= k * mid
+    r -= k * lo
+    r32 = r.astype(np.float32)
+    return np.sin(r32).astype(np.float64), np.cos(r32).astype(np.float64)
+
+
+def _gather(values: np.ndarray, rows: np.ndarray, shape: tuple) -> np.ndarray:
+    """``np.broadcast_to(values, shape).reshape(-1)[rows]`` without materialising the broadcast."""
+    values = np.asarray(values)
+    if values.shape == shape:
+        return values.reshape(-1)[rows]
+    if values.shape == shape[:-1] + (1,):  # one value per row of coordinates
+        return values.reshape(-1)[rows // shape[-1]]
+    if len(shape) == 3 and values.shape == (shape[0], 1, shape[2]):  # per (configuration, coordinate)
+        per_config = shape[1] * shape[2]
+        return values.reshape(-1)[rows // per_config * shape[2] + rows % shape[2]]
+    index = np.unravel_index(rows, shape)
+    padded = (1,) * (len(shape) - values.ndim) + values.shape
+    values = values.reshape(padded)
+    return values[tuple(i if n > 1 else 0 for i, n in zip(index, padded, strict=True))]
 
 
 def _masked_sine_ratio(seq: PowerSequence, t: np.ndarray, out: np.ndarray) -> None:
@@ -281,21 +343,12 @@ def _masked_sine_ratio_pair(
     (and ``power`` = |p|^{t-1}): :func:`fast_sin` instead, and the error bound of G_t written there.
     """
     shape = out.shape
-    osc, sin_theta, theta = seq.oscillating, seq.sin_theta, seq.theta
-    if osc.shape != shape:
-        osc, sin_theta = np.broadcast_to(osc, shape), np.broadcast_to(sin_theta, shape)
-        theta = np.broadcast_to(theta, shape)
-    rows = np.flatnonzero(osc)
-    if t.shape == shape[:-1] + (1,):  # one step per row of coordinates: index it, do not broadcast
-        t_rows = t.reshape(-1)[rows // shape[-1]]
-    else:
-        t_rows = np.broadcast_to(t, shape).reshape(-1)[rows]
-    theta_rows = theta.reshape(-1)[rows]
+    rows = np.flatnonzero(np.broadcast_to(seq.oscillating, shape))
+    t_rows, theta_rows, sin_rows = (_gather(v, rows, shape) for v in (t, seq.theta, seq.sin_theta))
     angle = np.empty(2 * rows.size)
     np.multiply(t_rows, theta_rows, out=angle[: rows.size])
-    t_rows += 1.0
+    t_rows = t_rows + 1.0
     np.multiply(t_rows, theta_rows, out=angle[rows.size :])
-    sin_rows = sin_theta.reshape(-1)[rows]
     if deviation is None:
         np.sin(angle, out=angle)
     else:  # fast sines, except where |a_t| may be large (transient growth amplifies their error)
@@ -411,7 +464,7 @@ def _momentum_parts_fast(seq, beta, init_sq, gamma0, gamma1, t):
     l1, l2 = after, -beta * now
     signal = init_sq * (l1 + l2) ** 2
     noise = gamma0 * (1.0 - l1**2 - l2**2) - 2.0 * gamma1 * l1 * l2
-    deviation *= seq.abs_base + beta
+    deviation *= 2.0 * seq.abs_base + beta  # G_{t+1} is off by up to 2 |p| deviation
     spread = np.abs(l1)
     spread += np.abs(l2)
     spread *= 2.0
@@ -499,9 +552,11 @@ class _Model:
         return signal @ self.weight, noise @ self.weight
 
     def evaluate(self, t) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(loss, noise part, monotone signal, per-coordinate signal) at steps ``t`` ((N,), signal (N, K))."""
+        """(loss, noise part, monotone signal, per-coordinate signal) at steps ``t`` ((N,), signal (N, K);
+        (N, M) steps give (N, M) and (N, M, K))."""
         signal, noise = self.elements(t)
-        monotone = np.where(self.monotone, signal, 0.0) @ self.weight
+        monotone_mask = self.monotone if signal.ndim == 2 else self.monotone[:, None, :]
+        monotone = np.where(monotone_mask, signal, 0.0) @ self.weight
         noise = noise @ self.weight
         return signal @ self.weight + noise, noise, monotone, signal
 
@@ -511,18 +566,19 @@ class _Model:
         Returns (loss, error, noise part lower bound, monotone signal, per-coordinate signal lower bound):
         the exact loss is within ``error`` of ``loss``; the monotone signal is exact.
         """
-        t = np.broadcast_to(np.asarray(t, dtype=float), self.stable.shape)
+        t = np.asarray(t, dtype=float)
         fast = self.family == "momentum" and self.seq.oscillating.any()
         if fast and t.size and float(t.max() + 1.0) * float(self.seq.theta.max()) >= FAST_SINE_LIMIT:
             fast = False
         if not fast:
             loss, noise, monotone, signal = self.evaluate(t)
             return loss, np.zeros_like(loss), noise, monotone, signal
-        tt = t[:, None]
+        model = self._expanded() if t.ndim == 2 else self
+        tt = t[..., None] if t.ndim == 2 else np.broadcast_to(t, self.stable.shape)[:, None]
         signal, noise, signal_error, noise_error = _momentum_parts_fast(
-            self.seq, self.param, self.init_sq, *self.coef, tt
+            model.seq, model.param, self.init_sq, *model.coef, tt
         )
-        monotone = np.where(self.monotone, signal, 0.0) @ self.weight
+        monotone = np.where(model.monotone, signal, 0.0) @ self.weight
         noise_error_sum = noise_error @ self.weight
         noise = noise @ self.weight
         loss = signal @ self.weight + noise
@@ -566,8 +622,31 @@ class _Model:
         return np.where(self.monotone, signal, 0.0) @ self.weight
 
     def elements(self, t) -> tuple[np.ndarray, np.ndarray]:
-        """(signal, noise) per configuration and coordinate ((N, K) each) at step ``t``."""
-        tt = np.broadcast_to(np.asarray(t, dtype=float), self.stable.shape)[:, None]
+        """(signal, noise) per configuration and coordinate at step ``t``.
+
+        ``t``: one step per configuration ((N,) or a scalar) gives (N, K) arrays; (N, M) steps, M per
+        configuration, give (N, M, K) arrays (the coefficients broadcast, nothing is copied).
+        """
+        t = np.asarray(t, dtype=float)
+        if t.ndim == 2:
+            return self._expanded()._elements(t[:, :, None])
+        return self._elements(np.broadcast_to(t, self.stable.shape)[:, None])
+
+    def _expanded(self) -> _Model:
+        """The same model with a points axis: per-(configuration, bin) arrays (N, 1, K), param (N, 1, 1)."""
+        seq = self.seq
+        if seq is not None:
+            seq = PowerSequence(*(a[:, None, :] if np.ndim(a) else a for a in seq))
+        return replace(
+            self,
+            rate=self.rate[:, None, :],
+            coef=tuple(c[:, None, :] for c in self.coef),
+            seq=seq,
+            param=self.param[:, :, None],
+            monotone=self.monotone[:, None, :],
+        )
+
+    def _elements(self, tt) -> tuple[np.ndarray, np.ndarray]:
         if self.family == "sgd":
             # E[x_t^2] = a^t x0^2 + s (1 - a^t),  a = (1 - eta h)^2
             decay = np.power(self.rate, tt)
@@ -814,8 +893,8 @@ class _Chains(NamedTuple):
         return np.where(pad, fill[:, None], out)
 
 
-SCAN_WIDTH = 16  # consecutive steps looked at in one round once certification has stalled near a crossing
-ROUND_POINTS = 64  # with few configurations still searching, look at up to this many points per round
+SCAN_WIDTH = 16  # at most this many points per configuration and round (scans: consecutive steps)
+ROUND_POINTS = 128  # points per round over all configurations still searching (a round has a fixed cost)
 
 
 def _search(
@@ -830,26 +909,27 @@ def _search(
 ) -> tuple[np.ndarray, _Chains]:
     """First t <= max_steps with loss(t) <= target per configuration (-1 if none), exactly.
 
-    Certified stepping: every step up to ``a`` is known to be above the target. Each round looks at one or
-    more points ``b_1 < b_2 < ...`` above ``a`` and walks along them while each link (b_{j-1}, b_j] (b_0 = a)
-    is shown free of crossings: the loss at b_j is above the target and either b_j - b_{j-1} = 1 or a
-    rigorous lower bound of the loss on the link (noise part at b_{j-1}, which never decreases, plus the
-    signal of the monotone coordinates at b_j, plus :meth:`_Model.link_bound`) is above the target. A point
-    at or below the target right after a certified unit link is the answer.
+    Certified stepping: every step up to ``a`` is known to be above the target. Each round looks at points
+    ``b_1 < b_2 < ... < b_M`` above ``a`` and walks along them while each link (b_{j-1}, b_j] (b_0 = a) is
+    shown free of crossings: the loss at b_j is above the target and either b_j - b_{j-1} = 1 or a rigorous
+    lower bound of the loss on the link (noise part at b_{j-1}, which never decreases, plus the signal of
+    the monotone coordinates at b_j, plus :meth:`_Model.link_bound`) is above the target. A point at or
+    below the target right after a certified unit link is the answer.
 
-    Points per round: normally one, ``b = a + step``; the step doubles after a link certified by the bound,
-    stays after a unit link, halves after a failed link, and never reaches past the smallest point seen at
-    or below the target (at most half the gap: bisection). Once the step is down to 2 or that gap is within
-    ``SCAN_WIDTH``, the next ``SCAN_WIDTH`` steps are all looked at in one round (oscillating losses near
-    the target defeat the bound; a scan needs none). Steps before ``start`` (the information bound) are known
-    to be above the target.
+    Points: M = ``ROUND_POINTS`` / (configurations still searching), at most ``SCAN_WIDTH``, ``step`` apart.
+    The step doubles after a last link certified by the bound, stays after a unit link, halves the first
+    link that failed, and the points never pass the smallest step seen at or below the target (they split
+    that gap evenly: bisection). Where the bound failed on a short link (oscillating losses near the target)
+    the points are consecutive steps, which need no bound. Steps before ``start`` (the information bound)
+    are known to be above the target. Values come from the fast evaluation where its error bound decides
+    the side of the target and from the exact one otherwise (:func:`_evaluate_decided`).
 
     ``race`` (group ids sharing ``start``): once a member of a group is at or below the target at step s,
     members whose search has passed s stop (they cannot beat it) and report -1. ``best`` (per group, updated
     in place) carries the groups' best steps between calls. ``stride``: first step size per configuration
-    (default 1). ``probes``: (N, L) steps per configuration to look at in the round after ``start``'s (e.g.
-    a neighbouring setting's certified steps). Strides and probes only change the path, never the answer.
-    Returns the steps and every step certified above the target on the way (:class:`_Chains`).
+    (default 1). ``probes``: (N, L) steps per configuration for the first round (negative entries unused;
+    e.g. a neighbouring setting's certified steps). Strides and probes only change the path, never the
+    answer. Returns the steps and every step certified above the target on the way (:class:`_Chains`).
     """
     n = model.stable.size
     steps = np.full(n, -1, dtype=np.int64)
@@ -858,7 +938,7 @@ def _search(
     active = active[model.take(active).monotone_signal(max_steps) <= target]
     sub = model.take(active)
     chain_config, chain_step = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    # the virtual point start - 1: the first link (start - 1, start] is a unit step (its bound is unused)
+    # the virtual point start - 1: noise 0 and signal 0 are lower bounds there
     a = start[active] - 1
     noise_a = np.zeros(active.size)
     signal_a = np.zeros((active.size, sub.weight.size))
@@ -869,7 +949,6 @@ def _search(
     upper = np.full(active.size, np.iinfo(np.int64).max, dtype=np.int64)  # smallest step seen at or below
     if race is not None and best is None:
         best = np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    first_round = True
     while True:
         if best is not None:
             alive &= a < best[race[active]]
@@ -883,74 +962,52 @@ def _search(
             pending = None if pending is None else pending[keep]
             alive = np.ones(keep.size, dtype=bool)
         width = int(np.clip(ROUND_POINTS // alive.sum(), 1, SCAN_WIDTH))
-        probing = None if first_round else pending
-        points, valid = _round_points(a, step, upper, max_steps, stalled, probing, width)
-        if not first_round:
-            pending = None
-        first_round = False
-        # flatten the (row, point) pairs; one point per row needs no gathering
-        if points.shape[1] == 1:
-            row, t = np.arange(a.size), points[:, 0]
-            valid = alive
-            loss, noise, monotone, signal = _evaluate_decided(sub, t, target)
-            head = np.ones(a.size, dtype=bool)
-            before, noise_before, signal_before = a, noise_a, signal_a
-        else:
-            row, col = np.nonzero(valid & alive[:, None])
-            t = points[row, col]
-            loss, noise, monotone, signal = _evaluate_decided(sub.take(row), t, target)
-            head = np.r_[True, row[1:] != row[:-1]]  # the first point of its row: its link starts at a
-            prev = np.maximum(np.arange(t.size) - 1, 0)
-            before = np.where(head, a[row], t[prev])
-            noise_before = np.where(head, noise_a[row], noise[prev])
-            signal_before = np.where(head[:, None], signal_a[row], signal[prev])
-            valid = np.ones(t.size, dtype=bool)
-        gap = t - before
-        below = valid & (loss <= target)
+        points, valid = _round_points(a, step, upper, max_steps, stalled, pending, width)
+        pending = None
+        m = points.shape[1]
+        loss, noise, monotone, signal = _evaluate_decided(sub, points, target)
+        before = np.concatenate([a[:, None], points[:, :-1]], axis=1)
+        noise_before = np.concatenate([noise_a[:, None], noise[:, :-1]], axis=1)
+        gap = points - before
+        below = valid & alive[:, None] & (loss <= target)
         by_bound = ~below & (noise_before + monotone > target)
-        unsure = np.flatnonzero(valid & ~below & ~by_bound)
-        if unsure.size and sub.wave:  # oscillating signals: bound them lobe by lobe
-            ends = before[unsure], t[unsure], signal_before[unsure], signal[unsure]
-            bound = sub.link_bound(*ends, row[unsure])
-            by_bound[unsure] = noise_before[unsure] + monotone[unsure] + bound > target
-        certified = valid & ~below & ((gap == 1) | by_bound)
+        unsure = valid & ~below & ~by_bound & alive[:, None]
+        if unsure.any() and sub.wave:  # oscillating signals: bound them lobe by lobe
+            r, c = np.nonzero(unsure)
+            start_signal = np.where((c == 0)[:, None], signal_a[r], signal[r, np.maximum(c - 1, 0)])
+            bound = sub.link_bound(before[r, c], points[r, c], start_signal, signal[r, c], r)
+            by_bound[r, c] = noise_before[r, c] + monotone[r, c] + bound > target
+        certified = ~valid | (~below & ((gap == 1) | by_bound))
         # walk along each row's certified links up to its first failing one
-        first = np.flatnonzero(head)
-        counts = np.diff(np.r_[first, t.size])
-        rows, segment = row[first], np.repeat(np.arange(first.size), counts)
-        position = np.arange(t.size) - first[segment]
-        k = counts.copy()  # leading certified links per row
-        np.minimum.at(k, segment[~certified], position[~certified])
-        walked, stopped = k > 0, k < counts
-        last = first + np.maximum(k - 1, 0)  # the last certified point of each row
-        stop = first + np.minimum(k, counts - 1)  # the first failing point, else the last one
-        ok = certified & (position < k[segment])
-        chain_config.append(active[row[ok]])
-        chain_step.append(t[ok])
-        found = stopped & below[stop] & (gap[stop] == 1)
-        steps[active[rows[found]]] = t[stop[found]]
-        first_below = np.full(first.size, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_below, segment[below], t[below])
-        hit = first_below < np.iinfo(np.int64).max
+        failed = ~certified
+        k = np.where(failed.any(axis=1), failed.argmax(axis=1), m)
+        row = np.arange(a.size)
+        walked = alive & (k > 0)
+        last = np.maximum(k - 1, 0)
+        ok = valid & alive[:, None] & (np.arange(m) < k[:, None])
+        chain_config.append(active[np.nonzero(ok)[0]])
+        chain_step.append(points[ok])
+        stop = np.minimum(k, m - 1)  # the first failing point, else the last one
+        stopped = k < m
+        found = alive & stopped & below[row, stop] & (gap[row, stop] == 1)
+        steps[active[found]] = points[row, stop][found]
+        has_below = below.any(axis=1)
+        first_below = np.where(has_below, points[row, below.argmax(axis=1)], np.iinfo(np.int64).max)
         if best is not None:  # a member at or below the target: the group's best is at most that step
-            np.minimum.at(best, race[active[rows[hit]]], first_below[hit])
-        upper[rows] = np.minimum(upper[rows], first_below)
-        moved = rows[walked]
-        a[moved] = t[last[walked]]
-        noise_a[moved] = noise[last[walked]]
-        signal_a[moved] = signal[last[walked]]
-        # next step: halve the failed link; after a certified one double it (certified by the bound) or keep
-        # it (a unit link); a finished scan of consecutive steps counts as one link of its length
-        scanned = (counts > 1) & (t[last] - before[first] == counts)
-        link = np.where(scanned & ~stopped, counts, gap[stop])
-        grown = np.where(by_bound[stop], 2 * link, np.where(scanned, 1, link))
-        step[rows] = np.maximum(np.where(stopped, link // 2, grown), 1)
-        stalled[rows] = (stopped & ~below[stop]) | (stalled[rows] & ~by_bound[stop])
-        # a step known to be at or below the target bounds the answer: bisect towards it, never stride past
-        step = np.minimum(step, np.maximum((upper - a) // 2, 1))
+            np.minimum.at(best, race[active[has_below]], first_below[has_below])
+        upper = np.minimum(upper, first_below)
+        a = np.where(walked, points[row, last], a)
+        noise_a = np.where(walked, noise[row, last], noise_a)
+        signal_a = np.where(walked[:, None], signal[row, last], signal_a)
+        # next step: halve the failed link; after walking all, double the last link if the bound
+        # certified it, else keep it
+        last_valid = m - 1 - valid[:, ::-1].argmax(axis=1)
+        link = np.where(stopped, gap[row, stop], gap[row, last_valid])
+        end_by_bound = by_bound[row, np.where(stopped, stop, last_valid)]
+        step = np.maximum(np.where(stopped, link // 2, np.where(end_by_bound, 2 * link, link)), 1)
+        stalled = np.where(stopped, ~below[row, stop], stalled & ~end_by_bound)
         # the noise part never decreases: once it is above the target, the loss stays above it
-        alive[rows[found]] = False
-        alive[moved[noise_a[moved] > target]] = False
+        alive &= ~found & ~(walked & (noise_a > target))
     chains = _Chains(np.concatenate(chain_config), np.concatenate(chain_step))
     return steps, chains
 
@@ -959,40 +1016,36 @@ FAST_MARGIN = 1e-12  # relative: fast values this close to the target (beyond th
 
 
 def _evaluate_decided(model: _Model, t: np.ndarray, target: float) -> tuple[np.ndarray, ...]:
-    """(loss, noise lower bound, monotone signal, per-coordinate signal lower bound) at steps ``t``.
+    """(loss, noise lower bound, monotone signal, per-coordinate signal lower bound) at (N, M) steps ``t``.
 
     Fast evaluation (:meth:`_Model.evaluate_bounds`); where its error bound leaves the side of the target
     in doubt, the exact evaluation, so ``loss <= target`` always agrees with :meth:`_Model.evaluate`.
     """
     loss, error, noise, monotone, signal = model.evaluate_bounds(t)
-    doubt = np.flatnonzero((error > 0) & (np.abs(loss - target) <= error + FAST_MARGIN * (target + loss)))
-    if doubt.size:
-        exact = model.take(doubt).evaluate(t[doubt])
-        loss[doubt], noise[doubt], monotone[doubt], signal[doubt] = exact
+    doubt = (error > 0) & (np.abs(loss - target) <= error + FAST_MARGIN * (target + loss))
+    if doubt.any():
+        r, c = np.nonzero(doubt)
+        exact = model.take(r).evaluate(t[r, c])
+        loss[r, c], noise[r, c], monotone[r, c], signal[r, c] = exact
     return loss, noise, monotone, signal
 
 
 def _round_points(a, step, upper, max_steps, stalled, probes, width) -> tuple[np.ndarray, np.ndarray]:
-    """(points, valid): the steps each row looks at this round, (n, M), increasing along valid entries.
+    """(points, valid): the steps each row looks at this round, (n, M), non-decreasing along each row;
+    ``valid`` marks the first occurrence of each step (repeats are padding).
 
-    ``probes`` (n, L) when given (negative entries unused); else ``width`` points ``step`` apart (at most
-    up to the smallest point known at or below the target, spaced to split that gap evenly), or a scan of
-    ``SCAN_WIDTH`` consecutive steps where the bound has stalled or that gap is that short.
+    ``probes`` (n, L) when given (negative entries unused); else ``width`` points ``step`` apart, split
+    evenly up to the smallest step known at or below the target, or consecutive where the bound stalled.
     """
     if probes is not None:
         points = np.where(probes < 0, -1, np.minimum(probes, max_steps))
-        points = np.maximum.accumulate(np.concatenate([a[:, None], points], axis=1), axis=1)
-        return points[:, 1:], points[:, 1:] > points[:, :-1]
-    near = np.minimum(upper, max_steps)
-    scan = (stalled & (step <= 2)) | (near - a <= SCAN_WIDTH)
-    if width == 1 and not scan.any():
-        return np.minimum(a + step, max_steps)[:, None], np.ones((a.size, 1), dtype=bool)
-    j = np.arange(1, max(width, SCAN_WIDTH if scan.any() else 1) + 1)
-    spacing = np.where(scan, 1, np.minimum(step, np.maximum((near - a) // (width + 1), 1)))
-    points = np.minimum(a[:, None] + spacing[:, None] * j, max_steps)
-    valid = (points <= near[:, None]) & (scan[:, None] | (j <= width))
-    valid[:, 0] = True
-    return points, valid
+    else:
+        near = np.minimum(upper, max_steps)
+        split = np.minimum(step, np.maximum((near - a) // (width + 1), 1))
+        spacing = np.where(stalled & (step <= 2), 1, split)
+        points = np.minimum(a[:, None] + spacing[:, None] * np.arange(1, width + 1), near[:, None])
+    points = np.maximum.accumulate(np.concatenate([a[:, None], points], axis=1), axis=1)
+    return points[:, 1:], points[:, 1:] > points[:, :-1]
 
 
 def _continuous(model: _Model, target: float, steps: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -1040,6 +1093,23 @@ def information_bound_examples(spectrum: Spectrum, target: float) -> int:
     Every method needs at least this many examples: steps >= ceil(n / B).
     """
     require(math.isfinite(target) and target > 0, f"target loss must be > 0, got {target}")
+    key = (float(target),) + tuple(np.asarray(a).tobytes() for a in _spectrum_arrays(spectrum))
+    if key not in _INFORMATION_CACHE:
+        if len(_INFORMATION_CACHE) >= 64:
+            _INFORMATION_CACHE.clear()
+        _INFORMATION_CACHE[key] = _information_examples(spectrum, target)
+    return _INFORMATION_CACHE[key]
+
+
+_INFORMATION_CACHE: dict[tuple, int] = {}  # searches ask for the same bound once per call
+
+
+def _spectrum_arrays(spectrum: Spectrum) -> tuple:
+    """The spectrum's arrays (curvature, noise, counts, initial second moments)."""
+    return spectrum.curvature, spectrum.noise, spectrum.counts, spectrum.init_sq
+
+
+def _information_examples(spectrum: Spectrum, target: float) -> int:
     if information_bound_loss(spectrum, 0) <= target:
         return 0
     hi = 1
@@ -1160,9 +1230,8 @@ def tune_steps(
     fixed = {"ema_decay": ema_decay, "precond_power": precond_power, "max_steps": max_steps}
 
     def run(b, lr, beta, race=None, guess=None, probes=None, above=None):
-        return steps_to_target(
-            spectrum, b, lr, target, momentum=beta, race=race, guess=guess, probes=probes, above=above, **fixed
-        )
+        hints = {"race": race, "guess": guess, "probes": probes, "above": above}
+        return steps_to_target(spectrum, b, lr, target, momentum=beta, **hints, **fixed)
 
     if search == "continuous" and momenta is not None:  # 1-D: the full grid is cheap, start from it
         lrs, momenta = _coarse(lrs, COARSE_LR_POINTS), _coarse(momenta, COARSE_MOMENTUM_POINTS)
@@ -1233,7 +1302,8 @@ def _grid_best(run, batch: np.ndarray, lrs: np.ndarray, momenta: np.ndarray | No
     else:
         keep, above = screen(lr[0].ravel(), beta[0].ravel())
         rows = np.flatnonzero(keep.ravel())
-        result = run(b.ravel()[rows], lr.ravel()[rows], beta.ravel()[rows], group[rows], above=above.ravel()[rows])
+        pick = (a.ravel()[rows] for a in (b, lr, beta))
+        result = run(*pick, group[rows], above=above.ravel()[rows])
         steps = np.full(n * pairs, -1, dtype=np.int64)
         objective, loss = np.full(n * pairs, np.inf), np.full(n * pairs, np.inf)
         status = np.full(n * pairs, UNREACHABLE, dtype=result.status.dtype)
@@ -1275,62 +1345,91 @@ def _screen_pairs(
     """
     n, p = batch.size, learning_rate.size
     start = _information_start(spectrum, batch, target)
-    above = np.broadcast_to(start - 1, (p, n)).copy()
     never = np.iinfo(np.int64).max
     first_below = np.full((p, n), never, dtype=np.int64)
     intact = np.ones((p, n), dtype=bool)  # every step up to ``above`` is certified contiguously
     ones = np.ones(p)
     model = build_model(spectrum, _configs(ones, learning_rate, momentum, ema_decay * ones), precond_power)
+    above = np.maximum(start[None, :] - 1, _decay_bound(model, target)[:, None])
     floor = np.where(model.stable, model.coef[2 if model.family == "ema" else 0] @ model.weight, np.inf)
     margin = SCREEN_MARGIN * np.maximum(target, floor[:, None] / batch)  # (p, n)
-    live = np.flatnonzero(model.stable)
+    live = np.flatnonzero(model.stable & (above.min(axis=1) < max_steps))
     live = live[model.take(live).monotone_signal(max_steps) <= target]
     intact[np.setdiff1d(np.arange(p), live)] = False
+    # settings enter the ladder once it passes the steps already known to be above the target, so order
+    # them by that: the settings looked at are always a leading slice (a view, no copy)
+    live = live[np.argsort(above[live].min(axis=1), kind="stable")]
+    enter = above[live].min(axis=1)
     best = np.full(n, never, dtype=np.int64)
     sub = model.take(live)
-    t_prev, noise_prev, signal_prev = -1, np.full(live.size, -np.inf), None
-    t = max(int(start.min()) - 1, 0)
+    t_prev = np.full(live.size, -1, dtype=np.int64)
+    noise_prev, signal_prev = np.zeros(live.size), np.zeros((live.size, model.weight.size))
+    t = max(int(enter.min(initial=0)) + 1, 0)
     while live.size and t <= max_steps:
-        _, noise1, monotone, signal = sub.evaluate(np.full(live.size, float(t)))
-        loss = (signal @ sub.weight)[:, None] + noise1[:, None] / batch
-        m = margin[live]
+        count = int(np.searchsorted(enter, t, side="left"))  # entered: enter < t
+        if count == 0:
+            t = max(t + 1, int(t * SCREEN_RATIO), int(enter[0]) + 1)
+            continue
+        rows = slice(0, count)
+        view = sub.take(rows)
+        _, noise1, monotone, signal = view.evaluate(np.full(count, float(t)))
+        loss = (signal @ view.weight)[:, None] + noise1[:, None] / batch
+        ids = live[rows]
+        m = margin[ids]
         is_below = loss <= target - m
         is_above = loss > target + m
-        todo = above[live] < t
-        unit = t - np.maximum(above[live], t_prev) == 1
-        if signal_prev is not None and t - t_prev > 1:
-            wave = sub.link_bound(np.full(live.size, t_prev), np.full(live.size, t), signal_prev, signal)
-            bound = noise_prev[:, None] / batch + (monotone + wave)[:, None]
-            certified = is_above & (unit | (bound > target + m))
-        else:
-            certified = is_above & unit
-        step_ok = todo & intact[live] & certified
-        fb = first_below[live]
-        first_below[live] = np.where(todo & is_below & (fb == never), t, fb)
-        new_above = np.where(step_ok, t, above[live])
+        known = above[ids]
+        todo = known < t
+        unit = (t - np.maximum(known, t_prev[rows, None])) == 1
+        wave = view.link_bound(np.maximum(t_prev[rows], 0), np.full(count, t), signal_prev[rows], signal)
+        wave = np.where(t_prev[rows] >= 0, wave, 0.0)  # new entrants: noise 0 and signal 0 bound the link
+        bound = noise_prev[rows, None] / batch + (monotone + wave)[:, None]
+        certified = is_above & (unit | (bound > target + m))
+        step_ok = todo & intact[ids] & certified
+        fb = first_below[ids]
+        first_below[ids] = np.where(todo & is_below & (fb == never), t, fb)
+        new_above = np.where(step_ok, t, known)
         # the noise part never decreases: above the target there, the loss stays above it for good
         dead = step_ok & (noise1[:, None] / batch > target + m)
-        new_above = np.where(dead, never - 1, new_above)
-        above[live] = new_above
-        intact[live] &= ~todo | step_ok
-        best = np.minimum(best, first_below.min(axis=0))
+        above[ids] = np.where(dead, never - 1, new_above)
+        intact[ids] &= ~todo | step_ok
+        best = np.minimum(best, first_below[ids].min(axis=0))
+        noise_prev[rows], signal_prev[rows], t_prev[rows] = noise1, signal, t
         # a (setting, batch) pair still teaches something while it is certified up to here, not yet at or
         # below the target, and not yet past the best batch's first step at or below the target
         useful = intact[live] & (first_below[live] == never) & (above[live] < best) & (t < best)
         keep = useful.any(axis=1)
-        noise_prev, signal_prev = noise1, signal
-        if not keep.all() and keep.sum() < COMPACT_FRACTION * keep.size:  # the rest still learn true facts
-            live, sub = live[keep], sub.take(np.flatnonzero(keep))
-            noise_prev, signal_prev = noise1[keep], signal[keep]
-        elif not keep.any():
+        if not keep.any():
             break
-        t_prev, t = t, max(t + 1, int(t * SCREEN_RATIO))
+        if keep.sum() < COMPACT_FRACTION * keep.size:  # the others still learn true facts meanwhile
+            live, sub, enter, t_prev = live[keep], sub.take(np.flatnonzero(keep)), enter[keep], t_prev[keep]
+            noise_prev, signal_prev = noise_prev[keep], signal_prev[keep]
+        t = max(t + 1, int(t * SCREEN_RATIO))
     reached = best < never
     keep = (above < best) | ~reached
     keep &= model.stable[:, None]
-    above = np.where(reached, np.minimum(above, never - 1), -1)
-    above = np.where(keep & reached, above, -1)
+    above = np.where(keep & reached, np.minimum(above, never - 1), -1)
     return keep.T, above.T
+
+
+def _decay_bound(model: _Model, target: float) -> np.ndarray:
+    r"""Per configuration, a step up to which the loss is above ``target`` whatever the batch size.
+
+    A non-oscillating coordinate's signal is at least :math:`x_0^2 r^{2t}` (r the larger root of
+    :math:`r^2 - A r + \beta`; plain SGD: r = 1 - eta h), so the loss exceeds the target while
+    :math:`\tfrac12 n_k h_k x_0^2 r^{2t} >` target. -1 where no coordinate gives a bound (EMA: none).
+    """
+    n = model.stable.size
+    if model.family == "ema":
+        return np.full(n, -1, dtype=np.int64)
+    amplitude = model.weight * model.init_sq  # (K,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_r = 0.5 * np.log(model.rate) if model.family == "sgd" else model.seq.log_abs_base
+        usable = model.monotone & (amplitude > target) & (log_r < 0) & np.isfinite(log_r)
+        steps = np.where(usable, np.log(target / amplitude) / (2.0 * log_r), 0.0)
+    # every integer t < steps is above the target; a relative margin covers rounding
+    bound = np.floor(steps.max(axis=1, initial=0.0) * (1.0 - 1e-9)) - 1.0
+    return np.where(model.stable, np.maximum(bound, -1.0), -1.0).astype(np.int64)
 
 
 def _argmin_pair(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
@@ -1415,10 +1514,10 @@ def _keep_better(best: _Best, lr: np.ndarray, beta: np.ndarray, objective: np.nd
     )
 
 
-PROBE_THIN = False
-PROBE_WINDOW = 8  # consecutive steps on each side of the neighbour's crossing (half the crossings are within 4)
-PROBE_OFFSETS = 2 ** np.arange(4, 11)  # then steps 16, 32, ... 1024 past it
-PROBE_FACTORS = np.array([1.005, 1.01, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0])  # and these multiples of it
+PROBE_DENSITY = 1  # probes kept per doubling of the distance to the crossing
+PROBE_WINDOW = 2  # consecutive steps each side of the neighbour's crossing (half the crossings are within 4)
+PROBE_OFFSETS = np.array([16])  # then 16 steps past it
+PROBE_FACTORS = np.array([1.02, 1.2])  # and these multiples of it
 
 
 def _probes(best: _Best) -> np.ndarray:
@@ -1428,11 +1527,23 @@ def _probes(best: _Best) -> np.ndarray:
     chain = best.certified
     crossing = chain[:, -1:] + 1
     distance = np.maximum(crossing - chain, 1).astype(float)
-    bucket = np.floor(np.log2(distance))
+    bucket = np.floor(PROBE_DENSITY * np.log2(distance))
     keep = np.concatenate([bucket[:, 1:] != bucket[:, :-1], np.ones_like(crossing, dtype=bool)], axis=1)
-    keep = (keep if PROBE_THIN else True) & (distance > PROBE_WINDOW) & (chain > 0)
+    keep &= (distance > PROBE_WINDOW) & (chain > 0)
     window = crossing + np.arange(-PROBE_WINDOW, PROBE_WINDOW + 1)
     further = np.concatenate(
         [crossing + PROBE_OFFSETS, np.ceil(crossing * PROBE_FACTORS).astype(np.int64)], axis=1
     )
-    return np.concatenate([np.where(keep, chain, -1), window, np.sort(further, axis=1)], axis=1)
+    probes = np.concatenate([np.where(keep, chain, -1), window, np.sort(further, axis=1)], axis=1)
+    return _left_pack(probes)
+
+
+def _left_pack(values: np.ndarray) -> np.ndarray:
+    """Each row's distinct positive entries in increasing order, padded with its last one (-1 if none)."""
+    values = np.sort(values, axis=1)
+    fresh = (values > 0) & (values != np.concatenate([values[:, :1] - 1, values[:, :-1]], axis=1))
+    counts = fresh.sum(axis=1)
+    out = np.full((values.shape[0], max(int(counts.max(initial=0)), 1)), -1, dtype=np.int64)
+    r, c = np.nonzero(fresh)
+    out[r, np.cumsum(fresh, axis=1)[r, c] - 1] = values[r, c]
+    return np.maximum.accumulate(out, axis=1)
