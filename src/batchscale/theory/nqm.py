@@ -486,6 +486,15 @@ def _ema_parts(seq, r, decay, init_sq, s11, s12, s22, t):
 # --------------------------------------------------------------------------------------------------------
 
 
+def _weighted(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Sum over the last axis of ``values * weight``, the same for a row wherever it sits in the batch.
+
+    (A BLAS matrix-vector product rounds a row differently depending on its position and on the number of
+    rows, so the same setting could get a different last bit in a different batch.)
+    """
+    return np.einsum("...k,k->...", values, weight)
+
+
 class Configs(NamedTuple):
     """Flat arrays (N,) of optimizer settings, one entry per configuration."""
 
@@ -528,16 +537,16 @@ class _Model:
     def parts(self, t) -> tuple[np.ndarray, np.ndarray]:
         """(signal, noise) parts of the expected loss of every configuration at its step ``t`` (both (N,))."""
         signal, noise = self.elements(t)
-        return signal @ self.weight, noise @ self.weight
+        return _weighted(signal, self.weight), _weighted(noise, self.weight)
 
     def evaluate(self, t) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(loss, noise part, monotone signal, per-coordinate signal) at steps ``t`` ((N,), signal (N, K);
         (N, M) steps give (N, M) and (N, M, K))."""
         signal, noise = self.elements(t)
         monotone_mask = self.monotone if signal.ndim == 2 else self.monotone[:, None, :]
-        monotone = np.where(monotone_mask, signal, 0.0) @ self.weight
-        noise = noise @ self.weight
-        return signal @ self.weight + noise, noise, monotone, signal
+        monotone = _weighted(np.where(monotone_mask, signal, 0.0), self.weight)
+        noise = _weighted(noise, self.weight)
+        return _weighted(signal, self.weight) + noise, noise, monotone, signal
 
     def evaluate_bounds(self, t) -> tuple[np.ndarray, ...]:
         """Like :meth:`evaluate` but faster for oscillating heavy ball, with rigorous error bounds.
@@ -557,11 +566,11 @@ class _Model:
         signal, noise, signal_error, noise_error = _momentum_parts_fast(
             model.seq, model.param, self.init_sq, *model.coef, tt
         )
-        monotone = np.where(model.monotone, signal, 0.0) @ self.weight
-        noise_error_sum = noise_error @ self.weight
-        noise = noise @ self.weight
-        loss = signal @ self.weight + noise
-        error = signal_error @ self.weight + noise_error_sum
+        monotone = _weighted(np.where(model.monotone, signal, 0.0), self.weight)
+        noise_error_sum = _weighted(noise_error, self.weight)
+        noise = _weighted(noise, self.weight)
+        loss = _weighted(signal, self.weight) + noise
+        error = _weighted(signal_error, self.weight) + noise_error_sum
         signal -= signal_error
         np.maximum(signal, 0.0, out=signal)
         return loss, error, noise - noise_error_sum, monotone, signal
@@ -585,7 +594,7 @@ class _Model:
         a, b = np.asarray(a, dtype=float)[:, None], np.asarray(b, dtype=float)[:, None]
         same_lobe = np.floor((a * theta + phase) / np.pi) == np.floor((b * theta + phase) / np.pi)
         low = np.minimum(signal_b, signal_a * np.power(param, b - a))
-        return np.where(osc & same_lobe, low, 0.0) @ self.weight
+        return _weighted(np.where(osc & same_lobe, low, 0.0), self.weight)
 
     def wave_bound(self, a, b) -> np.ndarray:
         """:meth:`link_bound` over [a, b] for every configuration (``a``, ``b``: (N,) steps); (N,)."""
@@ -598,7 +607,7 @@ class _Model:
         target is unreachable within max_steps.
         """
         signal, _ = self.elements(t)
-        return np.where(self.monotone, signal, 0.0) @ self.weight
+        return _weighted(np.where(self.monotone, signal, 0.0), self.weight)
 
     def elements(self, t) -> tuple[np.ndarray, np.ndarray]:
         """(signal, noise) per configuration and coordinate at step ``t``.
@@ -647,7 +656,7 @@ class _Model:
 
     def floor(self) -> np.ndarray:
         """Stationary expected loss (t -> infinity) per configuration; inf where divergent."""
-        value = self.coef[2 if self.family == "ema" else 0] @ self.weight
+        value = _weighted(self.coef[2 if self.family == "ema" else 0], self.weight)
         return np.where(self.stable, value, np.inf)
 
 
@@ -1335,7 +1344,7 @@ def _screen_pairs(
     ones = np.ones(p)
     model = build_model(spectrum, _configs(ones, learning_rate, momentum, ema_decay * ones), precond_power)
     above = np.maximum(start[None, :] - 1, _decay_bound(model, target)[:, None])
-    floor = np.where(model.stable, model.coef[2 if model.family == "ema" else 0] @ model.weight, np.inf)
+    floor = np.where(model.stable, model.floor(), np.inf)
     margin = SCREEN_MARGIN * np.maximum(target, floor[:, None] / batch)  # (p, n)
     live = np.flatnonzero(model.stable & (above.min(axis=1) < max_steps))
     live = live[model.take(live).monotone_signal(max_steps) <= target]
@@ -1357,7 +1366,7 @@ def _screen_pairs(
         rows = slice(0, count)
         view = sub.take(rows)
         _, noise1, monotone, signal = view.evaluate(np.full(count, float(t)))
-        loss = (signal @ view.weight)[:, None] + noise1[:, None] / batch
+        loss = _weighted(signal, view.weight)[:, None] + noise1[:, None] / batch
         ids = live[rows]
         m = margin[ids]
         is_below = loss <= target - m
