@@ -297,19 +297,15 @@ def random_probes(kind, rng, n, plain, neighbour):
     raise AssertionError(kind)
 
 
-# -1 probe entries are evaluated at step -1 when a search starts at step 0 (see the xfail test below): a
-# spurious RuntimeWarning that does not change the answer, which this test checks (certified arrays hold -1
-# rows for configurations with no certified step, e.g. diverged ones)
-UNUSED_WARNING = pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
 PROBE_KINDS = [
     "sorted",
     "beyond-max-steps",
-    pytest.param("with-unused", marks=UNUSED_WARNING),
+    "with-unused",
     "near-crossing",
     "unsorted",
     "one-row-for-all",
-    pytest.param("neighbour-certified", marks=UNUSED_WARNING),  # rows without certified steps are -1
-    pytest.param("other-rows-certified", marks=UNUSED_WARNING),
+    "neighbour-certified",  # rows without certified steps are -1
+    "other-rows-certified",
 ]
 
 
@@ -339,17 +335,10 @@ UNUSED_PROBE_CASES = [  # (id, spectrum, batch, lr, momentum, ema decay, target)
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeWarning,
-    reason="src bug: with the search starting at step 0 (information bound <= 1 step), negative ('unused') "
-    "probe entries become padding points equal to the virtual start point -1, and _search evaluates the "
-    "model at t = -1: 'invalid value encountered in multiply' (momentum with a beta = 0 row, EMA) or "
-    "'divide by zero encountered in power' (SGD with eta h = 1). The steps are unchanged.",
-)
 @pytest.mark.parametrize("case", UNUSED_PROBE_CASES, ids=[c[0] for c in UNUSED_PROBE_CASES])
 def test_unused_probe_entries_raise_no_warning(case):
-    """Documented: negative probe entries are unused; they must not make the search warn."""
+    """Negative probe entries are unused; with the search starting at step 0 (information bound <= 1
+    step) they once became padding at the virtual step -1, evaluated with a RuntimeWarning."""
     _, spectrum, batch, lr, beta, gamma, target = case
     assert int(nqm.steps_lower_bound(spectrum, batch, target)) <= 1
     kwargs = {"momentum": beta, "ema_decay": gamma}
@@ -358,7 +347,6 @@ def test_unused_probe_entries_raise_no_warning(case):
     assert_same_answer(nqm.steps_to_target(spectrum, batch, lr, target, probes=probes, **kwargs), plain)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason="src bug: as above, via a certified array")
 def test_a_neighbours_certified_steps_as_probes_raise_no_warning():
     """The documented use of probes: another call's ``certified`` (a diverged row there is all -1)."""
     neighbour = nqm.steps_to_target(PROBLEM, 1e6, [5.0, 0.5], 1.0, momentum=[0.0, 0.9])

@@ -1038,7 +1038,8 @@ def _round_points(a, step, upper, max_steps, stalled, probes, width) -> tuple[np
         spacing = np.where(stalled & (step <= 2), 1, split)
         points = np.minimum(a[:, None] + spacing[:, None] * np.arange(1, width + 1), near[:, None])
     points = np.maximum.accumulate(np.concatenate([a[:, None], points], axis=1), axis=1)
-    return points[:, 1:], points[:, 1:] > points[:, :-1]
+    # padding repeats the previous step; it is evaluated but ignored, so keep it a real step (a may be -1)
+    return np.maximum(points[:, 1:], 0), points[:, 1:] > points[:, :-1]
 
 
 def _continuous(model: _Model, target: float, steps: np.ndarray, loss: np.ndarray) -> np.ndarray:
