@@ -622,9 +622,6 @@ class _Model:
 
     @cached_property
     def _expanded_model(self) -> _Model:
-        return self._expanded()
-
-    def _expanded(self) -> _Model:
         """The same model with a points axis: per-(configuration, bin) arrays (N, 1, K), param (N, 1, 1)."""
         seq = self.seq
         if seq is not None:
@@ -861,8 +858,13 @@ def steps_to_target(
 
 def _stack_padded(blocks: list[np.ndarray]) -> np.ndarray:
     """Row-stack (n_i, L_i) arrays, widening each to the largest L by repeating its last column."""
+    return np.concatenate(_widen(*blocks))
+
+
+def _widen(*blocks: np.ndarray) -> list[np.ndarray]:
+    """(n_i, L_i) arrays widened to the largest L by repeating each one's last column."""
     width = max(b.shape[1] for b in blocks)
-    return np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1])), mode="edge") for b in blocks])
+    return [np.pad(b, ((0, 0), (0, width - b.shape[1])), mode="edge") for b in blocks]
 
 
 class _Chains(NamedTuple):
@@ -1497,9 +1499,7 @@ def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, 
 
 def _keep_better(best: _Best, lr: np.ndarray, beta: np.ndarray, objective: np.ndarray, certified) -> _Best:
     better = objective < best.objective
-    old, new = best.certified, certified
-    width = max(old.shape[1], new.shape[1])
-    old, new = (np.pad(c, ((0, 0), (0, width - c.shape[1])), mode="edge") for c in (old, new))
+    old, new = _widen(best.certified, certified)
     return best._replace(
         learning_rate=np.where(better, lr, best.learning_rate),
         momentum=np.where(better, beta, best.momentum),
