@@ -1481,7 +1481,7 @@ def _golden_axis(run, batch, best: _Best, grid: np.ndarray, centre: np.ndarray, 
     lr_cd = np.concatenate([np.broadcast_to(lr_c, c.shape), np.broadcast_to(lr_d, d.shape)])
     beta_cd = np.concatenate([np.broadcast_to(beta_c, c.shape), np.broadcast_to(beta_d, d.shape)])
     guess = np.concatenate([best.objective, best.objective])
-    probes = _probes(best, wide=True)  # the first two points are the farthest from the best
+    probes = _probes(best)
     both = np.concatenate([probes, probes])
     result = run(np.concatenate([batch, batch]), lr_cd, beta_cd, guess=guess, probes=both)
     fc, fd = result.steps_continuous[: c.size], result.steps_continuous[c.size :]
@@ -1514,10 +1514,7 @@ PROBE_OFFSETS = np.array([16])  # then 16 steps past it
 PROBE_FACTORS = np.array([1.02, 1.2])  # and these multiples of it
 
 
-PROBE_WIDE = np.array([1.05, 1.1, 1.25, 1.5, 2.0, 3.0])  # first points of a search axis: further factors
-
-
-def _probes(best: _Best, wide: bool = False) -> np.ndarray:
+def _probes(best: _Best) -> np.ndarray:
     """Steps to look at first for a neighbour of ``best`` (crossing g): the steps that certified ``best``,
     thinned to about one per doubling of the distance to g, every step within ``PROBE_WINDOW`` of g, and
     a few further past g."""
@@ -1528,8 +1525,8 @@ def _probes(best: _Best, wide: bool = False) -> np.ndarray:
     keep = np.concatenate([bucket[:, 1:] != bucket[:, :-1], np.ones_like(crossing, dtype=bool)], axis=1)
     keep &= (distance > PROBE_WINDOW) & (chain > 0)
     window = crossing + np.arange(-PROBE_WINDOW, PROBE_WINDOW + 1)
-    factors = np.concatenate([PROBE_FACTORS, PROBE_WIDE]) if wide else PROBE_FACTORS
-    further = np.concatenate([crossing + PROBE_OFFSETS, np.ceil(crossing * factors).astype(np.int64)], axis=1)
+    multiples = np.ceil(crossing * PROBE_FACTORS).astype(np.int64)
+    further = np.concatenate([crossing + PROBE_OFFSETS, multiples], axis=1)
     probes = np.concatenate([np.where(keep, chain, -1), window, np.sort(further, axis=1)], axis=1)
     return _left_pack(probes)
 
