@@ -16,10 +16,10 @@ from typing import Any
 import click
 
 from batchscale.cli.common import emit, parse_int_list, plot_option, progress, seed_option
+from batchscale.vocabulary import LOSS_FORMS, SAMPLINGS
 
 # The same names as batchscale.theory.moments (kept here so `derive --help` does not import sympy).
-FORMS = ("mean", "sum")
-SAMPLINGS = ("with", "without", "reshuffle")
+FORMS = LOSS_FORMS
 PERS = ("step", "example", "epoch")
 FORM_TEXT = {"mean": "mean loss, learning rate eta", "sum": "summed loss, base learning rate eta_base"}
 SAMPLING_TEXT = {

@@ -29,11 +29,12 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from batchscale.errors import InputError, require
+from batchscale.vocabulary import SAMPLINGS as VOCABULARY_SAMPLINGS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Method = Literal["exact", "fast"]
 Sampling = Literal["with", "without"]
-SAMPLINGS: tuple[str, ...] = ("with", "without")
+SAMPLINGS: tuple[str, ...] = VOCABULARY_SAMPLINGS[:2]  # a reshuffled batch is a uniform m-subset too
 
 # Examples per pass when no chunk size is given, by method.
 DEFAULT_CHUNK = {"exact": 256, "fast": 4096}

@@ -38,6 +38,7 @@ from batchscale.empirical.executors import Executor
 from batchscale.empirical.store import Store, record_from_result
 from batchscale.empirical.trials import OPTIMIZERS, TrainConfig, TrialResult, canonical_options
 from batchscale.errors import require
+from batchscale.vocabulary import steps_per_epoch
 
 SEARCHES = ("auto", "grid", "quasi-random")
 STATUS_FOUND = "complete"
@@ -595,11 +596,6 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------
 # The grid
-
-
-def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
-    """ceil(M/m), or floor(M/m) when the last partial batch is dropped."""
-    return n_train // batch_size if drop_last else -(-n_train // batch_size)
 
 
 def grid_trial_configs(config: GridSweepConfig, n_train: int) -> list[TrainConfig]:

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from batchscale.errors import InputError, require
+from batchscale.vocabulary import LOSS_FORMS, TRAIN_OPTIMIZERS, check_choice
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "adam")
-LOSS_FORMS: tuple[str, ...] = ("mean", "sum")
+OPTIMIZERS: tuple[str, ...] = TRAIN_OPTIMIZERS
 SCHEDULES: tuple[str, ...] = ("constant", "warmup_linear_decay")
 TARGET_METRICS: tuple[str, ...] = ("error", "loss")
 STATUSES: tuple[str, ...] = ("complete", "incomplete", "diverged", "pruned")
@@ -109,10 +109,10 @@ class TrainConfig:
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"learning rate must be a positive number, got {self.learning_rate}",
         )
-        _require_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _require_choice("loss form", self.loss_form, LOSS_FORMS)
-        _require_choice("schedule", self.schedule, SCHEDULES)
-        _require_choice("target metric", self.target_metric, TARGET_METRICS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("loss form", self.loss_form, LOSS_FORMS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("target metric", self.target_metric, TARGET_METRICS)
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         require(
             self.optimizer not in ("momentum", "nesterov") or self.momentum > 0,
@@ -151,10 +151,6 @@ def hashable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(hashable(v) for v in value)
     return value
-
-
-def _require_choice(what: str, value: str, choices: Sequence[str]) -> None:
-    require(value in choices, f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)

@@ -11,38 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batchscale.errors import require
-
-
-def _check_sizes(dataset_size: int, batch_size: int, drop_last: bool) -> None:
-    for name, value in (("dataset_size", dataset_size), ("batch_size", batch_size)):
-        require(
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            f"{name} must be a positive integer, got {value!r}",
-        )
-    require(
-        not (drop_last and batch_size > dataset_size),
-        f"batch_size {batch_size} > dataset_size {dataset_size} with drop_last leaves no batch",
-    )
-
-
-def steps_per_epoch(dataset_size: int, batch_size: int, drop_last: bool = False) -> int:
-    r"""Updates in one epoch: :math:`\lceil M/m \rceil`, or :math:`\lfloor M/m \rfloor` with drop_last.
-
-    M is ``dataset_size``, m is ``batch_size`` (MISSION claim 1; 1050 examples at m=100 give 11 steps).
-    """
-    _check_sizes(dataset_size, batch_size, drop_last)
-    # ceil(M/m) = -(-M // m)
-    return dataset_size // batch_size if drop_last else -(-dataset_size // batch_size)
-
-
-def last_batch_size(dataset_size: int, batch_size: int, drop_last: bool = False) -> int:
-    r"""Examples in an epoch's last batch: :math:`M - m(\lceil M/m \rceil - 1)`; m with drop_last.
-
-    M is ``dataset_size``, m is ``batch_size``. 1050 examples at m=100 end with a batch of 50.
-    """
-    _check_sizes(dataset_size, batch_size, drop_last)
-    remainder = dataset_size % batch_size
-    return batch_size if (drop_last or remainder == 0) else remainder
+from batchscale.vocabulary import last_batch_size, steps_per_epoch
 
 
 def epoch_batch_sizes(dataset_size: int, batch_size: int, drop_last: bool = False) -> list[int]:

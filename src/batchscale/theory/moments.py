@@ -31,21 +31,13 @@ from typing import NamedTuple
 import numpy as np
 import sympy as sp
 
-from batchscale.errors import InputError, require
+from batchscale.errors import require
 from batchscale.theory import accounting
 from batchscale.theory.symbols import G, M, Sigma, eta, eta_base, m
+from batchscale.vocabulary import LOSS_FORMS, PERS, SAMPLINGS, check_choice
 
-FORMS = ("mean", "sum")
-SAMPLINGS = ("with", "without", "reshuffle")
-PERS = ("step", "example", "epoch")
+FORMS = LOSS_FORMS
 DIM = sp.Symbol("d", positive=True, integer=True)  # dimension of G and Sigma in matrix form
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a one-line :class:`InputError`."""
-    if value not in choices:
-        raise InputError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-    return value
 
 
 def _check_case(form: str, sampling: str, per: str) -> None:
