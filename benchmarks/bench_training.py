@@ -9,7 +9,7 @@ Two tables (interleaved repeats; medians of seconds; ratio = baseline / new in t
 
 1. ``sweep``: the whole sweep (batch sizes x learning rates). Baseline: one trial after another, each a
    textbook loop with ``torch.utils.data.DataLoader(shuffle=True)`` and ``torch.optim.SGD``. New:
-   :func:`batchscale.empirical.trials.run_trials` (strategy ``auto``).
+   :func:`batchscale.empirical.engine.run_trials` (strategy ``auto``).
 2. ``strategy``: per batch size, the engine stacked (``batched``) vs one trial at a time
    (``sequential``), which is the measurement behind ``BATCHED_MAX_BATCH``.
 3. ``--paths-only``: the stacked engine's hand-written bmm MLP path vs the general
@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import batchscale.empirical.batched as batched
+from batchscale.empirical.engine import run_trials
 from batchscale.empirical.models import make_mlp
 from batchscale.empirical.train import next_eval_step
-from batchscale.empirical.trials import TrainConfig, run_trials
+from batchscale.empirical.trials import TrainConfig
 from batchscale.empirical.workloads import Workload
 
 

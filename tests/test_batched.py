@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchscale.empirical.batched import StackedRun, mlp_plan, stackable
+from batchscale.empirical.engine import run_trials
 from batchscale.empirical.train import SingleRun
-from batchscale.empirical.trials import TrainConfig, run_trials
+from batchscale.empirical.trials import TrainConfig
 from batchscale.empirical.workloads import Workload
 from batchscale.errors import InputError
 

@@ -1,16 +1,19 @@
-"""The architecture's import rules, checked in fresh interpreters.
+"""The architecture's import rules.
 
-theory never imports torch; empirical never imports sympy; the CLI's start-up imports neither.
-One interpreter per package imports its modules one at a time and names the first that breaks the
-rule (an interpreter per module would pay torch's ~2 s import for every empirical module).
+theory never imports torch; empirical never imports sympy; the CLI's start-up imports neither (checked
+in fresh interpreters: one interpreter per package imports its modules one at a time and names the
+first that breaks the rule; an interpreter per module would pay torch's ~2 s import for every empirical
+module). No import cycle among the modules of ``src/batchscale`` (checked on the source with ``ast``).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +81,106 @@ def test_cli_startup_imports_neither_torch_nor_sympy():
     loaded = set(out.stdout.split())
     assert "torch" not in loaded
     assert "sympy" not in loaded
+
+
+# ---------------------------------------------------------------------------------------------------
+# No import cycle
+# ---------------------------------------------------------------------------------------------------
+
+SRC = Path(batchscale.theory.__file__).resolve().parents[1]  # src/batchscale
+
+
+def module_files(root: Path) -> dict[str, Path]:
+    """``{dotted name: file}`` for every ``.py`` under ``root`` (a package's ``__init__`` by its name)."""
+    files = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return files
+
+
+def type_checking_only(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def executed_imports(tree: ast.AST):
+    """Every ``import`` / ``from ... import`` statement, at any depth, except under ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        children = list(ast.iter_child_nodes(node))
+        if type_checking_only(node):
+            children = node.orelse
+        stack.extend(children)
+
+
+def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of ``files`` it imports (``from pkg import name`` is ``pkg.name`` when that
+    is a module, else ``pkg``; a module's parent packages are not counted as its imports)."""
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in executed_imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                graph[name].update(a.name for a in node.names if a.name in files)
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                if target in files:
+                    graph[name].add(target)
+                elif base in files:
+                    graph[name].add(base)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle ``[a, b, ..., a]`` of ``graph`` (depth-first search), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)) is not None:
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)) is not None:
+            return cycle
+    return None
+
+
+def test_no_import_cycle_in_src():
+    """No cycle among the modules of ``src/batchscale``, counting every import statement that can run:
+    module-level AND function-level (a lazy import is a deferred dependency: the cycle this rule was
+    written for, ``trials.run_trials`` importing ``batched`` which imports ``trials``, was a lazy one).
+    Only ``if TYPE_CHECKING:`` blocks, which never run, are ignored."""
+    files = module_files(SRC)
+    assert "batchscale.empirical.engine" in files and len(files) > 20
+    assert find_cycle(import_graph(files)) is None
+
+
+def test_the_cycle_check_can_fail(tmp_path):
+    """A planted cycle through a function-level, relative import is found; TYPE_CHECKING imports are not."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg import b\n")
+    (package / "b.py").write_text("import typing\nif typing.TYPE_CHECKING:\n    from pkg import a\n")
+    assert find_cycle(import_graph(module_files(package))) is None
+    (package / "b.py").write_text("def f():\n    from .a import g\n    return g\n")
+    assert find_cycle(import_graph(module_files(package))) == ["pkg.a", "pkg.b", "pkg.a"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from batchscale.empirical.batched import StackedRun
+from batchscale.empirical.engine import run_trials
 from batchscale.empirical.train import (
     PRUNE_MARGIN,
     PRUNE_NEAR,
@@ -21,7 +22,7 @@ from batchscale.empirical.train import (
     refine_interval,
     train,
 )
-from batchscale.empirical.trials import TrainConfig, TrialResult, run_trials
+from batchscale.empirical.trials import TrainConfig, TrialResult
 from batchscale.empirical.workloads import Workload
 
 RESOLUTION = 0.02  # the promised bound on (reported - true first crossing) / true first crossing

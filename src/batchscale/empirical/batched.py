@@ -12,40 +12,31 @@ Two forward paths: plain MLPs (``nn.Sequential`` of Flatten/Linear/ReLU, or one 
 ``torch.baddbmm`` on (K, in, out) weights; any other module without buffers runs through
 ``torch.func.vmap(functional_call)`` over ``torch.func.stack_module_state``. Modules with buffers
 (batch norm) run one at a time. The optimizers are written out on the stacked tensors with
-``torch.optim``'s update rules. :func:`run_groups` picks stacked vs one-at-a-time by batch size
-(:data:`BATCHED_MAX_BATCH`, :func:`stack_size`; measured in ``docs/perf-training.md``).
+``torch.optim``'s update rules. :mod:`batchscale.empirical.engine` decides when to stack (measured in
+``docs/perf-training.md``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from batchscale.empirical.train import (
     BatchOrder,
-    Driver,
-    SingleRun,
     Snapshot,
-    Track,
     adam_beta1,
     batch_loss,
     check_fits,
     eval_data,
-    load_workload,
     lr_factor,
 )
-from batchscale.empirical.trials import ADAM_BETA2, ADAM_EPS, TrainConfig, TrialResult
+from batchscale.empirical.trials import ADAM_BETA2, ADAM_EPS, TrainConfig
 from batchscale.empirical.workloads import Workload, per_example_loss
 
-BATCHED_MAX_BATCH = 4096  # "auto" stacks a group when its batch size is at most this (docs/perf-training.md)
-MAX_COPIES = 32  # larger groups are split into stacks of at most this many copies ...
-STACK_MAX_ROWS = 32_768  # ... and of at most this many examples per step (copies x batch size): memory
 EVAL_CHUNK = 2048  # test examples per forward pass when evaluating a stack
 
 
@@ -367,86 +358,3 @@ class StackedRun:
             self.state = [[s[rows] for s in ss] for ss in self.state]
         self.hyper = {k: v[rows] for k, v in self.hyper.items()}
         self.order.keep(rows)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Running many trials
-# ---------------------------------------------------------------------------------------------------
-
-
-def use_stack(config: TrainConfig, workload: Workload, strategy: str) -> bool:
-    """Stacked or one at a time: ``auto`` stacks batch sizes below :data:`BATCHED_MAX_BATCH`."""
-    if strategy == "sequential" or not stackable(workload.model(config.seed)):
-        return False
-    return strategy == "batched" or config.batch_size <= BATCHED_MAX_BATCH
-
-
-def stack_size(batch_size: int) -> int:
-    """Copies per stack: at most MAX_COPIES and at most STACK_MAX_ROWS examples per step."""
-    return max(1, min(MAX_COPIES, STACK_MAX_ROWS // batch_size))
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Use ``n`` intra-op threads inside the block (None: leave as is)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def group_trials(configs: Sequence[TrainConfig]) -> list[list[int]]:
-    """Indices of ``configs`` grouped by group key, groups in order of first appearance."""
-    groups: dict[tuple, list[int]] = {}
-    for i, config in enumerate(configs):
-        groups.setdefault(config.group_key(), []).append(i)
-    return list(groups.values())
-
-
-def workload_key(config: TrainConfig) -> tuple:
-    return config.workload, config.workload_options, config.data_seed, config.device
-
-
-def run_groups(
-    configs: Sequence[TrainConfig],
-    *,
-    on_result: Callable[[TrialResult], None] | None = None,
-    progress: Callable[[str], None] | None = None,
-    prune: bool = False,
-    strategy: str = "auto",
-    num_threads: int | None = None,
-    workloads: Mapping[tuple, Any] | None = None,
-) -> list[TrialResult]:
-    """Run validated ``configs`` group by group (see :func:`batchscale.empirical.trials.run_trials`)."""
-    loaded: dict[tuple, Workload] = dict(workloads or {})
-    tracks = [Track(c) for c in configs]
-
-    def report(result: TrialResult) -> None:
-        if progress is not None:
-            c = result.config
-            progress(f"batch {c.batch_size} lr {c.learning_rate:g} seed {c.seed}: {result.status}"
-                     f" at step {result.stop_step}")
-        if on_result is not None:
-            on_result(result)
-
-    with torch_threads(num_threads):
-        for group in group_trials(configs):
-            first = configs[group[0]]
-            if workload_key(first) not in loaded:
-                loaded[workload_key(first)] = load_workload(first)
-            workload = loaded[workload_key(first)]
-            group_tracks = [tracks[i] for i in group]
-            driver = Driver(group_tracks, prune=prune, on_result=report, device=str(workload.device))
-            local = list(range(len(group)))
-            if use_stack(first, workload, strategy):
-                size = stack_size(first.batch_size)
-                for start in range(0, len(group), size):
-                    chunk = local[start : start + size]
-                    driver.drive(StackedRun(workload, [configs[group[i]] for i in chunk], chunk))
-            else:
-                for i in local:
-                    driver.drive(SingleRun(workload, configs[group[i]], i))
-    return [t.result for t in tracks]

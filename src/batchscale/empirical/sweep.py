@@ -695,8 +695,8 @@ def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
     (``{"token", "trial_id", "result", "started_at", "finished_at", "versions"}``), so the parent can
     store it before the whole chunk is done.
     """
+    from batchscale.empirical.engine import run_trials
     from batchscale.empirical.executors import result_stream, set_threads
-    from batchscale.empirical.trials import run_trials
 
     set_threads(int(payload.get("threads", 1)))
     configs = [TrainConfig.from_dict(d) for d in payload["configs"]]

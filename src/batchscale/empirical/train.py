@@ -11,8 +11,9 @@ Read top to bottom:
    target, replays the last interval from a checkpoint, evaluating every :func:`refine_interval` steps,
    so the reported step is within 1% of the first crossing in that interval.
 
-The stacked engine (:mod:`batchscale.empirical.batched`) runs K trials as one model through the same
-:func:`drive`. ``docs/training.md`` describes the protocol; ``docs/perf-training.md`` its speed.
+The stacked model (:mod:`batchscale.empirical.batched`) runs K trials as one model through the same
+:func:`drive`; :mod:`batchscale.empirical.engine` decides which trials run how (neither is imported here).
+``docs/training.md`` describes the protocol; ``docs/perf-training.md`` its speed.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A *trial* is one training run of one workload with one batch size, learning rate, optimizer and seed.
 Everything that determines its numbers is in :class:`TrainConfig`; :meth:`TrainConfig.trial_id` hashes
-it, so a sweep store can tell at once whether a trial was already run. :func:`run_trials` runs many
-trials, grouping those that can share one stacked model (see ``docs/training.md``).
+it, so a sweep store can tell at once whether a trial was already run. Running trials is the engine's
+job (:func:`batchscale.empirical.engine.run_trials`); this module holds data only and imports no other
+module of the engine.
 
 This module imports no torch at import time, so stores and the CLI can use the types cheaply.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -205,51 +206,6 @@ class TrialResult:
         return cls(**d)
 
 
-def run_trials(
-    configs: Sequence[TrainConfig],
-    *,
-    on_result: Callable[[TrialResult], None] | None = None,
-    progress: Callable[[str], None] | None = None,
-    prune: bool = False,
-    strategy: str = "auto",
-    num_threads: int | None = None,
-    workloads: Mapping[tuple, Any] | None = None,
-) -> list[TrialResult]:
-    """Run every config; return the results in input order.
-
-    Trials that share :meth:`TrainConfig.group_key` form a group. A group runs as stacked models
-    (``strategy="batched"``), one trial at a time (``"sequential"``), or by batch size (``"auto"``:
-    stacked up to :data:`batchscale.empirical.batched.BATCHED_MAX_BATCH`, in stacks of
-    :func:`batchscale.empirical.batched.stack_size` copies; measured in ``docs/perf-training.md``).
-    Models with buffers or dropout always run one at a time. With ``prune``, the order of the configs
-    matters for trials run one at a time (each is compared with those of its group that ran before).
-
-    Args:
-        configs: the trials; each is validated first (:class:`InputError` on a bad value).
-        on_result: called with each result as soon as its trial ends (store it there).
-        progress: called with a one-line message as trials end.
-        prune: stop trials far behind the best of their group as ``pruned`` (see ``docs/training.md``).
-        strategy: ``auto`` | ``batched`` | ``sequential``.
-        num_threads: torch intra-op threads for the duration of the call (None: leave as is).
-        workloads: ``{(workload, workload_options, data_seed, device): Workload}`` to use instead of
-            loading by name (tests, user objects).
-    """
-    from batchscale.empirical.batched import run_groups
-
-    for config in configs:
-        config.validate()
-    require(strategy in ("auto", "batched", "sequential"), f"unknown strategy {strategy!r}")
-    return run_groups(
-        list(configs),
-        on_result=on_result,
-        progress=progress,
-        prune=prune,
-        strategy=strategy,
-        num_threads=num_threads,
-        workloads=workloads,
-    )
-
-
 __all__ = [
     "InputError",
     "OPTIMIZERS",
@@ -259,5 +215,4 @@ __all__ = [
     "TARGET_METRICS",
     "TrainConfig",
     "TrialResult",
-    "run_trials",
 ]
