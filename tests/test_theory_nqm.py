@@ -283,7 +283,7 @@ def test_momentum_grid_search_equals_brute_force_across_chunks(monkeypatch):
         for batch in batches
     ]
     for chunk_elements in (2**17, 7 * GRID_PROBLEM.curvature.size):  # one chunk; 7 configurations a chunk
-        monkeypatch.setattr(nqm, "CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nqm.search, "CHUNK_ELEMENTS", chunk_elements)
         curve = nqm.tune_steps(
             GRID_PROBLEM, batches, target, lr_grid=lrs, momentum_grid=momenta, search="grid", max_steps=3000
         )
@@ -411,7 +411,7 @@ def test_underdamped_signal_is_a_decaying_sine_and_the_lobe_bound_holds():
     eta_h, beta = np.array([0.05, 0.3, 1.2, 2.5]), 0.9  # complex roots: A^2 < 4 beta
     seq = nqm.heavy_ball_power_sequence(eta_h, beta)
     assert seq.oscillating.all()
-    amplitude, theta, phase = nqm._momentum_wave(seq, eta_h, beta, 1.0)
+    amplitude, theta, phase = nqm.model._momentum_wave(seq, eta_h, beta, 1.0)
     x, previous = np.ones(4), np.ones(4)
     signal = []
     for _ in range(200):
@@ -423,7 +423,7 @@ def test_underdamped_signal_is_a_decaying_sine_and_the_lobe_bound_holds():
         amplitude * beta**t * np.sin(t * theta + phase) ** 2, signal, rtol=1e-9, atol=1e-15
     )
     spectrum = make_spectrum(eta_h, np.zeros(4))  # lr = 1: eta h = h
-    model = nqm.build_model(spectrum, nqm._configs(1.0, 1.0, beta, 0.0))
+    model = nqm.build_model(spectrum, nqm.model._configs(1.0, 1.0, beta, 0.0))
     for a, b in [(0, 3), (10, 11), (20, 60), (5, 5)]:
         bound = model.wave_bound(np.array([a]), np.array([b]))[0]
         assert bound <= np.min(signal[a : b + 1] @ model.weight) * (1 + 1e-12)

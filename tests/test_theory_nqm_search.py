@@ -37,7 +37,7 @@ def random_momenta(rng, size):
 
 
 def momentum_model(spectrum, batch, lr, beta):
-    return nqm.build_model(spectrum, nqm._configs(batch, lr, beta, 0.0))
+    return nqm.build_model(spectrum, nqm.model._configs(batch, lr, beta, 0.0))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -402,7 +402,7 @@ SCREEN_CASES = [  # (target, max_steps)
 def screened_grid(target, max_steps):
     """(keep, above) of _screen_pairs and exact steps, status of every (batch, pair), all (n_batch, P)."""
     lr, beta = (a.ravel() for a in np.meshgrid(SCREEN_LRS, SCREEN_MOMENTA, indexing="ij"))
-    keep, above = nqm._screen_pairs(PROBLEM, SCREEN_BATCHES, lr, beta, target, max_steps)
+    keep, above = nqm.tuning._screen_pairs(PROBLEM, SCREEN_BATCHES, lr, beta, target, max_steps)
     exact = nqm.steps_to_target(
         PROBLEM, SCREEN_BATCHES[:, None], lr[None, :], target, momentum=beta[None, :], max_steps=max_steps
     )
@@ -538,7 +538,7 @@ def test_decay_bound_is_below_every_crossing(family, seed, spectrum):
     target = float(log_uniform(rng, 5e-3, 0.2, 1)[0])
     model = momentum_model(spectrum, 1.0, lr, beta)
     assert model.family == family
-    bound = nqm._decay_bound(model, target)
+    bound = nqm.tuning._decay_bound(model, target)
     assert bound.shape == (n,) and np.all(bound >= -1)
     assert np.any((bound > 0) & (bound < steps))  # not vacuous within the loop
     signal = noise_free_losses(spectrum, lr, beta, steps)
@@ -551,9 +551,9 @@ def test_decay_bound_is_below_every_crossing(family, seed, spectrum):
 
 
 def test_decay_bound_is_minus_one_for_ema():
-    model = nqm.build_model(PROBLEM, nqm._configs(8.0, nqm.log_grid(-2, 0.2, 20), 0.0, 0.9))
+    model = nqm.build_model(PROBLEM, nqm.model._configs(8.0, nqm.log_grid(-2, 0.2, 20), 0.0, 0.9))
     assert model.family == "ema"
-    np.testing.assert_array_equal(nqm._decay_bound(model, 0.01), -1)
+    np.testing.assert_array_equal(nqm.tuning._decay_bound(model, 0.01), -1)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -568,7 +568,7 @@ def test_loss_is_bit_identical_in_any_batch(family):
     n = 300
     beta = rng.uniform(0.0, 0.99, n) if family == "momentum" else 0.0
     gamma = rng.uniform(0.0, 0.99, n) if family == "ema" else 0.0
-    configs = nqm._configs(log_uniform(rng, 1, 1e6, n), log_uniform(rng, 1e-3, 1.9, n), beta, gamma)
+    configs = nqm.model._configs(log_uniform(rng, 1, 1e6, n), log_uniform(rng, 1e-3, 1.9, n), beta, gamma)
     model = nqm.build_model(PROBLEM, configs)
     assert model.family == family
     t = np.rint(log_uniform(rng, 1, 1e5, n))
