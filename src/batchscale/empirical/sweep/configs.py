@@ -1,0 +1,187 @@
+"""The two sweep experiments' frozen configs and their validation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from batchscale.empirical.trials import OPTIMIZERS, canonical_options
+from batchscale.errors import require
+
+SEARCHES = ("auto", "grid", "quasi-random")
+STATUS_FOUND = "complete"
+STATUS_UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class StepsSweepConfig:
+    """A steps-to-target sweep: batch sizes x searched learning rates (x momenta) x seeds, per optimizer.
+
+    Attributes:
+        workload, workload_options, data_seed, device, eval_subset, loss_form, drop_last: passed to
+            every :class:`TrainConfig`.
+        batch_sizes: ascending batch sizes.
+        optimizers: one search chain each (``sgd``, ``momentum``, ``nesterov``, ``adam``).
+        momentum: the momentum of ``momentum``/``nesterov`` (and Adam's beta1) when not tuned.
+        tune_momentum: also search 1 - momentum log-uniformly in ``one_minus_momentum_range``.
+        search: ``grid`` (rates ``lr_factor`` apart), ``quasi-random`` (scrambled Halton points in
+            log space) or ``auto`` (grid, or quasi-random when the momentum is tuned).
+        n_learning_rates: trials per batch size and seed in one window (>= 2).
+        lr_factor: ratio of neighbouring rates in a grid window, and the unit of window widths.
+        lr_range: (low, high) rates searched at the first batch size; for ``momentum``/``nesterov`` they
+            are multiplied by 1 - momentum (the same effective step lr / (1 - momentum); 0.1 when tuned).
+        max_extensions: edge extensions per batch size; ``n_extend`` new points each.
+        seeds: one trial per seed at every point; the point's steps are the median over seeds.
+        target_metric, target: the run is complete when the test metric first is <= target.
+        max_steps: the step budget of every trial (before the ``budget_factor`` cap).
+        budget_factor: later batch sizes stop trials at ``budget_factor`` x the previous best steps
+            (None: no cap).
+        prune: stop trials far behind the best of their stacked group (``run_trials(prune=True)``).
+        verify_pruned: once a batch size has a best trial with S steps, re-run every trial pruned before
+            step S without pruning and with a budget of S steps, so the optimum cannot depend on pruning
+            (costly at small batch sizes: the slow rates train for S steps; see docs/sweep.md).
+    """
+
+    workload: str = "mnist1d-mlp"
+    workload_options: tuple[tuple[str, Any], ...] = (("n_samples", 20000),)
+    batch_sizes: tuple[int, ...] = tuple(2**k for k in range(12))
+    optimizers: tuple[str, ...] = ("sgd", "momentum")
+    momentum: float = 0.9
+    tune_momentum: bool = False
+    one_minus_momentum_range: tuple[float, float] = (0.01, 0.5)
+    search: str = "auto"
+    n_learning_rates: int = 8
+    lr_factor: float = 2.0
+    lr_range: tuple[float, float] = (0.002, 0.25)
+    max_extensions: int = 3
+    n_extend: int = 3
+    seeds: tuple[int, ...] = (0,)
+    data_seed: int = 0
+    target_metric: str = "error"
+    target: float = 0.2
+    max_steps: int = 200_000
+    budget_factor: float | None = 2.0
+    prune: bool = True
+    verify_pruned: bool = False
+    eval_subset: int | None = 800
+    loss_form: str = "mean"
+    drop_last: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
+        object.__setattr__(self, "batch_sizes", tuple(sorted({int(b) for b in self.batch_sizes})))
+
+    def resolved_search(self) -> str:
+        """``grid`` or ``quasi-random`` (``auto`` resolved)."""
+        if self.search == "auto":
+            return "quasi-random" if self.tune_momentum else "grid"
+        return self.search
+
+    def validate(self, n_train: int | None = None) -> StepsSweepConfig:
+        """Raise :class:`InputError` on a bad value; ``n_train`` checks the batch sizes against the data."""
+        _check_common(self.batch_sizes, self.seeds, n_train)
+        for name in self.optimizers:
+            _require_optimizer(name)
+        require(len(self.optimizers) > 0, "no optimizers to sweep")
+        searches = ", ".join(SEARCHES)
+        require(self.search in SEARCHES, f"unknown search {self.search!r}; expected one of {searches}")
+        require(
+            not (self.tune_momentum and self.resolved_search() == "grid"),
+            "--tune-momentum needs the quasi-random search (use --search quasi-random or auto)",
+        )
+        _check_range("learning-rate range", self.lr_range)
+        if self.tune_momentum:
+            _check_range("1 - momentum range", self.one_minus_momentum_range, upper=1.0)
+        require(self.n_learning_rates >= 2, f"need at least 2 learning rates, got {self.n_learning_rates}")
+        require(self.lr_factor > 1, f"the learning-rate factor must be > 1, got {self.lr_factor}")
+        require(self.max_extensions >= 0, f"max extensions must be >= 0, got {self.max_extensions}")
+        require(self.n_extend >= 1, f"extension size must be >= 1, got {self.n_extend}")
+        require(self.max_steps >= 1, f"max steps must be >= 1, got {self.max_steps}")
+        require(
+            self.budget_factor is None or self.budget_factor >= 1,
+            f"budget factor must be >= 1 or None, got {self.budget_factor}",
+        )
+        require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        require(math.isfinite(self.target), f"the target must be a finite number, got {self.target}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; ``workload_options`` as a dict."""
+        d = asdict(self)
+        d["workload_options"] = dict(self.workload_options)
+        return d
+
+
+@dataclass(frozen=True)
+class GridSweepConfig:
+    """A base-learning-rate x batch-size grid trained for a fixed number of epochs (Masters & Luschi).
+
+    With ``loss_form="sum"`` (default) the rates are base learning rates eta~ = eta / m, so the update
+    is ``w -= eta~ * sum_i g_i``; with ``"mean"`` they are plain learning rates.
+    ``last_evals``: the cell's accuracy is the median of the test metric over this many last evaluations.
+    """
+
+    workload: str = "mnist1d-mlp"
+    workload_options: tuple[tuple[str, Any], ...] = (("n_samples", 20000),)
+    batch_sizes: tuple[int, ...] = tuple(2**k for k in range(0, 11, 2))
+    learning_rates: tuple[float, ...] = tuple(2.0**k for k in range(-14, -3, 2))
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    loss_form: str = "sum"
+    epochs: float = 5.0
+    seeds: tuple[int, ...] = (0,)
+    data_seed: int = 0
+    target_metric: str = "error"
+    last_evals: int = 3
+    eval_subset: int | None = None
+    drop_last: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
+        object.__setattr__(self, "batch_sizes", tuple(sorted({int(b) for b in self.batch_sizes})))
+        object.__setattr__(self, "learning_rates", tuple(sorted({float(x) for x in self.learning_rates})))
+
+    def validate(self, n_train: int | None = None) -> GridSweepConfig:
+        """Raise :class:`InputError` on a bad value."""
+        _check_common(self.batch_sizes, self.seeds, n_train)
+        _require_optimizer(self.optimizer)
+        require(len(self.learning_rates) > 0, "empty learning-rate list")
+        bad = [x for x in self.learning_rates if not (math.isfinite(x) and x > 0)]
+        require(not bad, f"learning rates must be positive numbers, got {bad[0] if bad else ''}")
+        require(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
+        require(self.last_evals >= 1, f"last evaluations must be >= 1, got {self.last_evals}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; ``workload_options`` as a dict."""
+        d = asdict(self)
+        d["workload_options"] = dict(self.workload_options)
+        return d
+
+
+def _check_common(batch_sizes: Sequence[int], seeds: Sequence[int], n_train: int | None) -> None:
+    require(len(batch_sizes) > 0, "no batch sizes to sweep")
+    require(min(batch_sizes) >= 1, f"batch sizes must be >= 1, got {min(batch_sizes)}")
+    require(len(seeds) > 0, "no seeds")
+    if n_train is not None:
+        require(
+            max(batch_sizes) <= n_train,
+            f"batch size {max(batch_sizes)} is larger than the training set ({n_train} examples)",
+        )
+
+
+def _require_optimizer(name: str) -> None:
+    require(name in OPTIMIZERS, f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def _check_range(what: str, bounds: tuple[float, float], upper: float = math.inf) -> None:
+    low, high = bounds
+    require(
+        math.isfinite(low) and math.isfinite(high) and 0 < low <= high < upper,
+        f"empty or invalid {what} {low:g}..{high:g} (need 0 < low <= high"
+        + (f" < {upper:g})" if math.isfinite(upper) else ")"),
+    )

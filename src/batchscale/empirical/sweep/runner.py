@@ -1,0 +1,249 @@
+"""Running chains: store look-ups, chunks of stackable trials, the executor, storing every result."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from batchscale.empirical.executors import Executor
+from batchscale.empirical.store import Store, record_from_result
+from batchscale.empirical.sweep.rounds import Chain, Round
+from batchscale.empirical.trials import TrainConfig, TrialResult
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine a trial's numbers."""
+    import torch
+
+    from batchscale import __version__
+
+    return {
+        "batchscale": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Worker task: train one chunk of trials (one stacked group) and return JSON-able results.
+
+    ``payload``: ``{"configs": [TrainConfig dicts], "threads": int, "prune": bool, "token": str}``.
+    In a local pool worker each trial's result is also streamed to the parent the moment it ends
+    (``{"token", "trial_id", "result", "started_at", "finished_at", "versions"}``), so the parent can
+    store it before the whole chunk is done.
+    """
+    from batchscale.empirical.engine import run_trials
+    from batchscale.empirical.executors import result_stream, set_threads
+
+    set_threads(int(payload.get("threads", 1)))
+    configs = [TrainConfig.from_dict(d) for d in payload["configs"]]
+    started, versions, stream = time.time(), package_versions(), result_stream()
+
+    def on_result(result: TrialResult) -> None:
+        if stream is not None and payload.get("token") is not None:
+            stream.put({"token": payload["token"], "trial_id": result.config.trial_id(),
+                        "result": result.to_dict(), "started_at": started, "finished_at": time.time(),
+                        "versions": versions})
+
+    results = run_trials(configs, prune=bool(payload.get("prune", False)), on_result=on_result)
+    return {
+        "results": [r.to_dict() for r in results],
+        "started_at": started,
+        "finished_at": time.time(),
+        "versions": versions,
+        "pid": os.getpid(),
+    }
+
+
+def chunks_of(configs: Sequence[TrainConfig]) -> list[list[TrainConfig]]:
+    """Split trials into stackable chunks: same :meth:`TrainConfig.group_key` and seed."""
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for trial in configs:
+        groups.setdefault((trial.group_key(), trial.seed), []).append(trial)
+    return list(groups.values())
+
+
+@dataclass
+class _ChainState:
+    name: str
+    chain: Chain
+    round_: Round = field(default_factory=lambda: Round(()))
+    results: dict[str, TrialResult] = field(default_factory=dict)
+    waiting: int = 0
+    rows: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What a :func:`run_chains` call did: trials trained, trials reused from the store, wall time."""
+
+    trained: int
+    reused: int
+    wall_time: float
+    session: str
+
+
+def run_chains(
+    chains: Mapping[str, Chain],
+    *,
+    store: Store,
+    executor: Executor,
+    threads: int = 1,
+    prune: bool = False,
+    progress: Callable[[str], None] | None = None,
+    session: str | None = None,
+) -> tuple[dict[str, list[dict[str, Any]]], RunStats]:
+    """Drive every chain to its end; return ``({name: rows}, stats)``.
+
+    Each round's trials are looked up in ``store`` first; the missing ones go to ``executor`` in chunks
+    (one stacked group each), and every result is written to the store (one transaction per trial) as
+    soon as the parent has it: when the trial ends (streamed by the local pool) or its chunk returns.
+    """
+    runner = _Runner(store, executor, threads, prune, progress, session or uuid.uuid4().hex[:12])
+    states = [_ChainState(name, chain) for name, chain in chains.items()]
+    for state in states:
+        runner.advance(state)
+    while runner.queue or runner.running:
+        runner.submit_ready()
+        runner.collect()
+    return {s.name: s.rows or [] for s in states}, runner.stats()
+
+
+@dataclass
+class _Job:
+    """One chunk of one chain's round on its way through the executor."""
+
+    state: _ChainState
+    chunk: list[TrainConfig]
+    prune: bool
+    token: str = ""
+    stored: set[str] = field(default_factory=set)  # trial ids already stored from the stream
+
+
+class _Runner:
+    """The parent's loop: advances chains, keeps the executor busy, stores every result it receives."""
+
+    def __init__(self, store: Store, executor: Executor, threads: int, prune: bool,
+                 progress: Callable[[str], None] | None, session: str):
+        self.store, self.executor, self.threads, self.prune = store, executor, threads, prune
+        self.say = progress or (lambda message: None)
+        self.session = session
+        self.queue: list[_Job] = []
+        self.running: dict[Any, _Job] = {}
+        self.trained = self.reused = 0
+        self.started = time.monotonic()
+        self._serial = itertools.count()
+
+    def advance(self, state: _ChainState, results: dict[str, TrialResult] | None = None) -> None:
+        """Feed ``results`` to the chain and queue the missing trials of its next round(s)."""
+        while True:
+            try:
+                state.round_ = next(state.chain) if results is None else state.chain.send(results)
+            except StopIteration as stop:
+                state.rows = stop.value
+                return
+            configs = state.round_.configs
+            stored = self.store.get_many(t.trial_id() for t in configs)
+            if state.round_.redo_pruned:
+                stored = {k: r for k, r in stored.items() if r.status != "pruned"}
+            state.results = {k: TrialResult.from_dict(r.result_dict()) for k, r in stored.items()}
+            self.reused += len(state.results)
+            missing = [t for t in configs if t.trial_id() not in state.results]
+            if missing:
+                chunks = chunks_of(missing)
+                state.waiting = len(chunks)
+                self.queue.extend(_Job(state, chunk, self.prune and state.round_.prune) for chunk in chunks)
+                return
+            results = state.results
+
+    def submit_ready(self) -> None:
+        """Hand queued chunks to the executor up to its capacity."""
+        free = max(0, self.executor.capacity - len(self.running))
+        jobs, self.queue = self.queue[:free], self.queue[free:]
+        for job in jobs:
+            job.token = f"{self.session}-{next(self._serial)}"
+        payloads = [_payload(job.chunk, job.prune, self.threads, job.token) for job in jobs]
+        self.running.update(zip(self.executor.submit_many(train_chunk, payloads), jobs, strict=True))
+
+    def collect(self) -> None:
+        """Store streamed trials, then finish the chunks that ended (waiting up to a second for one)."""
+        done = self.executor.wait(list(self.running), timeout=1.0)
+        self.store_streamed(self.executor.drain())
+        for handle in done:
+            self.finish(self.running.pop(handle), self.executor.result(handle))
+
+    def store_streamed(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Store trials streamed by running chunks (messages of finished chunks are left to the chunk)."""
+        jobs = {job.token: job for job in self.running.values()}
+        for message in messages:
+            job = jobs.get(message["token"])
+            if job is None or message["trial_id"] in job.stored:
+                continue
+            self.store.put(record_from_result(
+                message["trial_id"], message["result"], started_at=message["started_at"],
+                finished_at=message["finished_at"], versions=message["versions"], session=self.session,
+            ))
+            job.stored.add(message["trial_id"])
+
+    def finish(self, job: _Job, out: Mapping[str, Any]) -> None:
+        """Store the chunk's remaining results; advance its chain when its round is complete."""
+        _store_chunk(self.store, job.chunk, out, self.session, job.state.results, skip=job.stored)
+        self.trained += len(job.chunk)
+        self.say(_chunk_message(job.state.name, job.chunk, out, time.monotonic() - self.started))
+        job.state.waiting -= 1
+        if job.state.waiting == 0:
+            self.advance(job.state, job.state.results)
+
+    def stats(self) -> RunStats:
+        return RunStats(self.trained, self.reused, time.monotonic() - self.started, self.session)
+
+
+def _payload(chunk: Sequence[TrainConfig], prune: bool, threads: int, token: str) -> dict[str, Any]:
+    """The picklable task of one chunk (see :func:`train_chunk`)."""
+    return {"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": prune, "token": token}
+
+
+def _store_chunk(store: Store, chunk: list[TrainConfig], out: Mapping[str, Any], session: str,
+                 into: dict[str, TrialResult], skip: set[str] = frozenset()) -> None:
+    for trial, result in zip(chunk, out["results"], strict=True):
+        trial_id = trial.trial_id()
+        into[trial_id] = TrialResult.from_dict(result)
+        if trial_id in skip:
+            continue
+        record = record_from_result(
+            trial_id,
+            result,
+            started_at=out.get("started_at"),
+            finished_at=out.get("finished_at"),
+            versions=out.get("versions"),
+            session=session,
+        )
+        store.put(record)
+
+
+def _chunk_message(name: str, chunk: list[TrainConfig], out: Mapping[str, Any], elapsed: float) -> str:
+    results = out["results"]
+    reached = [r["steps"] for r in results if r["status"] == "complete" and r["steps"] is not None]
+    best = f"best {min(reached)} steps" if reached else "target not reached"
+    if chunk[0].target is None:
+        finals = [r["final_metric"] for r in results if r["final_metric"] is not None]
+        best = f"best final {chunk[0].target_metric} {min(finals):.4g}" if finals else "all diverged"
+    rates = [t.learning_rate for t in chunk]
+    return (
+        f"[{elapsed:7.1f}s] {name}: B={chunk[0].batch_size} {len(chunk)} trials "
+        f"lr {min(rates):.3g}..{max(rates):.3g}: {best}"
+    )
+
+
+def with_sweep_config(rows: Sequence[Mapping[str, Any]], sweep: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows with the sweep's resolved config attached under ``sweep``."""
+    return [{**row, "sweep": dict(sweep)} for row in rows]

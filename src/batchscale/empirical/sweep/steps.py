@@ -1,0 +1,283 @@
+"""The steps-to-target search: one chain per optimizer, a :class:`BatchSearch` per batch size."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from batchscale.empirical.executors import Executor
+from batchscale.empirical.store import Store
+from batchscale.empirical.sweep.configs import STATUS_FOUND, STATUS_UNREACHABLE, StepsSweepConfig
+from batchscale.empirical.sweep.rounds import Chain, Round
+from batchscale.empirical.sweep.runner import RunStats, run_chains
+from batchscale.empirical.sweep.space import (
+    Outcome,
+    Point,
+    best_outcome,
+    edges_of,
+    failure_edges,
+    log_grid,
+    point_outcomes,
+    quasi_random_points,
+)
+from batchscale.empirical.trials import TrainConfig, TrialResult
+
+
+def optimizer_momentum(config: StepsSweepConfig, optimizer: str) -> float:
+    """The fixed momentum of ``optimizer`` in this sweep (0 for plain SGD, Adam's default beta1 as 0)."""
+    if optimizer == "sgd":
+        return 0.0
+    return config.momentum
+
+
+def trial_config(config: StepsSweepConfig, optimizer: str, batch_size: int, point: Point, seed: int,
+                 max_steps: int) -> TrainConfig:
+    """The :class:`TrainConfig` of one trial of the steps sweep."""
+    return TrainConfig(
+        workload=config.workload,
+        workload_options=config.workload_options,
+        batch_size=batch_size,
+        learning_rate=point.learning_rate,
+        optimizer=optimizer,
+        momentum=point.momentum,
+        loss_form=config.loss_form,
+        seed=seed,
+        data_seed=config.data_seed,
+        max_steps=max_steps,
+        target_metric=config.target_metric,
+        target=config.target,
+        eval_subset=config.eval_subset,
+        drop_last=config.drop_last,
+        device=config.device,
+    )
+
+
+@dataclass
+class BatchSearch:
+    """The state of the search at one batch size of one chain (mutable, private to the chain)."""
+
+    config: StepsSweepConfig
+    optimizer: str
+    batch_size: int
+    max_steps: int
+    center: float
+    first: bool
+    tried: list[Point] = field(default_factory=list)
+    results: dict[Point, dict[int, TrialResult]] = field(default_factory=dict)  # point -> seed -> result
+    extensions: int = 0
+    retries: int = 0
+    verified: set[str] = field(default_factory=set)
+
+    @property
+    def tune_momentum(self) -> bool:
+        return self.config.tune_momentum and self.optimizer != "sgd"
+
+    def initial_points(self) -> list[Point]:
+        """The first window: ``lr_range`` at the first batch size, else centred on ``center``."""
+        c = self.config
+        if self.first:
+            low, high = c.lr_range
+            if self.optimizer in ("momentum", "nesterov"):  # same effective step lr / (1 - momentum)
+                scale = 1.0 - (c.momentum if not self.tune_momentum else 0.9)
+                low, high = low * scale, high * scale
+        else:
+            half = c.lr_factor ** ((c.n_learning_rates - 1) / 2)
+            low, high = self.center / half, self.center * half
+        if c.resolved_search() == "grid":
+            momentum = optimizer_momentum(c, self.optimizer)
+            return [Point(lr, momentum) for lr in log_grid(low, high, c.n_learning_rates)]
+        mom_bounds = c.one_minus_momentum_range if self.tune_momentum else None
+        points = quasi_random_points((low, high), mom_bounds, c.n_learning_rates, seed=self.batch_size)
+        if not self.tune_momentum:
+            points = [Point(p.learning_rate, optimizer_momentum(c, self.optimizer)) for p in points]
+        return points
+
+    def extension_points(self, edges: Sequence[str]) -> list[Point]:
+        """New points past the edges the best point sits on."""
+        c = self.config
+        rates = [p.learning_rate for p in self.tried]
+        gaps = [1 - p.momentum for p in self.tried]
+        lr_bounds = (min(rates), max(rates))
+        if "lr-low" in edges:
+            lr_bounds = (min(rates) / c.lr_factor**c.n_extend, min(rates) / c.lr_factor)
+        elif "lr-high" in edges:
+            lr_bounds = (max(rates) * c.lr_factor, max(rates) * c.lr_factor**c.n_extend)
+        if c.resolved_search() == "grid":
+            momentum = optimizer_momentum(c, self.optimizer)
+            return [Point(lr, momentum) for lr in log_grid(*lr_bounds, c.n_extend)]
+        mom_bounds = None
+        if self.tune_momentum:
+            mom_bounds = (min(gaps), max(gaps))
+            if "momentum-high" in edges:
+                mom_bounds = (max(min(gaps) / 4, 1e-4), min(gaps))
+            elif "momentum-low" in edges:
+                mom_bounds = (max(gaps), min(4 * max(gaps), 0.99))
+        seed = 1000 * (self.extensions + 1) + self.batch_size
+        points = quasi_random_points(lr_bounds, mom_bounds, c.n_extend, seed=seed)
+        if not self.tune_momentum:
+            points = [Point(p.learning_rate, optimizer_momentum(c, self.optimizer)) for p in points]
+        return points
+
+    def round_for(self, points: Sequence[Point]) -> Round:
+        """Trial configs for ``points`` x seeds (points already tried are left out)."""
+        new = [p for p in dict.fromkeys(points) if p not in self.results]
+        self.tried.extend(new)
+        for p in new:
+            self.results[p] = {}
+        configs = [
+            trial_config(self.config, self.optimizer, self.batch_size, p, seed, self.max_steps)
+            for p in new
+            for seed in self.config.seeds
+        ]
+        return Round(tuple(configs))
+
+    def retry_round(self) -> Round:
+        """The pruned trials again. When nothing reached the target, the trials they were pruned against
+        failed later (typically a high rate that learned fast, then diverged), so the pruning was wrong.
+        The first retry keeps pruning (the failed leaders are no longer in the stack); a second one, for
+        pruning by early noise, turns it off."""
+        self.retries += 1
+        return Round(tuple(t.config for t in self.pruned()), prune=self.retries == 1, redo_pruned=True)
+
+    def pruned(self) -> list[TrialResult]:
+        """The current results that are ``pruned``."""
+        return [t for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
+
+    def verify_round(self, best_steps: int) -> Round:
+        """Pruned trials again, without pruning, with a budget of the best steps found.
+
+        Pruning compares early, noisy metrics, so it can stop the trial that would have been fastest.
+        Re-run with ``max_steps`` = the best steps so far, a pruned trial either beats (or ties) the best
+        or stops at the budget, so the batch size's optimum no longer depends on pruning.
+        """
+        configs = [  # a trial pruned at or after step S has already lost: nothing to verify
+            replace(t.config, max_steps=max(1, best_steps))
+            for t in self.pruned()
+            if t.config.trial_id() not in self.verified and (t.stop_step is None or t.stop_step < best_steps)
+        ]
+        self.verified.update(t.config.trial_id() for t in self.pruned())
+        return Round(tuple(configs), prune=False)
+
+    def absorb(self, round_: Round, results: Mapping[str, TrialResult]) -> None:
+        """File a finished round's results under their points and seeds (a re-run replaces the old)."""
+        for trial in round_.configs:
+            point = Point(trial.learning_rate, trial.momentum)
+            self.results[point][trial.seed] = results[trial.trial_id()]
+
+    def summary(self) -> tuple[Outcome | None, tuple[str, ...], int]:
+        """(best outcome, edges it sits on, number of trials).
+
+        With no point reaching the target, the edges say where to look: ``lr-high`` when even the
+        highest rate tried did not diverge (too slow), ``lr-low`` when even the lowest one diverged.
+        """
+        best = best_outcome(point_outcomes(self.tried, self._result_lists()))
+        if best is not None:
+            edges = edges_of(best.point, self.tried, self.tune_momentum)
+        else:
+            edges = failure_edges(self._result_lists())
+        return best, edges, sum(len(v) for v in self.results.values())
+
+    def _result_lists(self) -> dict[Point, list[TrialResult]]:
+        return {p: list(trials.values()) for p, trials in self.results.items()}
+
+    def count(self, status: str) -> int:
+        """Trials with ``status`` at this batch size."""
+        return sum(1 for trials in self.results.values() for t in trials.values() if t.status == status)
+
+
+def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
+    """The search over all batch sizes for one optimizer; yields rounds, returns one row per batch size."""
+    rows: list[dict[str, Any]] = []
+    previous: tuple[int, float, float] | None = None  # (batch size, best lr, best steps)
+    for batch_size in config.batch_sizes:
+        search = _new_batch_search(config, optimizer, batch_size, previous)
+        round_ = search.round_for(search.initial_points())
+        while True:
+            results = yield round_
+            search.absorb(round_, results)
+            best, edges, _ = search.summary()
+            if best is None and search.retries < 2 and search.count("pruned"):
+                round_ = search.retry_round()
+                continue
+            if (config.verify_pruned and best is not None
+                    and any(t.config.trial_id() not in search.verified for t in search.pruned())):
+                round_ = search.verify_round(int(math.ceil(best.steps)))
+                if round_.configs:
+                    continue
+            if not edges or search.extensions >= config.max_extensions:
+                break
+            search.extensions += 1
+            round_ = search.round_for(search.extension_points(edges))
+            if not round_.configs:
+                break
+        rows.append(_steps_row(search))
+        if best is not None:
+            previous = (batch_size, best.point.learning_rate, best.steps)
+        elif previous is not None:
+            previous = (batch_size, previous[1] * batch_size / previous[0], math.inf)
+    return rows
+
+
+def _new_batch_search(
+    config: StepsSweepConfig, optimizer: str, batch_size: int, previous: tuple[int, float, float] | None
+) -> BatchSearch:
+    if previous is None:
+        return BatchSearch(config, optimizer, batch_size, config.max_steps, center=0.0, first=True)
+    prev_batch, prev_lr, prev_steps = previous
+    max_steps = config.max_steps
+    if config.budget_factor is not None and math.isfinite(prev_steps):
+        max_steps = min(max_steps, math.ceil(config.budget_factor * prev_steps))
+    center = prev_lr * batch_size / prev_batch  # linear-scaling guess
+    return BatchSearch(config, optimizer, batch_size, max_steps, center=center, first=False)
+
+
+def _steps_row(search: BatchSearch) -> dict[str, Any]:
+    best, edges, n_trials = search.summary()
+    row: dict[str, Any] = {
+        "optimizer": search.optimizer,
+        "batch_size": search.batch_size,
+        "steps": None if best is None else int(best.steps) if best.steps.is_integer() else best.steps,
+        "examples": None if best is None else best.steps * search.batch_size,
+        "learning_rate": None if best is None else best.point.learning_rate,
+        "momentum": None if best is None else best.point.momentum,
+        "status": STATUS_FOUND if best is not None else STATUS_UNREACHABLE,
+        "n_trials": n_trials,
+        "n_reached": search.count("complete"),
+        "n_diverged": search.count("diverged"),
+        "n_pruned": search.count("pruned"),
+        "n_verified": len(search.verified),
+        "at_edge": bool(edges),
+        "edge": ",".join(edges),
+        "lr_min": min(p.learning_rate for p in search.tried),
+        "lr_max": max(p.learning_rate for p in search.tried),
+        "extensions": search.extensions,
+        "max_steps": search.max_steps,
+        "trial_id": None if best is None else best.trials[0].config.trial_id(),
+        "config": None if best is None else best.trials[0].config.to_dict(),
+    }
+    return row
+
+
+def steps_sweep_chains(config: StepsSweepConfig) -> dict[str, Chain]:
+    """One chain per optimizer."""
+    return {optimizer: steps_chain(config, optimizer) for optimizer in config.optimizers}
+
+
+def run_steps_sweep(
+    config: StepsSweepConfig,
+    *,
+    store: Store,
+    executor: Executor,
+    n_train: int | None = None,
+    threads: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], RunStats]:
+    """Run (or resume) a steps-to-target sweep; rows per optimizer and batch size, ascending."""
+    config.validate(n_train)
+    rows, stats = run_chains(
+        steps_sweep_chains(config), store=store, executor=executor, threads=threads, prune=config.prune,
+        progress=progress,
+    )
+    return [row for name in config.optimizers for row in rows[name]], stats
