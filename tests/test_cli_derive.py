@@ -263,7 +263,7 @@ BAD = [
     (["accumulation", "--dim", "0"], "--dim must be >= 1, got 0"),
     (["accumulation", "--dim", "1000000000"], "at most 20000000 for the float check"),
     (["accumulation", "-m", "1000000", "-k", "2"], "too large to write the sums out (at most 20000 terms)"),
-    (["staleness", "--plot", "curve.txt"], "--plot file must end in .png, .pdf, .svg"),
+    (["staleness", "--plot", "curve.txt"], "must end in .png, .pdf, .svg"),
 ]
 
 

@@ -116,7 +116,7 @@ def test_unreachable_batch_sizes_are_rows_not_errors():
 
 
 BAD = [
-    ("batch-zero", ["--batch-sizes", "0,4"], "batch size"),
+    ("batch-zero", ["--batch-sizes", "0,4"], "--batch-sizes"),
     ("target-zero", ["--target", "0"], "target"),
     ("target-above-initial-loss", ["--target", "100"], "initial loss"),
     ("negative-noise", ["--noise", "-1"], "noise"),

@@ -77,7 +77,7 @@ def test_unreachable_target_is_a_row_status(tmp_path):
     "extra, words",
     [
         (["--batch-sizes", "16,4096"], "larger than the training set"),
-        (["--lr-range", "1:0.1"], "learning-rate range"),
+        (["--lr-range", "1:0.1"], "LO <= HI"),
         (["--optimizers", "sgd,lbfgs"], "unknown optimizer 'lbfgs'"),
         (["--n-seeds", "0"], "--n-seeds"),
     ],
@@ -90,7 +90,7 @@ def test_bad_input_is_one_line(tmp_path, extra, words):
 @pytest.mark.parametrize(
     "command, extra, words",
     [
-        (["sweep", "steps"], ["--batch-sizes", "0"], "batch sizes must be >= 1"),
+        (["sweep", "steps"], ["--batch-sizes", "0"], "below the minimum 1"),
         (["sweep", "steps"], ["--batch-sizes", "4096"], "larger than the training set"),
         (["sweep", "grid"], ["--batch-sizes", "4096"], "larger than the training set"),
     ],

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from batchscale.cli.common import emit, parse_int_list, plot_option, progress, seed_option
+from batchscale.cli.common import IntList, counted, emit, plot_option, progress, seed_option
 from batchscale.vocabulary import LOSS_FORMS, SAMPLINGS
 
 # The same names as batchscale.theory.moments (kept here so `derive --help` does not import sympy).
@@ -107,6 +107,7 @@ def derive() -> None:
 @click.option(
     "--batch-size",
     "-m",
+    type=IntList(minimum=None),
     required=True,
     help="Batch size m, or a list: 1,10,100 or 4..64 (powers of two).",
 )
@@ -115,7 +116,12 @@ def derive() -> None:
 @click.option("--examples", type=int, default=None, help="Also count the updates in this many examples seen.")
 @format_option()
 def accounting(
-    dataset_size: int, batch_size: str, drop_last: bool, epochs: int | None, examples: int | None, fmt: str
+    dataset_size: int,
+    batch_size: list[int],
+    drop_last: bool,
+    epochs: int | None,
+    examples: int | None,
+    fmt: str,
 ) -> None:
     """Epoch integers: steps, last batch, updates.
 
@@ -126,7 +132,7 @@ def accounting(
     """
     from batchscale.theory.accounting import epoch_accounting
 
-    sizes = parse_int_list(batch_size, "--batch-size")
+    sizes = batch_size
     rows = [
         vars(epoch_accounting(dataset_size, size, drop_last, epochs=epochs, examples=examples))
         for size in sizes
@@ -210,7 +216,7 @@ def moments(
         ]
         _print_sized(sized, fmt)
         return
-    progress(f"deriving {len(forms) * len(samplings) * len(pers)} cases with sympy ...")
+    progress(f"deriving {counted(len(forms) * len(samplings) * len(pers), 'case')} with sympy ...")
     results = mo.all_update_moments(tuple(forms), tuple(samplings), tuple(pers))
     if fmt == "json":
         emit([_moments_row(r) for r in results], "json")

@@ -80,6 +80,9 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except InputError as exc:
             raise CliInputError(str(exc).splitlines()[0] if str(exc) else "bad input") from None
+        except click.BadParameter as exc:
+            exc.ctx = None  # a malformed value is one `Error:` line, without the usage header
+            raise
 
 
 @click.group(cls=LazyGroup, lazy=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

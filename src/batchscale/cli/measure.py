@@ -14,12 +14,13 @@ from typing import Any
 import click
 
 from batchscale.cli.common import (
+    FINITE,
+    IntList,
     device_option,
     emit,
     format_option,
-    parse_int_list,
-    parse_key_values,
     plot_option,
+    powers_of_two,
     progress,
     seed_option,
     workload_options,
@@ -66,7 +67,7 @@ def training_options(during: bool) -> Callable:
             ),
             click.option(
                 "--train-lr",
-                type=float,
+                type=FINITE,
                 default=0.1,
                 show_default=True,
                 help="Learning rate of those SGD steps.",
@@ -105,7 +106,10 @@ def minibatch_options(sampling: str, draws: int, sample_help: str) -> Callable:
     """--batch-sizes, --sampling, --draws, --sample and --z for the commands that draw many minibatches."""
     options = [
         click.option(
-            "--batch-sizes", default=None, help="Batch sizes, e.g. 1..512 or 1,4,16 [default: 1..M]."
+            "--batch-sizes",
+            type=IntList(),
+            default=None,
+            help="Batch sizes, e.g. 1..512 or 1,4,16 [default: 1..M].",
         ),
         click.option(
             "--sampling",
@@ -119,7 +123,7 @@ def minibatch_options(sampling: str, draws: int, sample_help: str) -> Callable:
         ),
         sample_option(sample_help, None),
         click.option(
-            "--z", "z", type=float, default=4.0, show_default=True, help="Tolerance in standard errors."
+            "--z", "z", type=FINITE, default=4.0, show_default=True, help="Tolerance in standard errors."
         ),
     ]
 
@@ -162,7 +166,7 @@ def build(
     from batchscale.empirical.gradients import sample_indices
     from batchscale.empirical.workloads import get_workload
 
-    options = parse_key_values(workload_option)
+    options = dict(workload_option)
     resolved = resolve_device(device)
     wl = get_workload(workload, device=resolved, seed=seed, **options)
     require(sample is None or sample >= 2, f"--sample must be >= 2, got {sample}")
@@ -350,6 +354,7 @@ def b_noise_row(setup: Setup, stats: Any, opts: dict[str, Any]) -> dict[str, Any
 @click.option(
     "--batch-sizes",
     "two_batch",
+    type=IntList(),
     default="8,256",
     show_default=True,
     help="two-batch: the SMALL,BIG batch sizes.",
@@ -420,9 +425,10 @@ def noise_scale(
     at every training step (its batch and a slice of it) and reports their ratio, b_simple_ema.
     """
     methods = parse_methods(method)
-    pair = parse_int_list(two_batch, "--batch-sizes")
+    pair = two_batch
     if "two-batch" in methods:
-        require(len(pair) == 2, f"--batch-sizes for two-batch needs SMALL,BIG, got {two_batch!r}")
+        got = ",".join(map(str, pair))
+        require(len(pair) == 2, f"--batch-sizes for two-batch needs SMALL,BIG, got {got}")
     positive(train_lr, "--train-lr")
     require(
         plot_path is None or during_training, "--plot draws B_simple along training: add --during-training"
@@ -575,8 +581,8 @@ def choices(value: str, allowed: Sequence[str]) -> list[str]:
     return list(allowed) if value == "both" else [value]
 
 
-def default_batch_sizes(text: str | None, population: int) -> list[int]:
-    return parse_int_list(text, "--batch-sizes") if text else parse_int_list(f"1..{population}")
+def default_batch_sizes(sizes: Sequence[int] | None, population: int) -> list[int]:
+    return list(sizes) if sizes else powers_of_two(1, population)
 
 
 def checks_plot(
@@ -607,7 +613,7 @@ def checks_plot(
 
 @measure.command("moments")
 @click.option(
-    "--lr", type=float, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
+    "--lr", type=FINITE, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
 )
 @click.option(
     "--form",
@@ -784,11 +790,12 @@ def divisor_sizes(batch_size: int) -> list[int]:
 )
 @click.option(
     "--micro-batches",
+    type=IntList(),
     default=None,
     help="Micro-batch sizes dividing m, e.g. 1..256 or 4,12 [default: the powers of two dividing m, and m].",
 )
 @click.option(
-    "--lr", type=float, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
+    "--lr", type=FINITE, default=0.1, show_default=True, help="eta (mean form) or eta_base (sum form)."
 )
 @click.option(
     "--form",
@@ -834,7 +841,7 @@ def accumulation(
         train=(train_steps, train_lr, train_batch_size),
         lr=lr,
     )
-    sizes = parse_int_list(micro_batches, "--micro-batches") if micro_batches else divisor_sizes(batch_size)
+    sizes = list(micro_batches) if micro_batches else divisor_sizes(batch_size)
     check_micro_batches(batch_size, sizes)
     check_sizes([batch_size], int(setup.x.shape[0]))
     for _ in checkpoints(
@@ -887,7 +894,7 @@ def report_hvps(n: int) -> None:
     "--iters", type=int, default=100, show_default=True, help="Power iteration: at most this many HVPs."
 )
 @click.option(
-    "--tol", type=float, default=1e-4, show_default=True, help="Relative tolerance of the eigenvalues."
+    "--tol", type=FINITE, default=1e-4, show_default=True, help="Relative tolerance of the eigenvalues."
 )
 @sample_option("Hessian of the mean loss over this many training examples (seeded); default all.", None)
 @training_options(during=True)

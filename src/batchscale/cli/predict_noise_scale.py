@@ -10,21 +10,22 @@ from typing import Any
 
 import click
 
-from batchscale.cli.common import emit, format_option, parse_int_list, parse_key_values, plot_option
+from batchscale.cli.common import FINITE, IntList, emit, format_option, key_value_option, plot_option
 from batchscale.errors import InputError, require
 
 FIT_TABLE_COLUMNS = ("batch_size", "steps", "steps_fit", "ratio", "examples", "examples_fit", "regime")
 
 
 @click.command("noise-scale")
-@click.option("--b-noise", type=float, default=None, help="Noise scale B_noise, used as B_crit (eq. 2.7).")
+@click.option("--b-noise", type=FINITE, default=None, help="Noise scale B_noise, used as B_crit (eq. 2.7).")
 @click.option(
-    "--b-simple", type=float, default=None, help="Simple noise scale B_simple, used as B_crit (eq. 2.8)."
+    "--b-simple", type=FINITE, default=None, help="Simple noise scale B_simple, used as B_crit (eq. 2.8)."
 )
-@click.option("--s-min", type=float, default=None, help="Steps at infinite batch, S_min.")
-@click.option("--e-min", type=float, default=None, help="Examples at vanishing batch, E_min.")
+@click.option("--s-min", type=FINITE, default=None, help="Steps at infinite batch, S_min.")
+@click.option("--e-min", type=FINITE, default=None, help="Examples at vanishing batch, E_min.")
 @click.option(
     "--batch-sizes",
+    type=IntList(),
     default="1..65536",
     show_default=True,
     help="Batch sizes to tabulate: comma list, or LOW..HIGH for the powers of two between.",
@@ -37,10 +38,8 @@ FIT_TABLE_COLUMNS = ("batch_size", "steps", "steps_fit", "ratio", "examples", "e
     help="Fit S_min, B_crit, E_min to a measured curve: a .json list of rows or a .csv with "
     "batch_size and steps columns (e.g. `predict nqm --format json` or `sweep steps --format json`).",
 )
-@click.option(
+@key_value_option(
     "--where",
-    multiple=True,
-    metavar="KEY=VALUE",
     help="With --curve: keep only rows with this value, repeatable (e.g. --where optimizer=sgd).",
 )
 @click.option(
@@ -56,7 +55,7 @@ FIT_TABLE_COLUMNS = ("batch_size", "steps", "steps_fit", "ratio", "examples", "e
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the bootstrap.")
 @click.option(
     "--critical-fraction",
-    type=float,
+    type=FINITE,
     default=0.2,
     show_default=True,
     help="Regimes: perfect scaling while B*S(B) is within this fraction of its smallest-batch value.",
@@ -120,7 +119,7 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
     from batchscale.theory.regimes import classify_regimes
 
     b_crit, s_min, e_min, source = _resolve_model(b_noise, b_simple, s_min, e_min)
-    batches = parse_int_list(batch_sizes, "--batch-sizes")
+    batches = batch_sizes
     require(batches[0] > 0, f"batch sizes must be > 0, got {batches[0]}")
     ratio_s = ns.steps_to_target(batches, 1.0, b_crit)
     ratio_e = ns.examples_to_target(batches, 1.0, b_crit)
@@ -156,7 +155,7 @@ def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_frac
     from batchscale.theory.regimes import classify_regimes
 
     require(bootstrap >= 0, f"--bootstrap must be >= 0, got {bootstrap}")
-    batches, steps = read_curve(curve_path, steps_column, parse_key_values(where, "--where"))
+    batches, steps = read_curve(curve_path, steps_column, where)
     fit = ns.fit_steps_curve(batches, steps, n_bootstrap=bootstrap, seed=seed)
     report = classify_regimes(batches, steps, critical_fraction)
     fitted = fit.predict_steps(batches)

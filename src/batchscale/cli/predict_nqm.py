@@ -7,10 +7,12 @@ import math
 import click
 
 from batchscale.cli.common import (
+    FINITE,
+    FilePath,
+    IntList,
+    LogGrid,
     emit,
     format_option,
-    parse_int_list,
-    parse_log_grid,
     plot_option,
     progress,
 )
@@ -27,7 +29,7 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
     show_default=True,
     help="Coordinates d of the power-law spectrum h_i = i^-alpha, i = 1..d.",
 )
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Power-law exponent alpha.")
+@click.option("--alpha", type=FINITE, default=1.0, show_default=True, help="Power-law exponent alpha.")
 @click.option(
     "--bins",
     type=int,
@@ -38,27 +40,28 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
 @click.option(
     "--spectrum",
     "spectrum_path",
-    type=click.Path(dir_okay=False),
+    type=FilePath(),
     default=None,
     help="A .npy/.csv file: column 1 eigenvalues h, optional column 2 noise variances c "
     "(default c = h); replaces --dim/--alpha.",
 )
 @click.option(
     "--noise",
-    type=float,
+    type=FINITE,
     default=1.0,
     show_default=True,
     help="Scale of the per-example gradient-noise variances c (c = noise * h by default).",
 )
 @click.option(
     "--target",
-    type=float,
+    type=FINITE,
     default=0.01,
     show_default=True,
     help="Absolute target expected loss (the default problem starts at 4.894).",
 )
 @click.option(
     "--batch-sizes",
+    type=IntList(),
     default="4..2097152",
     show_default=True,
     help="Comma list, or LOW..HIGH for the powers of two between.",
@@ -82,26 +85,28 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
 )
 @click.option(
     "--lr-grid",
+    type=LogGrid(),
     default="-5:0.5:100",
     show_default=True,
     help="Learning rates LO:HI:N: N values log-spaced from 10^LO to 10^HI (Zhang et al.).",
 )
 @click.option(
     "--momentum-grid",
+    type=LogGrid(),
     default="-3:0:20",
     show_default=True,
     help="Momenta LO:HI:N as log10(1 - momentum): -3:0:20 spans momentum 0.999 down to 0.",
 )
 @click.option(
     "--precond-power",
-    type=float,
+    type=FINITE,
     default=0.5,
     show_default=True,
     help="Preconditioner H^-p for --optimizer precond (0 = SGD, 1 = Newton).",
 )
 @click.option(
     "--ema-decay",
-    type=float,
+    type=FINITE,
     default=0.9,
     show_default=True,
     help="EMA decay gamma for --optimizer ema (x~ <- gamma x~ + (1 - gamma) x).",
@@ -145,11 +150,11 @@ def nqm(
     from batchscale.theory.spectra import load_spectrum, power_law_spectrum
 
     _check_optimizer_options(click.get_current_context(), optimizer)
-    batches = parse_int_list(batch_sizes, "--batch-sizes")
-    lrs = model.log_grid(*parse_log_grid(lr_grid, "--lr-grid"))
+    batches = batch_sizes
+    lrs = model.log_grid(*lr_grid)
     momenta = None
     if optimizer == "momentum":
-        momenta = 1.0 - model.log_grid(*parse_log_grid(momentum_grid, "--momentum-grid"))
+        momenta = 1.0 - model.log_grid(*momentum_grid)
     _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
     if spectrum_path:
         spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)

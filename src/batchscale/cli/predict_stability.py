@@ -6,7 +6,7 @@ import math
 
 import click
 
-from batchscale.cli.common import emit, format_option, parse_float_list, parse_int_list, plot_option, progress
+from batchscale.cli.common import FINITE, FloatList, IntList, emit, format_option, plot_option, progress
 from batchscale.errors import require
 
 MAX_DATASET_DIM = 30
@@ -25,11 +25,14 @@ STEP_COLUMNS = ("optimal_step", "max_stable_step", "mbb_step", "full_batch_limit
 
 @click.command("stability")
 @click.option(
-    "--spectrum", default=None, help="Comma list of input-covariance eigenvalues (replaces --dim/--alpha)."
+    "--spectrum",
+    type=FloatList(),
+    default=None,
+    help="Comma list of input-covariance eigenvalues (replaces --dim/--alpha).",
 )
 @click.option("--dim", type=int, default=20, show_default=True, help="Dimension d of the power-law spectrum.")
 @click.option(
-    "--alpha", type=float, default=1.0, show_default=True, help="Power-law spectrum lambda_i = i^-alpha."
+    "--alpha", type=FINITE, default=1.0, show_default=True, help="Power-law spectrum lambda_i = i^-alpha."
 )
 @click.option(
     "--inputs",
@@ -47,6 +50,7 @@ STEP_COLUMNS = ("optimal_step", "max_stable_step", "mbb_step", "full_batch_limit
 )
 @click.option(
     "--batch-sizes",
+    type=IntList(),
     default="1..1024",
     show_default=True,
     help="Comma list, or LOW..HIGH for the powers of two between.",
@@ -72,11 +76,11 @@ def stability(spectrum, dim, alpha, inputs, n_examples, seed, batch_sizes, form,
 
     from batchscale.theory import stability as st
 
-    lam = st.checked_spectrum(parse_float_list(spectrum, "--spectrum")) if spectrum else None
+    lam = st.checked_spectrum(spectrum) if spectrum else None
     if lam is None:
         require(dim >= 1, f"--dim must be >= 1, got {dim}")
         lam = st.power_law_spectrum(dim, alpha)
-    batches = parse_int_list(batch_sizes, "--batch-sizes")
+    batches = batch_sizes
     require(batches[0] >= 1, f"batch sizes must be >= 1, got {batches[0]}")
     if inputs == "dataset":
         require(lam.size <= MAX_DATASET_DIM, f"--inputs dataset needs d <= {MAX_DATASET_DIM}, got {lam.size}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from batchscale.cli.common import emit, format_option
+from batchscale.cli.common import FilePath, emit, format_option
 from batchscale.errors import InputError
 
 DEFAULT_DB = str(Path("batchscale-out") / "runs.sqlite")
@@ -27,7 +27,7 @@ def db_option(func: Callable) -> Callable:
     return click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False),
+        type=FilePath(),
         default=DEFAULT_DB,
         show_default=True,
         help="Results database written by `batchscale sweep`.",
@@ -82,7 +82,8 @@ def export_row(record: Any) -> dict[str, Any]:
 @db_option
 @click.option("--status", default=None,
               help="Only trials with this status (complete, incomplete, diverged, pruned).")
-@click.option("--limit", type=int, default=0, show_default=True, help="Show only the last N trials (0: all).")
+@click.option("--limit", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Show only the last N trials (0: all).")
 @format_option()
 def list_runs(db_path: str, status: str | None, limit: int, fmt: str) -> None:
     """One line per stored trial, oldest first."""
@@ -123,7 +124,7 @@ def _short(value: Any) -> Any:
 @runs.command("export")
 @db_option
 @click.option("--status", default=None, help="Only trials with this status.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--output", "-o", type=FilePath(output=True), default=None,
               help="Write to this file instead of stdout.")
 @format_option(choices=("csv", "json"), default="csv")
 def export(db_path: str, status: str | None, output: str | None, fmt: str) -> None:

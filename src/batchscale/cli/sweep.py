@@ -11,32 +11,40 @@ from typing import Any
 import click
 
 from batchscale.cli.common import (
+    FINITE,
+    FilePath,
+    FiniteFloat,
+    FloatList,
+    IntList,
+    Range,
+    counted,
     device_option,
     emit,
     format_option,
-    parse_float_list,
-    parse_int_list,
-    parse_key_values,
+    key_value_option,
     plot_option,
     progress,
+    quick_option,
     seed_option,
     workload_options,
 )
-from batchscale.errors import InputError
 
 DEFAULT_OUT = "batchscale-out"
 HEADLINE_OPTIONS = {"mnist1d-mlp": {"n_samples": 20000}}
 
-# The --quick variant (a demo in well under a minute): see docs/sweep.md.
-QUICK = {
+# The --quick variants (demos in well under a minute; see docs/sweep.md): parameter -> value.
+QUICK_STEPS = {
     "workload": "digits-mlp",
-    "workload_options": {},
+    "workload_option": {},
     "batch_sizes": (4, 8, 16, 32, 64, 128, 256),
     "n_learning_rates": 6,
     "target": 0.1,
     "max_steps": 4000,
     "max_extensions": 2,
-    "eval_subset": None,
+    "eval_subset": 0,
+}
+QUICK_GRID = {
+    "workload": "digits-mlp", "workload_option": {}, "batch_sizes": (1, 4, 16, 64, 256), "epochs": 1.0,
 }
 
 STEPS_COLUMNS = [
@@ -49,23 +57,12 @@ GRID_COLUMNS = [
 ]
 
 
-def parse_range(text: str, name: str) -> tuple[float, float]:
-    """``'LO:HI'`` -> (lo, hi) as floats (shape only; the library checks the values)."""
-    parts = text.split(":")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        return float(parts[0]), float(parts[1])
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not LO:HI (two numbers)", param_hint=name) from None
-
-
 def store_options(func: Callable) -> Callable:
     """``--out``, ``--db``."""
     func = click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False),
+        type=FilePath(output=True),
         default=None,
         help="SQLite results database (default: OUT/runs.sqlite); re-running resumes from it.",
     )(func)
@@ -81,21 +78,20 @@ def store_options(func: Callable) -> Callable:
 
 def executor_options(func: Callable) -> Callable:
     """``--executor``, ``--workers``, ``--threads``, ``--executor-option``."""
-    func = click.option(
+    func = key_value_option(
         "--executor-option",
         "-X",
         "executor_option",
-        multiple=True,
-        metavar="KEY=VALUE",
         help="Executor option, repeatable: submitit cluster=local|debug|slurm, slurm_partition=..., "
         "timeout_min=...; ray address=HOST:PORT.",
     )(func)
     func = click.option(
-        "--threads", type=int, default=1, show_default=True, help="torch threads per worker."
+        "--threads", type=click.IntRange(min=1), default=1, show_default=True,
+        help="torch threads per worker."
     )(func)
     func = click.option(
         "--workers",
-        type=int,
+        type=click.IntRange(min=1),
         default=None,
         help="Chunks run at once (default: one per core for local; 2 x cores for submitit/ray).",
     )(func)
@@ -115,19 +111,18 @@ def sweep() -> None:
     """Train many runs: steps-to-target per batch size, LR x batch grids."""
 
 
-def _resolved_workload(workload: str, workload_option: Sequence[str]) -> dict[str, Any]:
-    options = parse_key_values(workload_option)
-    return {**HEADLINE_OPTIONS.get(workload, {}), **options}
+def _resolved_workload(workload: str, workload_option: Mapping[str, Any]) -> dict[str, Any]:
+    return {**HEADLINE_OPTIONS.get(workload, {}), **workload_option}
 
 
 def _db_path(out_dir: str, db_path: str | None) -> Path:
     return Path(db_path) if db_path else Path(out_dir) / "runs.sqlite"
 
 
-def _executor_config(name: str, workers: int | None, threads: int, out_dir: str, options: Sequence[str]):
+def _executor_config(name: str, workers: int | None, threads: int, out_dir: str, options: Mapping[str, Any]):
     from batchscale.empirical.executors import ExecutorConfig
 
-    extra = tuple(sorted(parse_key_values(options, "--executor-option").items()))
+    extra = tuple(sorted(options.items()))
     folder = str(Path(out_dir) / "executor")
     config = ExecutorConfig(name=name, workers=workers, threads=threads, folder=folder, options=extra)
     return config.validate()
@@ -152,48 +147,47 @@ def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train:
 
 @sweep.command("steps")
 @workload_options()
-@click.option("--batch-sizes", default="1..2048", show_default=True,
+@click.option("--batch-sizes", type=IntList(), default="1..2048", show_default=True,
               help="Batch sizes: powers of two LO..HI and/or a comma list.")
 @click.option("--optimizers", default="sgd,momentum", show_default=True,
               help="Comma list of optimizers (sgd, momentum, nesterov, adam); one search chain each.")
-@click.option("--momentum", type=float, default=0.9, show_default=True,
+@click.option("--momentum", type=FINITE, default=0.9, show_default=True,
               help="Momentum of momentum/nesterov (Adam's beta1) when not tuned.")
 @click.option("--tune-momentum", is_flag=True, help="Also search 1 - momentum, log-uniformly (quasi-random).")
-@click.option("--momentum-range", default="0.01:0.5", show_default=True,
+@click.option("--momentum-range", type=Range(), default="0.01:0.5", show_default=True,
               help="LO:HI range of 1 - momentum searched with --tune-momentum.")
 @click.option("--search", type=click.Choice(["auto", "grid", "quasi-random"]), default="auto",
               show_default=True, help="Rates factor --lr-factor apart (grid) or scrambled Halton points; "
               "auto = grid, or quasi-random with --tune-momentum.")
-@click.option("--lrs", "n_learning_rates", type=int, default=8, show_default=True,
+@click.option("--lrs", "n_learning_rates", type=click.IntRange(min=1), default=8, show_default=True,
               help="Learning rates per batch size (per window).")
-@click.option("--lr-factor", type=float, default=2.0, show_default=True,
+@click.option("--lr-factor", type=FiniteFloat(min=1, min_open=True), default=2.0, show_default=True,
               help="Ratio of neighbouring learning rates in a window.")
-@click.option("--lr-range", default="0.002:0.25", show_default=True,
+@click.option("--lr-range", type=Range(), default="0.002:0.25", show_default=True,
               help="LO:HI learning rates searched at the first batch size, times 1 - momentum for "
               "momentum/nesterov (later batch sizes: a window around a linear-scaling guess).")
-@click.option("--max-extensions", type=int, default=3, show_default=True,
+@click.option("--max-extensions", type=click.IntRange(min=0), default=3, show_default=True,
               help="Times a batch size's window is extended past an edge holding the optimum.")
-@click.option("--n-seeds", type=int, default=1, show_default=True,
+@click.option("--n-seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Seeds per point (seed, seed+1, ...); a point's steps are the median.")
-@click.option("--target", type=float, default=0.2, show_default=True,
-              help="Target test metric (error 0.2 = 80%% accuracy).")
+@click.option("--target", type=FINITE, default=0.2, show_default=True,
+              help="Target test metric (error 0.2 = 80% accuracy).")
 @click.option("--target-metric", type=click.Choice(["error", "loss"]), default="error", show_default=True,
               help="Metric the target applies to.")
-@click.option("--max-steps", type=int, default=200_000, show_default=True, help="Step budget per trial.")
-@click.option("--budget-factor", type=float, default=2.0, show_default=True,
+@click.option("--max-steps", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Step budget per trial.")
+@click.option("--budget-factor", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Later batch sizes stop trials at this x the previous best steps (0: no cap).")
 @click.option("--no-prune", is_flag=True, help="Do not stop trials far behind the best of their group.")
 @click.option("--verify-pruned", is_flag=True,
               help="Re-run pruned trials without pruning, within the best trial's steps (slower).")
-@click.option("--eval-subset", type=int, default=800, show_default=True,
+@click.option("--eval-subset", type=click.IntRange(min=0), default=800, show_default=True,
               help="Evaluate on the first N test examples (0: all).")
 @click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
               help="Mean or sum of the per-example losses of a batch.")
-@click.option("--critical-fraction", type=float, default=0.2, show_default=True,
+@click.option("--critical-fraction", type=FiniteFloat(min=0, min_open=True), default=0.2, show_default=True,
               help="Regimes: perfect scaling while examples-to-target stay within (1 + this) of the first.")
-@click.option("--quick", is_flag=True,
-              help="Demo variant: digits-mlp, batch 4..256, 6 rates, target 10%% error, 4000 steps max "
-              "(options given explicitly win).")
+@quick_option(QUICK_STEPS, "digits-mlp, batch 4..256, 6 rates, target 10% error, 4000 steps max")
 @store_options
 @executor_options
 @device_option
@@ -202,7 +196,7 @@ def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train:
 @format_option()
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
           n_learning_rates, lr_factor, lr_range, max_extensions, n_seeds, target, target_metric, max_steps,
-          budget_factor, no_prune, verify_pruned, eval_subset, loss_form, critical_fraction, quick, out_dir,
+          budget_factor, no_prune, verify_pruned, eval_subset, loss_form, critical_fraction, out_dir,
           db_path,
           executor_name, workers, threads, executor_option, device, seed, plot_path, fmt):
     """Steps to target vs batch size, learning rate tuned.
@@ -219,17 +213,17 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     config = StepsSweepConfig(
         workload=workload,
         workload_options=_resolved_workload(workload, workload_option),
-        batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes")),
+        batch_sizes=tuple(batch_sizes),
         optimizers=tuple(o.strip() for o in optimizers.split(",") if o.strip()),
         momentum=momentum,
         tune_momentum=tune_momentum,
-        one_minus_momentum_range=parse_range(momentum_range, "--momentum-range"),
+        one_minus_momentum_range=momentum_range,
         search=search,
         n_learning_rates=n_learning_rates,
         lr_factor=lr_factor,
-        lr_range=parse_range(lr_range, "--lr-range"),
+        lr_range=lr_range,
         max_extensions=max_extensions,
-        seeds=tuple(range(seed, seed + max(n_seeds, 1))),
+        seeds=tuple(range(seed, seed + n_seeds)),
         data_seed=seed,
         target_metric=target_metric,
         target=target,
@@ -241,10 +235,6 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         loss_form=loss_form,
         device=str(resolve_device(device)),
     )
-    if quick:
-        config = _quick(config)
-    if n_seeds < 1:
-        raise InputError(f"--n-seeds must be >= 1, got {n_seeds}")
     executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
     db = _db_path(out_dir, db_path)
     what = f"{len(config.batch_sizes)} batch sizes x {', '.join(config.optimizers)}"
@@ -271,37 +261,6 @@ def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_c
     progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
              f"{stats.reused} reused from {db}")
     return rows
-
-
-# --quick's config fields and the options that set them: an option given explicitly wins over --quick.
-QUICK_PARAMS = {
-    "workload": "workload",
-    "workload_options": "workload_option",
-    "batch_sizes": "batch_sizes",
-    "n_learning_rates": "n_learning_rates",
-    "target": "target",
-    "max_steps": "max_steps",
-    "max_extensions": "max_extensions",
-    "eval_subset": "eval_subset",
-}
-
-
-def _explicit(names: Sequence[str]) -> set[str]:
-    """The options among ``names`` that the user set (command line or environment), not defaults."""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    return {n for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)}
-
-
-def _quick(config: Any) -> Any:
-    from dataclasses import replace
-
-    explicit = _explicit(list(QUICK_PARAMS.values()))
-    changes = {k: v for k, v in QUICK.items() if QUICK_PARAMS[k] not in explicit}
-    if "workload" not in explicit and "workload_option" in explicit:
-        changes["workload_options"] = parse_key_values(click.get_current_context().params["workload_option"])
-    return replace(config, **changes)
 
 
 def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critical_fraction: float):
@@ -359,24 +318,25 @@ def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> No
 
 @sweep.command("grid")
 @workload_options()
-@click.option("--batch-sizes", default="1..1024", show_default=True,
+@click.option("--batch-sizes", type=IntList(), default="1..1024", show_default=True,
               help="Batch sizes: powers of two LO..HI and/or a comma list.")
-@click.option("--lrs", "learning_rates", default=None,
+@click.option("--lrs", "learning_rates", type=FloatList(), default=None,
               help="Comma list of (base) learning rates; default 2^-14 .. 2^-4 (sum form) or "
               "2^-8 .. 2^1 (mean form), factor 4 apart.")
 @click.option("--optimizer", default="sgd", show_default=True, help="sgd, momentum, nesterov or adam.")
-@click.option("--momentum", type=float, default=0.0, show_default=True,
+@click.option("--momentum", type=FINITE, default=0.0, show_default=True,
               help="Momentum (needed > 0 for momentum/nesterov).")
 @click.option("--loss-form", type=click.Choice(["sum", "mean"]), default="sum", show_default=True,
               help="sum: --lrs are base learning rates eta/m (Masters & Luschi); mean: plain rates.")
-@click.option("--epochs", type=float, default=5.0, show_default=True, help="Training budget in epochs.")
-@click.option("--last-evals", type=int, default=3, show_default=True,
+@click.option("--epochs", type=FiniteFloat(min=0, min_open=True), default=5.0, show_default=True,
+              help="Training budget in epochs.")
+@click.option("--last-evals", type=click.IntRange(min=1), default=3, show_default=True,
               help="A cell's accuracy is the median over this many last evaluations.")
-@click.option("--n-seeds", type=int, default=1, show_default=True, help="Seeds per cell (median).")
-@click.option("--eval-subset", type=int, default=0, show_default=True,
+@click.option("--n-seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds per cell (median).")
+@click.option("--eval-subset", type=click.IntRange(min=0), default=0, show_default=True,
               help="Evaluate on the first N test examples (0: all).")
-@click.option("--quick", is_flag=True,
-              help="Demo variant: digits-mlp, batch 1..256 (factor 4), 1 epoch (explicit options win).")
+@quick_option(QUICK_GRID, "digits-mlp, batch 1..256 (factor 4), 1 epoch")
 @store_options
 @executor_options
 @device_option
@@ -384,7 +344,7 @@ def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> No
 @plot_option
 @format_option()
 def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, momentum, loss_form, epochs,
-         last_evals, n_seeds, eval_subset, quick, out_dir, db_path, executor_name, workers, threads,
+         last_evals, n_seeds, eval_subset, out_dir, db_path, executor_name, workers, threads,
          executor_option, device, seed, plot_path, fmt):
     """Test accuracy over base learning rate x batch size.
 
@@ -395,20 +355,11 @@ def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, mome
     from batchscale.empirical.sweep import GridSweepConfig, run_grid_sweep
 
     if learning_rates:
-        rates = tuple(parse_float_list(learning_rates, "--lrs"))
+        rates = tuple(learning_rates)
     else:
         rates = tuple(2.0**k for k in (range(-14, -3, 2) if loss_form == "sum" else range(-8, 2, 2)))
     options = _resolved_workload(workload, workload_option)
-    sizes = tuple(parse_int_list(batch_sizes, "--batch-sizes"))
-    if quick:  # the demo's settings, except for options given explicitly
-        explicit = _explicit(["workload", "workload_option", "batch_sizes", "epochs"])
-        if "workload" not in explicit:
-            workload = "digits-mlp"
-            options = parse_key_values(workload_option) if "workload_option" in explicit else {}
-        sizes = sizes if "batch_sizes" in explicit else (1, 4, 16, 64, 256)
-        epochs = epochs if "epochs" in explicit else 1.0
-    if n_seeds < 1:
-        raise InputError(f"--n-seeds must be >= 1, got {n_seeds}")
+    sizes = tuple(batch_sizes)
     config = GridSweepConfig(
         workload=workload, workload_options=options, batch_sizes=sizes, learning_rates=rates,
         optimizer=optimizer, momentum=momentum, loss_form=loss_form, epochs=epochs,
@@ -417,7 +368,7 @@ def grid(workload, workload_option, batch_sizes, learning_rates, optimizer, mome
     )
     executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
     db = _db_path(out_dir, db_path)
-    what = f"{len(sizes)} batch sizes x {len(rates)} rates, {epochs:g} epochs"
+    what = f"{len(sizes)} batch sizes x {len(rates)} rates, {counted(epochs, 'epoch')}"
     rows = _execute(run_grid_sweep, "sweep grid", what, config, executor_config, db, threads)
     sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db)}
     if plot_path:
@@ -438,7 +389,7 @@ def _plot_grid(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> Non
     ylabel = "base learning rate (sum form)" if config.loss_form == "sum" else "learning rate"
     plot_heatmap(path, list(config.batch_sizes), list(config.learning_rates), values, diverged=diverged,
                  xlabel="batch size", ylabel=ylabel, value_label="test accuracy",
-                 title=f"{config.workload}: test accuracy after {config.epochs:g} epochs")
+                 title=f"{config.workload}: test accuracy after {counted(config.epochs, 'epoch')}")
     progress(f"wrote {path}")
 
 

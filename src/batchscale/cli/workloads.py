@@ -10,7 +10,6 @@ import click
 from batchscale.cli.common import (
     emit,
     format_option,
-    parse_key_values,
     progress,
     seed_option,
     workload_options,
@@ -80,7 +79,7 @@ def workloads(
     data_dir: Path | None,
     long_: bool,
     workload: str | None,
-    workload_option: tuple[str, ...],
+    workload_option: dict[str, Any],
     seed: int,
     fmt: str,
 ) -> None:
@@ -92,7 +91,7 @@ def workloads(
     is built, and any problem is an error: use it to check a package.module:function workload of your own.
     """
     if workload is not None:
-        row = one_workload_row(workload, parse_key_values(workload_option), seed, data_dir)
+        row = one_workload_row(workload, dict(workload_option), seed, data_dir)
         emit([row], fmt, LONG_COLUMNS)
         return
     from batchscale.empirical.workloads import default_data_dir, list_workloads
