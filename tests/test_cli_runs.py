@@ -99,3 +99,51 @@ def test_missing_and_foreign_databases(tmp_path, command):
     result = invoke(["runs", *command, "--db", str(foreign)])
     assert result.exit_code == 2 and "another program" in result.stderr
     assert foreign.read_bytes() == before
+
+
+BAD_STATUS = "'bogus' is not one of 'complete', 'incomplete', 'diverged', 'pruned'"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["list", "--status", "bogus"], BAD_STATUS),
+        (["export", "--status", "bogus"], BAD_STATUS),
+        (["list", "--limit", "-5"], "-5 is not in the range x>=0"),
+        (["list", "--db", ""], "path is empty"),
+        (["list", "--db", "/dev/null"], "not a regular file"),
+    ],
+    ids=["list-status", "export-status", "negative-limit", "empty-db", "dev-null"],
+)
+def test_bad_options_are_one_error_line(tmp_path, args, words):
+    db = tmp_path / "runs.sqlite"
+    make_db(db)
+    full = ["runs", *args] if "--db" in args else ["runs", *args, "--db", str(db)]
+    result = invoke(full)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error:") and words in lines[-1], result.stderr
+    assert result.stdout == ""
+
+
+def test_reading_commands_leave_the_store_as_it_was(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    configs = make_db(db)
+    before = db.read_bytes()
+    for args in (["list"], ["export"], ["show", configs[0].trial_id()[:6]]):
+        assert invoke(["runs", *args, "--db", str(db)]).exit_code == 0
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.sqlite"]
+
+
+def test_export_creates_missing_parent_directories(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    make_db(db)
+    out = tmp_path / "missing" / "deeper" / "x.csv"
+    result = invoke(["runs", "export", "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 4
+    (tmp_path / "file.txt").write_text("")
+    blocked = invoke(["runs", "export", "--db", str(db), "-o", str(tmp_path / "file.txt" / "x.csv")])
+    assert blocked.exit_code == 2 and blocked.stderr.strip().splitlines()[-1].startswith("Error:")
+    assert "file.txt" in blocked.stderr and "Traceback" not in blocked.output

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from batchscale.cli.common import FilePath, emit, format_option
+from batchscale.empirical.trials import STATUSES
 from batchscale.errors import InputError
 
 DEFAULT_DB = str(Path("batchscale-out") / "runs.sqlite")
@@ -80,8 +81,7 @@ def export_row(record: Any) -> dict[str, Any]:
 
 @runs.command("list")
 @db_option
-@click.option("--status", default=None,
-              help="Only trials with this status (complete, incomplete, diverged, pruned).")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only trials with this status.")
 @click.option("--limit", type=click.IntRange(min=0), default=0, show_default=True,
               help="Show only the last N trials (0: all).")
 @format_option()
@@ -123,7 +123,7 @@ def _short(value: Any) -> Any:
 
 @runs.command("export")
 @db_option
-@click.option("--status", default=None, help="Only trials with this status.")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only trials with this status.")
 @click.option("--output", "-o", type=FilePath(output=True), default=None,
               help="Write to this file instead of stdout.")
 @format_option(choices=("csv", "json"), default="csv")
@@ -135,7 +135,15 @@ def export(db_path: str, status: str | None, output: str | None, fmt: str) -> No
 
     text = render([export_row(r) for r in _records(db_path, status)], fmt)
     if output:
-        Path(output).write_text(text + "\n")
+        _write_text(Path(output), text + "\n")
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (its folder was made by ``FilePath(output=True)``); one error on failure."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
