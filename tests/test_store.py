@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from batchscale.empirical import store as store_module
 from batchscale.empirical.store import (
     APPLICATION_ID,
     COLUMN_NAMES,
@@ -25,6 +24,7 @@ from batchscale.empirical.store import (
     connect,
     open_existing_store,
     open_store,
+    opening,
     record_from_result,
     result_columns,
 )
@@ -435,7 +435,7 @@ def test_creation_is_one_transaction(tmp_path, monkeypatch):
     def crash(*args):
         raise RuntimeError("crash while creating")
 
-    monkeypatch.setattr(store_module, "_add_missing_columns", crash)
+    monkeypatch.setattr(opening, "add_missing_columns", crash)
     with pytest.raises(RuntimeError):
         connect(path)
     header = path.read_bytes()[:100]
