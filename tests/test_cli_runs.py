@@ -110,7 +110,7 @@ BAD_STATUS = "'bogus' is not one of 'complete', 'incomplete', 'diverged', 'prune
         (["list", "--status", "bogus"], BAD_STATUS),
         (["export", "--status", "bogus"], BAD_STATUS),
         (["list", "--limit", "-5"], "-5 is not in the range x>=0"),
-        (["list", "--db", ""], "path is empty"),
+        (["list", "--db", ""], "empty"),
         (["list", "--db", "/dev/null"], "not a regular file"),
     ],
     ids=["list-status", "export-status", "negative-limit", "empty-db", "dev-null"],
