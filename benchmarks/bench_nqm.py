@@ -106,7 +106,7 @@ def verify(spectrum, table: dict, fast_steps):
 
 def sgd_benchmark(spectrum, repeats: int, quick: bool, rng) -> dict:
     batches = 2 ** np.arange(2, 22)
-    lrs = nqm.log_grid(-5, 0.5, 100)
+    lrs = nqm.decade_grid(-5, 0.5, 100)
     fast_times, curve = [], None
     for _ in range(repeats):
         curve, seconds = timed(nqm.tune_steps, spectrum, batches, TARGET, lr_grid=lrs, search="grid")
@@ -140,8 +140,8 @@ def sgd_benchmark(spectrum, repeats: int, quick: bool, rng) -> dict:
 
 
 def momentum_benchmark(spectrum, repeats: int, rng, batch: int = 1024) -> dict:
-    lrs = nqm.log_grid(-5, 0.5, 100)
-    momenta = 1.0 - nqm.log_grid(-3, 0, 20)
+    lrs = nqm.decade_grid(-5, 0.5, 100)
+    momenta = 1.0 - nqm.decade_grid(-3, 0, 20)
     fast_times, curve = [], None
     for _ in range(repeats):
         curve, seconds = timed(
@@ -179,7 +179,7 @@ def momentum_benchmark(spectrum, repeats: int, rng, batch: int = 1024) -> dict:
 
 def race_benchmark(spectrum, repeats: int) -> list[dict]:
     """Whole tuned curves against the race-stopped baseline (measured, not extrapolated)."""
-    lrs, momenta = nqm.log_grid(-5, 0.5, 100), 1.0 - nqm.log_grid(-3, 0, 20)
+    lrs, momenta = nqm.decade_grid(-5, 0.5, 100), 1.0 - nqm.decade_grid(-3, 0, 20)
     batches = 2 ** np.arange(2, 22)
     out = []
     for name, bs, betas in [

@@ -23,10 +23,25 @@ def run(*args: str):
     return result
 
 
-def test_cli_choices_match_the_theory():
-    from batchscale.theory import moments as mo
+def test_cli_choices_are_the_vocabulary():
+    """Every --form/--sampling/--per choice list of ``derive`` and its help texts name the shared words."""
+    import click
 
-    assert (derive_cli.FORMS, derive_cli.SAMPLINGS, derive_cli.PERS) == (mo.FORMS, mo.SAMPLINGS, mo.PERS)
+    from batchscale.vocabulary import LOSS_FORMS, PERS, SAMPLINGS
+
+    words = {"forms": LOSS_FORMS, "samplings": SAMPLINGS, "per": PERS, "pers": PERS}
+    seen = set()
+    for command in derive_cli.derive.commands.values():
+        for param in command.params:
+            if param.name in words and isinstance(param.type, click.Choice):
+                assert tuple(param.type.choices) == words[param.name], (command.name, param.name)
+                seen.add(param.name)
+    assert {"forms", "samplings"} <= seen and seen & {"per", "pers"}
+    assert (tuple(derive_cli.FORM_TEXT), tuple(derive_cli.SAMPLING_TEXT), tuple(derive_cli.PER_TEXT)) == (
+        LOSS_FORMS,
+        SAMPLINGS,
+        PERS,
+    )
 
 
 @pytest.fixture(scope="module")

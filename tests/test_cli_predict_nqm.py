@@ -151,7 +151,7 @@ def test_unreachable_target_reports_the_lowest_loss_reached():
     reported = float(errors[0].rsplit(" ", 1)[1])
     # independently: the lowest loss at step 1000 over the grid and both batch sizes
     spectrum = power_law_spectrum(1000, 1.0, bins=30)
-    lrs = nqm.log_grid(-4, 0.5, 30)
+    lrs = nqm.decade_grid(-4, 0.5, 30)
     losses = nqm.expected_loss(spectrum, np.array([[4.0], [64.0]]), lrs, 1000)
     assert reported == pytest.approx(float(np.min(losses)), rel=1e-3)
 

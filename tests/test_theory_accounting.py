@@ -1,4 +1,5 @@
-"""Epoch accounting: the MISSION example, a brute-force batch loop, and hypothesis properties."""
+"""Epoch accounting: the example of docs/claims.md (accounting: 1050 examples at m=100), a brute-force batch
+loop, and hypothesis properties."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def batches_by_loop(dataset_size: int, batch_size: int, drop_last: bool) -> list
         (7, 7, False, 1, 7),
         (7, 10, False, 1, 7),
     ],
-    ids=["mission-1050-100", "mission-drop-last", "divides", "divides-drop", "online", "full-batch", "m>M"],
+    ids=["claims-1050-100", "claims-drop-last", "divides", "divides-drop", "online", "full-batch", "m>M"],
 )
 def test_steps_and_last_batch(dataset_size, batch_size, drop_last, steps, last):
     assert acc.steps_per_epoch(dataset_size, batch_size, drop_last) == steps

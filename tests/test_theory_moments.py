@@ -18,6 +18,7 @@ import sympy as sp
 from batchscale.errors import InputError
 from batchscale.theory import moments as mo
 from batchscale.theory.symbols import BY_NAME
+from batchscale.vocabulary import LOSS_FORMS, PERS, SAMPLINGS
 
 EXACT_TOL = 1e-10
 MC_DRAWS = 200_000
@@ -36,9 +37,9 @@ DATASETS = [
 CASES = [
     pytest.param(ds, form, sampling, per, id=f"{ds[0]}-{form}-{sampling}-{per}")
     for ds in DATASETS
-    for form in mo.FORMS
-    for sampling in mo.SAMPLINGS
-    for per in mo.PERS
+    for form in LOSS_FORMS
+    for sampling in SAMPLINGS
+    for per in PERS
 ]
 
 
@@ -148,8 +149,8 @@ PARTIAL = [("M5-d2-m2", 5, 2, 2), ("M7-d2-m3", 7, 2, 3), ("M7-d3-m5", 7, 3, 5)]
 
 
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
-@pytest.mark.parametrize("sampling", mo.SAMPLINGS)
-@pytest.mark.parametrize("form", mo.FORMS)
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+@pytest.mark.parametrize("form", LOSS_FORMS)
 @pytest.mark.parametrize("ds", PARTIAL, ids=[p[0] for p in PARTIAL])
 def test_numeric_epoch_with_partial_last_batch_equals_enumeration(ds, form, sampling, drop_last):
     _, size, dim, m = ds
@@ -180,7 +181,7 @@ def test_epoch_moments_at_a_huge_dataset_are_exact_and_fast():
 
 
 def test_reshuffle_epoch_is_deterministic_when_m_divides_M():
-    for form in mo.FORMS:
+    for form in LOSS_FORMS:
         assert mo.update_covariance(form, "reshuffle", "epoch") == 0
     values, _ = epoch_updates(6, 2, 3, "mean", "reshuffle")
     assert np.ptp(values, axis=0).max() < 1e-12
@@ -239,8 +240,8 @@ def simulate_batches(rng, size: int, m: int, steps: int, sampling: str, draws: i
     return perms[:, : steps * m].reshape(draws, steps, m)
 
 
-@pytest.mark.parametrize("sampling", mo.SAMPLINGS)
-@pytest.mark.parametrize("form", mo.FORMS)
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+@pytest.mark.parametrize("form", LOSS_FORMS)
 def test_per_example_moments_monte_carlo(form, sampling):
     """N examples of steps accumulate N x (per-example moments) for independent steps."""
     size, dim, m = 6, 2, 2
@@ -258,8 +259,8 @@ def test_per_example_moments_monte_carlo(form, sampling):
 @pytest.mark.parametrize(
     "size, m, drop_last", [(6, 2, False), (7, 3, False), (7, 3, True)], ids=["M6-m2", "M7-m3", "M7-m3-drop"]
 )
-@pytest.mark.parametrize("sampling", mo.SAMPLINGS)
-@pytest.mark.parametrize("form", mo.FORMS)
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+@pytest.mark.parametrize("form", LOSS_FORMS)
 def test_per_epoch_moments_monte_carlo(form, sampling, size, m, drop_last):
     dim = 2
     rng = np.random.default_rng(11)
@@ -302,7 +303,7 @@ def test_matrix_form_of_the_moments_evaluates_like_the_coefficients():
     size, dim, m = 6, 3, 3
     mean_grad, grad_cov = mo.gradient_statistics(grads_of(size, dim))
     numbers = {BY_NAME["M"]: size, BY_NAME["m"]: m, BY_NAME["eta"]: LR}
-    for sampling in mo.SAMPLINGS:
+    for sampling in SAMPLINGS:
         r = mo.update_moments("mean", sampling, "step")
         for expr, value in ((r.mean, mean_grad[:, None]), (r.covariance, grad_cov)):
             matrix = mo.as_matrix_expression(expr, dim)
@@ -319,8 +320,8 @@ MC_DRAWS_SLOW = 1_000_000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampling", mo.SAMPLINGS)
-@pytest.mark.parametrize("form", mo.FORMS)
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+@pytest.mark.parametrize("form", LOSS_FORMS)
 def test_per_epoch_moments_monte_carlo_heavy(form, sampling):
     """The per-epoch check at M = 8, m = 3 (partial last batch of 2) with MC_DRAWS_SLOW draws."""
     size, m, dim = 8, 3, 3

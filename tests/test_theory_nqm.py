@@ -223,7 +223,7 @@ def test_information_bound_loss_matches_monte_carlo_of_the_bayes_estimator():
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "precond", "ema"])
 def test_no_setting_beats_the_information_bound(optimizer):
     spectrum, target = power_law_spectrum(1000, 1.0, bins=30), 0.02
-    lrs = nqm.log_grid(-3, 0.5, 40)
+    lrs = nqm.decade_grid(-3, 0.5, 40)
     extra = {
         "sgd": {},
         "momentum": {"momentum": 0.9},
@@ -260,7 +260,7 @@ GRID_PROBLEM = power_law_spectrum(20, 1.0)
 
 
 def test_grid_search_equals_brute_force_over_the_grid():
-    lrs = nqm.log_grid(-1.5, 0.3, 8)
+    lrs = nqm.decade_grid(-1.5, 0.3, 8)
     batches, target = [2, 64, 10**6], 0.2
     curve = nqm.tune_steps(GRID_PROBLEM, batches, target, lr_grid=lrs, search="grid", max_steps=3000)
     for i, batch in enumerate(batches):
@@ -272,7 +272,7 @@ def test_grid_search_equals_brute_force_over_the_grid():
 
 def test_momentum_grid_search_equals_brute_force_across_chunks(monkeypatch):
     # the race carries each batch size's best across chunks: the answer must not depend on the chunking
-    lrs, momenta = nqm.log_grid(-1.5, 0.3, 5), np.array([0.0, 0.5, 0.9])
+    lrs, momenta = nqm.decade_grid(-1.5, 0.3, 5), np.array([0.0, 0.5, 0.9])
     batches, target = [2, 10**6], 0.2
     loops = [
         {
@@ -296,7 +296,7 @@ def test_momentum_grid_search_equals_brute_force_across_chunks(monkeypatch):
 @pytest.mark.parametrize("beta", [0.0, 0.9], ids=["sgd", "momentum"])
 def test_a_guess_changes_only_the_search_path_not_the_steps(beta):
     spectrum = power_law_spectrum(1000, 1.0, bins=40)
-    lrs = nqm.log_grid(-3, 0.3, 40)
+    lrs = nqm.decade_grid(-3, 0.3, 40)
     plain = nqm.steps_to_target(spectrum, 64, lrs, 0.02, momentum=beta)
     rng = np.random.default_rng(0)
     for guess in (1.0, 1e9, np.inf, rng.uniform(1, 3 * plain.steps.max(), lrs.size)):
@@ -308,9 +308,9 @@ def test_a_guess_changes_only_the_search_path_not_the_steps(beta):
 def test_continuous_search_beats_the_grid_and_is_near_a_dense_scan():
     spectrum = power_law_spectrum(1000, 1.0, bins=40)
     batches, target = [4, 256, 65536], 0.02
-    grid = nqm.tune_steps(spectrum, batches, target, lr_grid=nqm.log_grid(-4, 0.5, 16), search="grid")
-    cont = nqm.tune_steps(spectrum, batches, target, lr_grid=nqm.log_grid(-4, 0.5, 16))
-    dense = nqm.log_grid(-4, 0.5, 4000)
+    grid = nqm.tune_steps(spectrum, batches, target, lr_grid=nqm.decade_grid(-4, 0.5, 16), search="grid")
+    cont = nqm.tune_steps(spectrum, batches, target, lr_grid=nqm.decade_grid(-4, 0.5, 16))
+    dense = nqm.decade_grid(-4, 0.5, 4000)
     assert np.all(cont.steps <= grid.steps)
     for i, batch in enumerate(batches):
         scan = nqm.steps_to_target(spectrum, batch, dense, target).steps
@@ -320,7 +320,7 @@ def test_continuous_search_beats_the_grid_and_is_near_a_dense_scan():
 
 def test_momentum_tuning_finds_fewer_steps_than_sgd_at_large_batch():
     spectrum = power_law_spectrum(1000, 1.0, bins=40)
-    lrs, momenta = nqm.log_grid(-4, 0.5, 30), 1 - nqm.log_grid(-2, 0, 6)
+    lrs, momenta = nqm.decade_grid(-4, 0.5, 30), 1 - nqm.decade_grid(-2, 0, 6)
     sgd = nqm.tune_steps(spectrum, [8, 2**20], 0.02, lr_grid=lrs)
     heavy = nqm.tune_steps(spectrum, [8, 2**20], 0.02, lr_grid=lrs, momentum_grid=momenta)
     assert heavy.steps[1] < 0.5 * sgd.steps[1]  # acceleration at large batch (Zhang et al. Fig. 3)
@@ -333,19 +333,19 @@ def test_default_problem_shows_three_regimes():
 
     spectrum = power_law_spectrum(10_000, 1.0, bins=100)
     batches = [2**k for k in range(2, 22, 2)]
-    curve = nqm.tune_steps(spectrum, batches, 0.01, lr_grid=nqm.log_grid(-5, 0.5, 100), search="grid")
+    curve = nqm.tune_steps(spectrum, batches, 0.01, lr_grid=nqm.decade_grid(-5, 0.5, 100), search="grid")
     regimes = classify_regimes(batches, curve.steps.astype(float)).regimes
     assert set(regimes) == {"perfect_scaling", "diminishing_returns", "maximal_parallelism"}
 
 
 def test_same_inputs_same_numbers():
-    a = nqm.tune_steps(SMALL, [4, 64], 0.05, lr_grid=nqm.log_grid(-3, 0, 30))
-    b = nqm.tune_steps(SMALL, [4, 64], 0.05, lr_grid=nqm.log_grid(-3, 0, 30))
+    a = nqm.tune_steps(SMALL, [4, 64], 0.05, lr_grid=nqm.decade_grid(-3, 0, 30))
+    b = nqm.tune_steps(SMALL, [4, 64], 0.05, lr_grid=nqm.decade_grid(-3, 0, 30))
     assert a.rows() == b.rows()
 
 
 def test_unreachable_batch_sizes_are_reported_per_batch_not_raised():
-    curve = nqm.tune_steps(UNIT, [1, 10**6], 1e-3, lr_grid=nqm.log_grid(-3, 0, 10), max_steps=200)
+    curve = nqm.tune_steps(UNIT, [1, 10**6], 1e-3, lr_grid=nqm.decade_grid(-3, 0, 10), max_steps=200)
     assert curve.status.tolist() == ["unreachable", "ok"]
     assert curve.rows()[0]["steps"] is None and curve.loss_at_steps[0] > 1e-3
 
@@ -452,7 +452,7 @@ def test_closed_form_matches_heavy_monte_carlo(case):
 @pytest.mark.parametrize("batch", [256, 4096, 2**20])
 def test_default_problem_tuned_grid_steps_equal_a_loop_over_the_whole_grid(batch):
     spectrum = power_law_spectrum(10_000, 1.0, bins=100)
-    lrs = nqm.log_grid(-5, 0.5, 100)
+    lrs = nqm.decade_grid(-5, 0.5, 100)
     curve = nqm.tune_steps(spectrum, [batch], 0.01, lr_grid=lrs, search="grid")
     h, c, n = spectrum.curvature, spectrum.noise, spectrum.counts
     x_sq = np.ones((lrs.size, h.size)) * spectrum.init_sq

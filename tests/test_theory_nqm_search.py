@@ -387,7 +387,7 @@ def test_true_above_hints_never_change_the_answer(seed):
 # 5. screening of (learning rate, momentum) pairs against brute force
 # --------------------------------------------------------------------------------------------------------
 
-SCREEN_LRS = nqm.log_grid(-2.0, 0.5, 8)
+SCREEN_LRS = nqm.decade_grid(-2.0, 0.5, 8)
 SCREEN_MOMENTA = np.array([0.0, 0.5, 0.9, 0.99])
 SCREEN_BATCHES = np.array([1.0, 8.0, 64.0, 1024.0, 1e6])
 SCREEN_CASES = [  # (target, max_steps)
@@ -551,7 +551,7 @@ def test_decay_bound_is_below_every_crossing(family, seed, spectrum):
 
 
 def test_decay_bound_is_minus_one_for_ema():
-    model = nqm.build_model(PROBLEM, nqm.model._configs(8.0, nqm.log_grid(-2, 0.2, 20), 0.0, 0.9))
+    model = nqm.build_model(PROBLEM, nqm.model._configs(8.0, nqm.decade_grid(-2, 0.2, 20), 0.0, 0.9))
     assert model.family == "ema"
     np.testing.assert_array_equal(nqm.tuning._decay_bound(model, 0.01), -1)
 

@@ -16,11 +16,9 @@ from typing import Any
 import click
 
 from batchscale.cli.common import IntList, counted, emit, plot_option, progress, seed_option
-from batchscale.vocabulary import LOSS_FORMS, SAMPLINGS
+from batchscale.vocabulary import LOSS_FORMS, PERS, SAMPLINGS
 
 # The same names as batchscale.theory.moments (kept here so `derive --help` does not import sympy).
-FORMS = LOSS_FORMS
-PERS = ("step", "example", "epoch")
 FORM_TEXT = {"mean": "mean loss, learning rate eta", "sum": "summed loss, base learning rate eta_base"}
 SAMPLING_TEXT = {
     "with": "sampling with replacement",
@@ -57,7 +55,7 @@ def form_option(func):
     return click.option(
         "--form",
         "forms",
-        type=click.Choice(FORMS),
+        type=click.Choice(LOSS_FORMS),
         multiple=True,
         help="Loss form: mean (lr eta) or sum (base lr eta_base = eta/m); repeatable; default both.",
     )(func)
@@ -200,7 +198,7 @@ def moments(
     from batchscale.theory import moments as mo
 
     chosen_samplings = samplings
-    forms, samplings, pers = forms or FORMS, samplings or SAMPLINGS, pers or PERS
+    forms, samplings, pers = forms or LOSS_FORMS, samplings or SAMPLINGS, pers or PERS
     if (dataset_size is None) != (batch_size is None):
         raise click.UsageError("--dataset-size and --batch-size go together")
     if drop_last and dataset_size is None:
@@ -383,7 +381,7 @@ def accumulation(forms: tuple[str, ...], batch_size: int, micro_batches: int, di
     rng = np.random.default_rng(seed)
     grads = rng.normal(size=(batch_size, dim))  # (m, d)
     rows = []
-    for form in forms or FORMS:
+    for form in forms or LOSS_FORMS:
         identity = ac.accumulation_identity(form, batch_size, micro_batches)
         diffs = {}
         for dtype in (np.float64, np.float32):
@@ -483,7 +481,7 @@ def staleness(
             suffix in PLOT_SUFFIXES, f"--plot file must end in {', '.join(PLOT_SUFFIXES)}, got {plot_path!r}"
         )
     rows: list[dict[str, Any]] = []
-    for form in forms or FORMS:
+    for form in forms or LOSS_FORMS:
         terms = st.staleness_terms(steps, order, form)
         rows.append(
             {

@@ -151,10 +151,10 @@ def nqm(
 
     _check_optimizer_options(click.get_current_context(), optimizer)
     batches = batch_sizes
-    lrs = model.log_grid(*lr_grid)
+    lrs = model.decade_grid(*lr_grid)
     momenta = None
     if optimizer == "momentum":
-        momenta = 1.0 - model.log_grid(*momentum_grid)
+        momenta = 1.0 - model.decade_grid(*momentum_grid)
     _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
     if spectrum_path:
         spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)

@@ -74,12 +74,13 @@ def stability(spectrum, dim, alpha, inputs, n_examples, seed, batch_sizes, form,
     """
     import numpy as np
 
+    from batchscale.power_law import power_law_eigenvalues
     from batchscale.theory import stability as st
 
     lam = st.checked_spectrum(spectrum) if spectrum else None
     if lam is None:
         require(dim >= 1, f"--dim must be >= 1, got {dim}")
-        lam = st.power_law_spectrum(dim, alpha)
+        lam = power_law_eigenvalues(dim, alpha)
     batches = batch_sizes
     require(batches[0] >= 1, f"batch sizes must be >= 1, got {batches[0]}")
     if inputs == "dataset":

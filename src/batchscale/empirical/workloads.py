@@ -411,12 +411,13 @@ def linreg_workload(
     r"""Gaussian least squares: :math:`x \sim N(0, \mathrm{diag}(\lambda))`, :math:`\lambda_i = i^{-\alpha}`
     (or ``spectrum`` given), :math:`y = w^{*\top}x + \varepsilon`; model ``nn.Linear(dim, 1, bias=False)``
     started at zero (``init='zero'``) or at torch's seeded default (``'random'``); loss ``(w.x - y)^2``."""
-    from batchscale.empirical.data.synthetic import linear_regression_data, power_law_spectrum
+    from batchscale.empirical.data.synthetic import linear_regression_data
+    from batchscale.power_law import power_law_eigenvalues
 
     if spectrum is not None:
         lam = np.asarray([as_float("spectrum", v, 0.0, strict=True) for v in as_tuple(spectrum)])
     else:
-        lam = power_law_spectrum(as_int("dim", dim), as_float("alpha", alpha))
+        lam = power_law_eigenvalues(as_int("dim", dim), as_float("alpha", alpha))
     init = as_choice("init", init, ("zero", "random"))
     data = linear_regression_data(
         lam, as_int("n_train", n_train), as_int("n_test", n_test), as_float("noise_std", noise_std), seed

@@ -1,9 +1,9 @@
 """Epoch accounting in exact integers: steps per epoch, the last batch, updates for a budget.
 
-Plain Python ints, no sympy, so fast code can call it. Vocabulary (MISSION claim 1): an epoch is one pass
-over all M examples, a step (iteration) is one update from one batch of m examples. Without
-``drop_last`` an epoch has ceil(M/m) steps and the last batch holds M - m*floor(M/m) examples when m does
-not divide M; with ``drop_last`` the partial batch is skipped and an epoch has floor(M/m) steps.
+Plain Python ints, no sympy, so fast code can call it. Vocabulary (docs/claims.md, "accounting"): an
+epoch is one pass over all M examples, a step (iteration) is one update from one batch of m examples.
+Without ``drop_last`` an epoch has ceil(M/m) steps and the last batch holds M - m*floor(M/m) examples when
+m does not divide M; with ``drop_last`` the partial batch is skipped and an epoch has floor(M/m) steps.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""Gradient accumulation: k micro-batches of m/k examples give the update of one batch of m.
 
-MISSION claim 2. With per-example gradients :math:`g_1,\dots,g_m` of one batch split into k consecutive
-micro-batches :math:`B_j` of b = m/k examples,
+docs/claims.md, "accumulation". With per-example gradients :math:`g_1,\dots,g_m` of one batch split
+into k consecutive micro-batches :math:`B_j` of b = m/k examples,
 
 * mean form: :math:`\frac1k\sum_{j=1}^k \frac1b\sum_{i\in B_j} g_i = \frac1m\sum_{i=1}^m g_i`
   (each micro-batch's mean loss scaled by 1/k before the backward pass);
@@ -20,8 +20,8 @@ import numpy as np
 import sympy as sp
 
 from batchscale.errors import require
-from batchscale.theory.moments import FORMS, check_choice
 from batchscale.theory.symbols import k, m
+from batchscale.vocabulary import LOSS_FORMS, check_choice
 
 MAX_WRITTEN_TERMS = 20_000  # the exact check writes every g_i out (about 1 ms per term and form)
 g = sp.IndexedBase("g")  # per-example gradient g_i
@@ -42,13 +42,13 @@ def micro_batch_size(batch_size: int, micro_batches: int) -> int:
 
 def micro_batch_loss_scale(form: str, micro_batches: int) -> float:
     """Factor on each micro-batch's loss before backward: 1/k for the mean loss, 1 for the sum loss."""
-    return 1.0 / micro_batches if check_choice("form", form, FORMS) == "mean" else 1.0
+    return 1.0 / micro_batches if check_choice("form", form, LOSS_FORMS) == "mean" else 1.0
 
 
 def batch_gradient_symbolic(form: str, batch_size: sp.Expr = m) -> sp.Expr:
     r"""One batch's gradient: :math:`\frac1m\sum_{i=1}^m g_i` (mean) or :math:`\sum_{i=1}^m g_i` (sum)."""
     total = sp.Sum(g[i], (i, 1, batch_size))
-    return total / batch_size if check_choice("form", form, FORMS) == "mean" else total
+    return total / batch_size if check_choice("form", form, LOSS_FORMS) == "mean" else total
 
 
 def accumulated_gradient_symbolic(form: str, micro_size: sp.Expr = b, micro_batches: sp.Expr = k) -> sp.Expr:
@@ -57,7 +57,7 @@ def accumulated_gradient_symbolic(form: str, micro_size: sp.Expr = b, micro_batc
     :math:`B_j = \{(j-1)b+1, \dots, jb\}`; b is ``micro_size``, k is ``micro_batches`` (symbols or ints).
     """
     inner = sp.Sum(g[i], (i, (j - 1) * micro_size + 1, j * micro_size))
-    if check_choice("form", form, FORMS) == "mean":
+    if check_choice("form", form, LOSS_FORMS) == "mean":
         return sp.Sum(inner / micro_size, (j, 1, micro_batches)) / micro_batches
     return sp.Sum(inner, (j, 1, micro_batches))
 
@@ -120,7 +120,7 @@ def write_out(expr: sp.Expr) -> sp.Expr:
 def batch_gradient(per_example_grads: np.ndarray, form: str = "mean") -> np.ndarray:
     """One batch's gradient from its per-example gradients (m, d): their mean or their sum, (d,)."""
     grads = np.asarray(per_example_grads)
-    return grads.mean(axis=0) if check_choice("form", form, FORMS) == "mean" else grads.sum(axis=0)
+    return grads.mean(axis=0) if check_choice("form", form, LOSS_FORMS) == "mean" else grads.sum(axis=0)
 
 
 def accumulated_gradient(per_example_grads: np.ndarray, micro_batches: int, form: str = "mean") -> np.ndarray:

@@ -1,6 +1,6 @@
 r"""Exact mean and covariance of one SGD update, for every loss form, sampling scheme and normalisation.
 
-Setting (Masters & Luschi 2018, Sec. 2; MISSION claim 3). M examples with per-example gradients
+Setting (Masters & Luschi 2018, Sec. 2; docs/claims.md, "moments"). M examples with per-example gradients
 :math:`g_i` at the current weights w, mean :math:`G = \frac1M\sum_i g_i` and population covariance
 :math:`\Sigma = \frac1M\sum_i (g_i-G)(g_i-G)^\top`. A batch B of m examples has gradient sum
 :math:`S = \sum_{i\in B} g_i` and the update :math:`\Delta w = w_{next} - w` is
@@ -36,32 +36,31 @@ from batchscale.theory import accounting
 from batchscale.theory.symbols import G, M, Sigma, eta, eta_base, m
 from batchscale.vocabulary import LOSS_FORMS, PERS, SAMPLINGS, check_choice
 
-FORMS = LOSS_FORMS
 DIM = sp.Symbol("d", positive=True, integer=True)  # dimension of G and Sigma in matrix form
 
 
 def _check_case(form: str, sampling: str, per: str) -> None:
-    check_choice("form", form, FORMS)
+    check_choice("form", form, LOSS_FORMS)
     check_choice("sampling", sampling, SAMPLINGS)
     check_choice("per", per, PERS)
 
 
 def learning_rate_symbol(form: str) -> sp.Symbol:
     """The learning-rate symbol of ``form``: eta (mean loss) or eta_base (sum loss)."""
-    return eta if check_choice("form", form, FORMS) == "mean" else eta_base
+    return eta if check_choice("form", form, LOSS_FORMS) == "mean" else eta_base
 
 
 def step_scale(form: str) -> sp.Expr:
     r"""The factor c in :math:`\Delta w = -c\,S`: :math:`\eta/m` (mean form) or :math:`\tilde\eta` (sum)."""
-    return eta / m if check_choice("form", form, FORMS) == "mean" else eta_base
+    return eta / m if check_choice("form", form, LOSS_FORMS) == "mean" else eta_base
 
 
-def finite_population_factor(sampling: str) -> sp.Expr:
+def finite_population_factor_symbolic(sampling: str) -> sp.Expr:
     r"""Factor f in :math:`\mathrm{Cov}[S] = m f \Sigma`: 1 with replacement, :math:`\frac{M-m}{M-1}` else.
 
     Sampling without replacement from a finite population of M (simple random sampling, Cochran 1977,
-    Sampling Techniques, Ch. 2; MISSION claim 3). One batch of a random partition (``reshuffle``) is a
-    uniform m-subset, so the same.
+    Sampling Techniques, Ch. 2; docs/claims.md, "moments"). One batch of a random partition
+    (``reshuffle``) is a uniform m-subset, so the same.
     """
     return sp.Integer(1) if check_choice("sampling", sampling, SAMPLINGS) == "with" else (M - m) / (M - 1)
 
@@ -73,7 +72,7 @@ def batch_sum_mean() -> sp.Expr:
 
 def batch_sum_covariance(sampling: str) -> sp.Expr:
     r""":math:`\mathrm{Cov}[S] = m\Sigma` (with replacement) or :math:`m\Sigma\frac{M-m}{M-1}` (else)."""
-    return m * Sigma * finite_population_factor(sampling)
+    return m * Sigma * finite_population_factor_symbolic(sampling)
 
 
 def batch_cross_covariance(sampling: str) -> sp.Expr:
@@ -108,10 +107,11 @@ def update_mean(form: str, sampling: str, per: str) -> sp.Expr:
 def update_covariance(form: str, sampling: str, per: str) -> sp.Expr:
     r"""Covariance of the update :math:`\mathrm{Cov}[\Delta w]`.
 
-    Per step :math:`c^2 m f \Sigma` (f from :func:`finite_population_factor`): :math:`\eta^2\Sigma/m` or
-    :math:`\tilde\eta^2 m \Sigma` with replacement, times :math:`\frac{M-m}{M-1}` without. Per example
-    that over m. Per epoch of s = M/m steps :math:`s\,c^2\mathrm{Cov}[S] + s(s-1)\,c^2\mathrm{Cov}[S_j,S_k]`,
-    which vanishes for ``reshuffle`` (Masters & Luschi 2018, Sec. 2; MISSION claim 3).
+    Per step :math:`c^2 m f \Sigma` (f from :func:`finite_population_factor_symbolic`):
+    :math:`\eta^2\Sigma/m` or :math:`\tilde\eta^2 m \Sigma` with replacement, times
+    :math:`\frac{M-m}{M-1}` without. Per example that over m. Per epoch of s = M/m steps
+    :math:`s\,c^2\mathrm{Cov}[S] + s(s-1)\,c^2\mathrm{Cov}[S_j,S_k]`,
+    which vanishes for ``reshuffle`` (Masters & Luschi 2018, Sec. 2; docs/claims.md, "moments").
     """
     _check_case(form, sampling, per)
     c = step_scale(form)
@@ -210,7 +210,7 @@ def update_moments(form: str, sampling: str, per: str) -> UpdateMoments:
 
 
 def all_update_moments(
-    forms: tuple[str, ...] = FORMS, samplings: tuple[str, ...] = SAMPLINGS, pers: tuple[str, ...] = PERS
+    forms: tuple[str, ...] = LOSS_FORMS, samplings: tuple[str, ...] = SAMPLINGS, pers: tuple[str, ...] = PERS
 ) -> list[UpdateMoments]:
     """:func:`update_moments` for every combination of the given forms, samplings and normalisations."""
     return [update_moments(f, s, p) for s in samplings for f in forms for p in pers]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from batchscale.errors import InputError, require
+from batchscale.power_law import power_law_eigenvalues
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,14 +88,12 @@ def power_law_spectrum(
 ) -> Spectrum:
     r""":math:`h_i = i^{-\alpha}`, :math:`c_i = h_i`, :math:`E[x_{i,0}^2] = 1`, i = 1..d (Zhang et al. 3.1).
 
-    d is ``dim``, alpha is ``alpha``; ``bins`` > 0 groups the d eigenvalues into that many geometric bins
+    d is ``dim``, alpha is ``alpha`` (eigenvalues from :func:`batchscale.power_law.power_law_eigenvalues`);
+    ``bins`` > 0 groups the d eigenvalues into that many geometric bins
     (:func:`geometric_bins`).
     """
-    require(
-        isinstance(dim, (int, np.integer)) and dim >= 1, f"dimension must be a positive integer, got {dim}"
-    )
     require(math.isfinite(alpha) and alpha >= 0, f"alpha must be >= 0, got {alpha}")
-    h = np.arange(1, dim + 1, dtype=float) ** (-alpha)
+    h = power_law_eigenvalues(dim, alpha)
     spectrum = make_spectrum(h, noise_scale=noise_scale)
     return geometric_bins(spectrum, bins) if bins else spectrum
 

@@ -43,13 +43,6 @@ def _checked_batch(batch_size: float) -> float:
     return float(batch_size)
 
 
-def power_law_spectrum(dim: int, alpha: float) -> np.ndarray:
-    r"""Eigenvalues :math:`\lambda_i = i^{-\alpha}`, i = 1..``dim`` (``alpha`` is :math:`\alpha`)."""
-    require(dim >= 1, f"dim must be >= 1, got {dim}")
-    require(math.isfinite(alpha), f"alpha must be finite, got {alpha}")
-    return np.arange(1, dim + 1, dtype=float) ** -float(alpha)
-
-
 def gaussian_smoothness(spectrum: Sequence[float]) -> float:
     r"""Effective per-example smoothness for Gaussian inputs, :math:`\beta = \mathrm{tr}\Lambda + 2\lambda_1`.
 

@@ -1,4 +1,5 @@
-r"""One big step vs n small steps: the difference as a series in the learning rate (MISSION claim 4).
+r"""One big step vs n small steps: the difference as a series in the learning rate (docs/claims.md,
+"staleness").
 
 Sum form (base learning rate :math:`\tilde\eta`, symbol ``eta_base``). Batch j (j = 1..n) has summed gradient
 :math:`S_j` at the start point :math:`w_0` and summed Hessian :math:`H_j`; linearised around :math:`w_0` its
@@ -28,8 +29,9 @@ import numpy as np
 import sympy as sp
 
 from batchscale.errors import require
-from batchscale.theory.moments import FORMS, SAMPLINGS, check_choice, learning_rate_symbol
+from batchscale.theory.moments import learning_rate_symbol
 from batchscale.theory.symbols import M, eta, eta_base, m, n
+from batchscale.vocabulary import LOSS_FORMS, SAMPLINGS, check_choice
 
 MAX_SYMBOLIC_TERMS = 2000  # refuse to write out more products than this (the count grows like C(n, K))
 
@@ -44,7 +46,7 @@ def _check_steps_order(steps: int, order: int) -> None:
 
 def batch_symbols(steps: int, form: str) -> tuple[list[sp.Symbol], list[sp.Symbol]]:
     """Non-commutative symbols H_1..H_n and S_1..S_n (sum form) or g_1..g_n (mean form, batch means)."""
-    grad_name = "S" if check_choice("form", form, FORMS) == "sum" else "g"
+    grad_name = "S" if check_choice("form", form, LOSS_FORMS) == "sum" else "g"
     hessians = list(sp.symbols(f"H_1:{steps + 1}", commutative=False))
     grads = list(sp.symbols(f"{grad_name}_1:{steps + 1}", commutative=False))
     return hessians, grads
@@ -173,7 +175,7 @@ def leading_term_moments(form: str = "sum", sampling: str = "with") -> LeadingTe
     \mathrm{Cov}[\sum_k(n-k)S_k]\,H` (:func:`weighted_batch_sum_variance`). Mean form: replace
     :math:`\tilde\eta` by :math:`\eta/m` (the same update written with batch means).
     """
-    check_choice("form", form, FORMS)
+    check_choice("form", form, LOSS_FORMS)
     check_choice("sampling", sampling, SAMPLINGS)
     lr = eta / m if form == "mean" else eta_base
     kappa = 1 if sampling == "reshuffle" else 0
@@ -268,7 +270,7 @@ class StalenessPoint(NamedTuple):
 def staleness_curve(
     hessians: np.ndarray, grads: np.ndarray, lrs: np.ndarray, order: int = 2
 ) -> list[StalenessPoint]:
-    r"""Exact difference, leading term and series remainder over learning rates (MISSION claim 4).
+    r"""Exact difference, leading term and series remainder over learning rates (docs/claims.md, "staleness").
 
     The relative difference :math:`|w_n - w_{big}|/|w_{big}-w_0|` grows like :math:`\eta n\lambda_{max}`
     while that is small: linear learning-rate scaling holds there.

@@ -12,11 +12,6 @@ from batchscale.empirical.data import Arrays
 from batchscale.empirical.models import make_mlp
 
 
-def power_law_spectrum(dim: int, alpha: float) -> np.ndarray:
-    r"""Input covariance eigenvalues :math:`\lambda_i = i^{-\alpha}`, :math:`i = 1..d` (``dim`` = d)."""
-    return np.arange(1, dim + 1, dtype=np.float64) ** (-float(alpha))
-
-
 class LinearRegressionData(NamedTuple):
     """Gaussian least-squares data and the facts that generated it."""
 

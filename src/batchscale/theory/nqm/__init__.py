@@ -59,7 +59,7 @@ from batchscale.theory.nqm.search import (
     StepsResult,
     steps_to_target,
 )
-from batchscale.theory.nqm.tuning import SEARCHES, TunedCurve, log_grid, tune_steps
+from batchscale.theory.nqm.tuning import SEARCHES, TunedCurve, decade_grid, tune_steps
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -74,6 +74,7 @@ __all__ = [
     "StepsResult",
     "TunedCurve",
     "build_model",
+    "decade_grid",
     "divided_power",
     "divided_power_sequence",
     "ema_power_sequence",
@@ -85,7 +86,6 @@ __all__ = [
     "heavy_ball_sequence",
     "information_bound_examples",
     "information_bound_loss",
-    "log_grid",
     "momentum_second_moment",
     "momentum_stationary_moments",
     "power_sequence",

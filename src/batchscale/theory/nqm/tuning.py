@@ -77,8 +77,12 @@ class TunedCurve:
         return out
 
 
-def log_grid(lo: float, hi: float, n: int) -> np.ndarray:
-    """``n`` values 10^u, u evenly spaced from ``lo`` to ``hi`` (Zhang et al. tune on such grids)."""
+def decade_grid(lo: float, hi: float, n: int) -> np.ndarray:
+    """``n`` values 10^u, u evenly spaced from ``lo`` to ``hi`` (Zhang et al. tune on such grids).
+
+    The bounds are decades (exponents of 10), unlike ``empirical.sweep.log_grid``, whose bounds are the
+    values themselves and whose values are rounded: hence the different name.
+    """
     require(math.isfinite(lo) and math.isfinite(hi) and hi >= lo and n >= 1, f"bad log grid {lo}:{hi}:{n}")
     return np.logspace(lo, hi, n) if n > 1 else np.array([10.0**lo])
 
@@ -171,7 +175,7 @@ def _coarse(grid: np.ndarray, points: int) -> np.ndarray:
     """``points`` log-spaced values over the bounds of ``grid`` (the grid itself if it is smaller)."""
     if grid.size <= points:
         return grid
-    return log_grid(math.log10(grid[0]), math.log10(grid[-1]), points) if grid[0] > 0 else grid
+    return decade_grid(math.log10(grid[0]), math.log10(grid[-1]), points) if grid[0] > 0 else grid
 
 
 def _grid_best(run, batch: np.ndarray, lrs: np.ndarray, momenta: np.ndarray | None, screen=None) -> _Best:
