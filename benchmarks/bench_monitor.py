@@ -70,7 +70,8 @@ def main() -> None:
           f"{args.threads} thread(s); median ms/step")
     for kind in kinds:
         print(f"  {kind:18s} {1e3 * med[kind]:7.3f}")
-    print(f"per-example monitor overhead: {100 * (med['per-example'] / med['plain'] - 1):+.1f} % of a plain step")
+    overhead = 100 * (med["per-example"] / med["plain"] - 1)
+    print(f"per-example monitor overhead: {overhead:+.1f} % of a plain step")
     print(f"micro-batch monitor overhead: {100 * (med['micro-batch'] / med['plain-accumulated'] - 1):+.1f} % "
           "of the same accumulated step")
 

@@ -96,7 +96,8 @@ def test_b_simple_is_the_ratio_of_separate_bias_corrected_averages():
     for _ in range(12):
         idx = rng.integers(0, 24, 6)
         est = step(model, monitor, x[idx], y[idx])
-        num, den, weight = 0.8 * num + 0.2 * est.trace_cov, 0.8 * den + 0.2 * est.grad_norm_sq, 0.8 * weight + 0.2
+        num, den = 0.8 * num + 0.2 * est.trace_cov, 0.8 * den + 0.2 * est.grad_norm_sq
+        weight = 0.8 * weight + 0.2
     assert monitor.b_simple == pytest.approx(num / den, rel=1e-12)
     assert monitor.averages == pytest.approx((den / weight, num / weight), rel=1e-12)
     ratios = [h.trace_cov / h.grad_norm_sq for h in monitor.history]

@@ -111,7 +111,8 @@ class _PerExampleNorms:
         self.handles = [
             module.register_forward_hook(self._forward_hook(name))
             for name, module in model.named_modules()
-            if isinstance(module, FAST_LAYERS) and any(p.requires_grad for p in module.parameters(recurse=False))
+            if isinstance(module, FAST_LAYERS)
+            and any(p.requires_grad for p in module.parameters(recurse=False))
         ]
         self.n_layers = len(self.handles)
 
@@ -134,7 +135,8 @@ class _PerExampleNorms:
         if isinstance(module, nn.Linear) and a.dim() == 2 and module.weight.requires_grad:
             # |grad W_i|^2 + |grad b_i|^2 = |d_i|^2 (|a_i|^2 + 1): four ops (the step is overhead-bound)
             d_sq = torch.linalg.vecdot(d, d)  # (N,)
-            record[name] = d_sq * (torch.linalg.vecdot(a, a) + 1) if bias else d_sq * torch.linalg.vecdot(a, a)
+            a_sq = torch.linalg.vecdot(a, a)  # (N,)
+            record[name] = d_sq * (a_sq + 1) if bias else d_sq * a_sq
             return
         a, d = _as_positions(module, a, d)  # (N, T, D_in), (N, T, D_out)
         sq = _weight_sq_norms(a, d) if module.weight.requires_grad else torch.zeros_like(d[:, 0, 0])
@@ -145,7 +147,7 @@ class _PerExampleNorms:
     def take(self) -> torch.Tensor:
         """The raw per-example squared norms (N,) of all passes since the last call, then reset."""
         passes, self.passes = self.passes, []
-        require(bool(passes), "NoiseScaleMonitor.update() found no forward/backward pass since the last update")
+        require(bool(passes), "NoiseScaleMonitor.update() found no forward pass since the last update")
         parts = []
         for record in passes:
             filled = [v for v in record.values() if v.numel() > 0]
@@ -175,7 +177,9 @@ class _MicroBatchGrads:
         self.pending = [0.0] * len(self.params)
         self.seen = [0] * len(self.params)
         self.micro_sq: list[float] = []  # |contribution of micro-batch j|^2, one entry per micro-batch
-        self.handles = [p.register_post_accumulate_grad_hook(self._hook(i)) for i, p in enumerate(self.params)]
+        self.handles = [
+            p.register_post_accumulate_grad_hook(self._hook(i)) for i, p in enumerate(self.params)
+        ]
 
     def _hook(self, i: int) -> Callable:
         def hook(p: torch.Tensor) -> None:
@@ -299,7 +303,7 @@ class NoiseScaleMonitor:
         k = len(micro)
         require(k >= 2, "the micro-batch estimator needs gradient accumulation over >= 2 micro-batches "
                 "per step (or a model whose layers allow method='per-example')")
-        require(batch_size is not None, "method='micro-batch' needs update(batch_size=B), the examples of the step")
+        require(batch_size is not None, "method='micro-batch' needs update(batch_size=B), B the step's examples")
         require(batch_size >= k, f"batch_size {batch_size} is smaller than the {k} micro-batches")
         small = batch_size / k
         # the micro-batch's contribution is (b/B) g_b (mean) or b g_b (sum); the step's is g_B or B g_B
@@ -352,7 +356,7 @@ class NoiseScaleMonitor:
 
     @property
     def b_simple(self) -> float:
-        """tr Sigma / |G|^2 of the averages (inf while the averaged |G|^2 is not positive; nan before any step)."""
+        """tr Sigma / |G|^2 of the averages (inf while averaged |G|^2 <= 0; nan before any step)."""
         if self._weight == 0:
             return math.nan
         return b_simple(float(self._avg[0]), float(self._avg[1]))  # the bias corrections cancel
