@@ -303,7 +303,7 @@ class NoiseScaleMonitor:
         k = len(micro)
         require(k >= 2, "the micro-batch estimator needs gradient accumulation over >= 2 micro-batches "
                 "per step (or a model whose layers allow method='per-example')")
-        require(batch_size is not None, "method='micro-batch' needs update(batch_size=B), B the step's examples")
+        require(batch_size is not None, "micro-batch needs update(batch_size=B), B the step's examples")
         require(batch_size >= k, f"batch_size {batch_size} is smaller than the {k} micro-batches")
         small = batch_size / k
         # the micro-batch's contribution is (b/B) g_b (mean) or b g_b (sum); the step's is g_B or B g_B
