@@ -1,9 +1,8 @@
-"""Update moments, gradient cosine, accumulation and the SGD loop against independent computations.
+"""Update moments, gradient cosine and accumulation against independent computations.
 
 - the prediction formulas vs brute-force enumeration of every minibatch of a tiny population;
 - the measured moments on least squares vs those predictions (Monte Carlo, Z standard errors);
 - accumulation vs one plain backward pass of the whole batch (float precision);
-- the SGD loop vs a step-by-step torch.optim.SGD loop.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from batchscale.empirical.update_stats import (
     predicted_update_mean,
     predicted_update_trace_cov,
     saved_tensor_meter,
-    sgd_checkpoints,
     update_moments,
 )
 from batchscale.empirical.workloads import get_workload, per_example_loss
@@ -213,95 +211,6 @@ def test_saved_tensor_meter_counts_activations():
         cross_entropy(model(torch.randn(10, 6)), torch.randint(3, (10,)))
     activations = (6 + 32) * 10 * 4
     assert activations <= meter["bytes"] <= activations + 10 * 3 * 4 * 2 + 10 * 8  # + loss internals
-
-
-def test_sgd_loop_equals_torch_optim_sgd():
-    wl = linreg(64)
-    model, reference = wl.model(0), wl.model(0)
-    points = list(
-        sgd_checkpoints(
-            model,
-            wl.per_example_loss,
-            wl.x_train,
-            wl.y_train,
-            steps=10,
-            every=4,
-            lr=0.1,
-            batch_size=16,
-            seed=5,
-        )
-    )
-    assert [p.step for p in points] == [0, 4, 8, 10]
-    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
-    generator = torch.Generator().manual_seed(5)
-    for step in range(10):
-        if step % 4 == 0:  # 64 // 16 = 4 batches per epoch
-            order = torch.randperm(64, generator=generator)
-        idx = order[(step % 4) * 16 : (step % 4 + 1) * 16]
-        opt.zero_grad()
-        wl.per_example_loss(reference(wl.x_train[idx]), wl.y_train[idx]).mean().backward()
-        opt.step()
-    torch.testing.assert_close(model.weight, reference.weight, rtol=1e-6, atol=1e-7)
-
-
-def test_sgd_loop_two_batch_ema_equals_a_numpy_twin():
-    """Per-step two-batch EMA: big = the training batch of 16, small = its first 4, both without
-    replacement from M = 64; numerator and denominator averaged separately, by hand in float64."""
-    wl = linreg(64)
-    model = wl.model(0)
-    points = list(
-        sgd_checkpoints(
-            model,
-            wl.per_example_loss,
-            wl.x_train,
-            wl.y_train,
-            steps=10,
-            every=5,
-            lr=0.1,
-            batch_size=16,
-            seed=5,
-            ema_small=4,
-            ema_decay=0.7,
-        )
-    )
-    assert points[0].ema.weight == 0  # nothing observed before the first step
-    x, y = wl.x_train.double().numpy(), wl.y_train.double().numpy()[:, 0]
-    w = wl.model(0).weight.detach().double().numpy()[0]
-    c_small, c_big = (64 - 4) / (4 * 63), (64 - 16) / (16 * 63)  # c(m) = (M - m) / (m (M - 1))
-    g2_ema = tr_ema = weight = 0.0
-    expected = {}
-    generator = torch.Generator().manual_seed(5)
-    for step in range(10):
-        if step % 4 == 0:
-            order = torch.randperm(64, generator=generator).numpy()
-        idx = order[(step % 4) * 16 : (step % 4 + 1) * 16]
-        g = 2 * (x[idx] @ w - y[idx])[:, None] * x[idx]  # (16, D) per-example gradients
-        sq_big, sq_small = np.sum(g.mean(0) ** 2), np.sum(g[:4].mean(0) ** 2)
-        trace = (sq_small - sq_big) / (c_small - c_big)
-        g2 = sq_big - c_big * trace
-        g2_ema, tr_ema, weight = 0.7 * g2_ema + 0.3 * g2, 0.7 * tr_ema + 0.3 * trace, 0.7 * weight + 0.3
-        expected[step + 1] = (g2_ema / weight, tr_ema / weight)
-        w = w - 0.1 * g.mean(0)
-    for point in points[1:]:
-        np.testing.assert_allclose(point.ema.corrected, expected[point.step], rtol=1e-4)
-    np.testing.assert_allclose(model.weight.detach().double().numpy()[0], w, rtol=1e-5)
-
-
-def test_sgd_loop_reports_divergence():
-    wl = linreg(64)
-    points = list(
-        sgd_checkpoints(
-            wl.model(0),
-            wl.per_example_loss,
-            wl.x_train,
-            wl.y_train,
-            steps=500,
-            every=100,
-            lr=50.0,
-            batch_size=16,
-        )
-    )
-    assert points[-1].status == "diverged" and not math.isfinite(points[-1].batch_loss)
 
 
 @pytest.mark.parametrize(

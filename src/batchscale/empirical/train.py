@@ -205,13 +205,23 @@ class Run(Protocol):
     def keep(self, trials: Sequence[int]) -> None: ...
 
 
-class SingleRun:
-    """One trial: an ``nn.Module`` trained by ``torch.optim`` on in-memory index batches."""
+# on_gradient(model, batch indices (B,), batch loss ()) of SingleRun: sees each step's gradient in .grad
+GradientHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], None]
 
-    def __init__(self, workload: Workload, config: TrainConfig, trial: int = 0):
+
+class SingleRun:
+    """One trial: an ``nn.Module`` trained by ``torch.optim`` on in-memory index batches.
+
+    ``model`` (default ``workload.model(config.seed)``) is trained in place; ``on_gradient`` is a per-step
+    hook (see :data:`GradientHook`) for measuring along training.
+    """
+
+    def __init__(self, workload: Workload, config: TrainConfig, trial: int = 0, *,
+                 model: nn.Module | None = None, on_gradient: GradientHook | None = None):
         check_fits(config, workload)
         self.workload, self.config, self.trial, self.trials, self.step = workload, config, trial, [trial], 0
-        self.model = workload.model(config.seed)
+        self.model = workload.model(config.seed) if model is None else model
+        self.on_gradient = on_gradient  # called after each backward, before the update (measurements)
         self.optimizer = make_optimizer(self.model, config)
         self.order = BatchOrder(workload.n_train, config.batch_size, [config.seed], config.drop_last,
                                 workload.device)
@@ -227,6 +237,8 @@ class SingleRun:
             group["lr"] = c.learning_rate * lr_factor(self.step, c.schedule, c.warmup_steps, c.max_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.on_gradient is not None:  # it may read (and must leave) the gradient of this batch
+            self.on_gradient(self.model, idx, loss.detach())
         self.optimizer.step()
         self.step += 1
         return float(loss.detach())

@@ -1,4 +1,4 @@
-"""Statistics of the SGD update on a real network at a fixed parameter point, and a minimal SGD loop.
+"""Statistics of the SGD update on a real network at a fixed parameter point.
 
 - :func:`update_moments`: mean and tr(Cov) of the update over many minibatches per batch size m, in the
   mean-loss form (w <- w - eta g_B) and the sum-loss form (w <- w - eta_base m g_B), sampled with or
@@ -8,8 +8,6 @@
   (M-m)/(m(M-1)) (without).
 - :func:`gradient_cosine`: cos(g_B, G) vs m beside the approximation 1/sqrt(1 + c(m) B_simple).
 - :func:`accumulation`: k micro-batches vs one batch, and the autograd-saved memory per micro-batch.
-- :func:`sgd_checkpoints`: plain minibatch SGD yielding the model every N steps (for measuring along
-  training).
 
 Predictions here are plain arithmetic on measured statistics (the theory layer is never imported).
 """
@@ -29,14 +27,12 @@ from batchscale.empirical.gradients import (
     SAMPLINGS,
     GradientStatistics,
     LossFn,
-    TwoBatchEMA,
     batch_gradient,
     check_batch_size,
     check_examples_independent,
     draw_batch,
     flat_grad,
     minibatch_variance_factor,
-    two_batch_step_estimates,
 )
 from batchscale.errors import require
 
@@ -423,97 +419,3 @@ def accumulation(
                 AccumulationResult(form, batch_size, mb, diff, rtol * scale, scale, saved, cuda_peak)
             )
     return results
-
-
-# --------------------------------------------------------------------------------------------------
-# a minimal SGD loop for measuring along training
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Where the loop stands: ``step`` updates done, the last minibatch loss, and the status.
-
-    ``ema`` is the per-step two-batch estimator's state after ``step`` updates (None unless asked for).
-    """
-
-    step: int
-    batch_loss: float
-    status: str  # "ok" or "diverged"
-    ema: TwoBatchEMA | None = None
-
-
-def sgd_checkpoints(
-    model: nn.Module,
-    loss_fn: LossFn,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    steps: int,
-    every: int,
-    lr: float,
-    batch_size: int,
-    seed: int = 0,
-    ema_small: int | None = None,
-    ema_decay: float = 0.98,
-) -> Iterator[Checkpoint]:
-    """Plain mean-loss SGD, w <- w - lr g_B, yielding at step 0, every ``every`` steps and at the end.
-
-    Batches: a fresh seeded permutation each epoch, cut into floor(M/m) batches (the last partial batch
-    is dropped). The model is updated in place; measure it when a checkpoint is yielded. A non-finite
-    minibatch loss stops the loop with status "diverged".
-
-    With ``ema_small``, every step also feeds the two-batch estimator: big batch = the step's batch
-    (its gradient is the one the update uses), small batch = its first ``ema_small`` examples (one extra
-    backward pass of that many examples, at the same parameters), see :func:`two_batch_step_estimates`;
-    the estimates of |G|^2 and tr(Sigma) enter separate exponential moving averages with decay
-    ``ema_decay`` (:class:`TwoBatchEMA`), carried by each checkpoint.
-    """
-    population = int(x.shape[0])
-    require(steps >= 0, f"training steps must be >= 0, got {steps}")
-    require(every >= 1, f"--every must be >= 1, got {every}")
-    _check_common(lr, 2, FORMS, SAMPLINGS)
-    check_batch_size(batch_size, population)
-    if ema_small is not None:
-        require(
-            1 <= ema_small < batch_size,
-            f"the two-batch small batch ({ema_small}) must be in 1..{batch_size - 1}: a slice of the "
-            f"training batch of {batch_size}",
-        )
-    require(0 <= ema_decay < 1, f"EMA decay must be in [0, 1), got {ema_decay}")
-    generator = torch.Generator().manual_seed(seed)
-    per_epoch = population // batch_size
-    params = [p for p in model.parameters() if p.requires_grad]
-    ema = TwoBatchEMA(decay=ema_decay) if ema_small is not None else None
-    loss = math.nan
-    yield Checkpoint(0, loss, "ok", ema)
-    order = torch.empty(0, dtype=torch.long)
-    for step in range(1, steps + 1):
-        if (step - 1) % per_epoch == 0:
-            order = torch.randperm(population, generator=generator).to(x.device)
-        start = ((step - 1) % per_epoch) * batch_size
-        idx = order[start : start + batch_size]
-        model.zero_grad(set_to_none=True)
-        batch_loss = loss_fn(model(x[idx]), y[idx]).mean()
-        batch_loss.backward()
-        loss = float(batch_loss.detach())
-        if not math.isfinite(loss):
-            yield Checkpoint(step, loss, "diverged", ema)
-            return
-        g = flat_grad(model).detach().clone()  # (P,): g_B at the current parameters
-        if ema is not None:
-            est = two_batch_step_estimates(
-                model, loss_fn, x[idx], y[idx], g, small=ema_small, population=population
-            )
-            ema = ema.update(*est)
-        with torch.no_grad():
-            for p, gp in zip(params, _split_like(g, params), strict=True):
-                p -= lr * gp
-        if step % every == 0 or step == steps:
-            yield Checkpoint(step, loss, "ok", ema)
-    model.zero_grad(set_to_none=True)
-
-
-def _split_like(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """(P,) -> one view per parameter, shaped like it."""
-    parts = vector.split([p.numel() for p in params])
-    return [part.view_as(p) for part, p in zip(parts, params, strict=True)]
