@@ -101,6 +101,40 @@ def test_quick_keeps_explicit_options(tmp_path, command, extra, words):
     one_line_error(invoke([*command, "--quick", *extra, "--db", str(tmp_path / "r.sqlite")]), words)
 
 
+GRID_TINY = ["sweep", "grid", "--workload", "digits-mlp", "--batch-sizes", "32", "--lrs", "0.01",
+             "--epochs", "0.1", "--executor", "inline"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([*TINY_STEPS, "--plot", "x.bmp"], "--plot"),
+        ([*TINY_STEPS, "--plot", ""], "--plot"),
+        ([*TINY_STEPS, "--critical-fraction", "-1"], "--critical-fraction"),
+        ([*TINY_STEPS, "--target", "2"], "error-rate target must be in [0, 1)"),
+        ([*TINY_STEPS, "--target", "-1"], "error-rate target must be in [0, 1)"),
+        ([*TINY_STEPS, "--target-metric", "loss", "--target", "-1"], "loss target"),
+        ([*TINY_STEPS, "--eval-subset", "-1"], "--eval-subset"),
+        ([*TINY_STEPS, "--optimizers", "momentum", "--momentum", "0"], "needs --momentum > 0"),
+        ([*TINY_STEPS, "--workload-option", "n_samples=10"], "bad options"),
+        ([*GRID_TINY, "--plot", "z.txt"], "--plot"),
+        ([*GRID_TINY, "--optimizer", "momentum", "--momentum", "0"], "needs --momentum > 0"),
+        ([*GRID_TINY, "--eval-subset", "-1"], "--eval-subset"),
+        ([*GRID_TINY, "--epochs", "inf"], "epochs must be > 0"),
+    ],
+    ids=["plot-bmp", "plot-empty", "critical-negative", "target-2", "target-negative", "loss-target-negative",
+         "eval-subset-negative", "momentum-0", "unknown-workload-option", "grid-plot-txt", "grid-momentum-0",
+         "grid-eval-subset", "grid-epochs-inf"],
+)
+def test_bad_options_fail_before_the_store_exists(tmp_path, args, words):
+    """Every option is checked before the first trial: no training, no store left behind."""
+    db = tmp_path / "r.sqlite"
+    result = invoke([*args, "--db", str(db)])
+    one_line_error(result, words)
+    assert not db.exists() and list(tmp_path.iterdir()) == []
+    assert "trials trained" not in result.stderr and "store" not in result.stderr
+
+
 def test_missing_executor_extra_names_it(tmp_path, monkeypatch):
     import importlib.util
 

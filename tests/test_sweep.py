@@ -290,3 +290,24 @@ def test_no_verification_round_unless_asked():
             round_ = chain.send(results)
         except StopIteration:
             break
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("digits-mlp", {}), ("digits-cnn", {"test_fraction": 0.33}), ("mnist1d-mlp", {"n_samples": 130}),
+     ("mnist1d-cnn", {"n_samples": 250}), ("linreg", {"n_train": 77, "dim": 3}), ("teacher-student", {})],
+)
+def test_training_set_size_without_building_equals_the_built_workload(name, options):
+    from batchscale.empirical.workloads import get_workload, training_set_size
+
+    assert training_set_size(name, options) == get_workload(name, **options).n_train
+
+
+def test_training_set_size_checks_options_and_names():
+    from batchscale.empirical.workloads import training_set_size
+
+    for name, options in [("digits-mlp", {"bogus": 1}), ("mnist1d-mlp", {"n_samples": 15}), ("nope", {})]:
+        with pytest.raises(InputError):
+            training_set_size(name, options)
+    assert training_set_size("some.module:factory", {}) is None  # only building a user factory tells
+    assert training_set_size("mnist-cnn", {"n_train": 100}) == 100

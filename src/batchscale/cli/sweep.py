@@ -129,20 +129,14 @@ def _executor_config(name: str, workers: int | None, threads: int, out_dir: str,
 
 
 def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
-    from batchscale.empirical.workloads import get_workload
+    """The training set's size: from the options for built-in workloads; a user factory (or a file
+    dataset read whole) is built once, which also checks it before any trial trains."""
+    from batchscale.empirical.workloads import get_workload, training_set_size
 
-    return get_workload(workload, device="cpu", seed=data_seed, **dict(options)).n_train
-
-
-def _run(run_fn: Callable, config: Any, executor_config: Any, db: Path, n_train: int, threads: int):
-    """Open the store and the executor, run, close both; returns (rows, stats)."""
-    from batchscale.empirical.executors import make_executor
-    from batchscale.empirical.store import open_store
-
-    with open_store(db) as store, make_executor(executor_config) as executor:
-        return run_fn(
-            config, store=store, executor=executor, n_train=n_train, threads=threads, progress=progress
-        )
+    n_train = training_set_size(workload, options)
+    if n_train is None:
+        n_train = get_workload(workload, device="cpu", seed=data_seed, **dict(options)).n_train
+    return n_train
 
 
 @sweep.command("steps")
@@ -251,13 +245,16 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
 
 def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_config: Any, db: Path,
              threads: int) -> list[dict[str, Any]]:
-    """Check ``config`` against the training set, run the sweep with progress lines, return its rows."""
+    """Run the sweep with progress lines (it validates ``config`` before creating the store), return rows."""
     n_train = _n_train(config.workload, dict(config.workload_options), config.data_seed)
-    config.validate(n_train)
-    progress(f"{label}: {config.workload} ({n_train} train), {what}; store {db}; "
-             f"executor {executor_config.name}")
     started = time.monotonic()
-    rows, stats = _run(run_sweep, config, executor_config, db, n_train, threads)
+
+    def say_start() -> None:
+        progress(f"{label}: {config.workload} ({n_train} train), {what}; store {db}; "
+                 f"executor {executor_config.name}")
+
+    rows, stats = run_sweep(config, store=db, executor=executor_config, n_train=n_train, threads=threads,
+                            progress=progress, on_start=say_start)
     progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
              f"{stats.reused} reused from {db}")
     return rows

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -128,6 +129,7 @@ class WorkloadInfo:
 class _Entry:
     factory: Callable[..., Workload]
     info: WorkloadInfo
+    size: Callable[[dict[str, Any]], int | None] | None = None  # training examples from the options
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -150,11 +152,37 @@ def register_workload(
     *,
     loss: str = "cross_entropy",
     needs_files: bool = False,
+    size: Callable[[dict[str, Any]], int | None] | None = None,
 ) -> None:
-    """Register ``factory(**options) -> Workload`` under ``name`` (it gets ``seed=`` if it takes one)."""
+    """Register ``factory(**options) -> Workload`` under ``name`` (it gets ``seed=`` if it takes one).
+
+    ``size(options)``: the number of training examples from the (defaulted) options alone, checking the
+    options it reads, or None when only building the workload can tell (see :func:`training_set_size`).
+    """
     require(bool(name) and ":" not in name, f"workload name {name!r} must be non-empty and without ':'")
     info = WorkloadInfo(name, description, loss, default_options(factory), needs_files)
-    _REGISTRY[name] = _Entry(factory, info)
+    _REGISTRY[name] = _Entry(factory, info, size)
+
+
+def registered(name: str) -> _Entry | None:
+    """The registry entry of ``name``; None for ``package.module:function``; an unknown name is an error."""
+    entry = _REGISTRY.get(name)
+    if entry is None and ":" not in name:
+        raise InputError(f"unknown workload {name!r}; known: {known_names()} (or package.module:function)")
+    return entry
+
+
+def training_set_size(name: str, options: Mapping[str, Any]) -> int | None:
+    """Training examples of the registered workload ``name`` with ``options``, without building it.
+
+    Checks the option names (and the values the count depends on); None for a user factory
+    (``package.module:function``) or when the count needs the data (file datasets without ``n_train``).
+    """
+    entry = registered(name)
+    if entry is None:
+        return None
+    factory_arguments(name, entry.factory, 0, dict(options))
+    return None if entry.size is None else entry.size({**entry.info.options, **options})
 
 
 def list_workloads() -> list[WorkloadInfo]:
@@ -258,9 +286,7 @@ def get_workload(name: str, *, device: str | torch.device = "cpu", seed: int = 0
     ``"auto"`` (CUDA when available, see :func:`batchscale.empirical.device.resolve_device`).
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    entry = _REGISTRY.get(name)
-    if entry is None and ":" not in name:
-        raise InputError(f"unknown workload {name!r}; known: {known_names()} (or package.module:function)")
+    entry = registered(name)
     factory = entry.factory if entry is not None else import_factory(name)
     kwargs = factory_arguments(name, factory, seed, options)
     workload = check_workload(name, call_factory(name, factory, kwargs))
@@ -512,10 +538,32 @@ def teacher_student_workload(
 def mnist1d_arrays(n_samples: Any, generator_seed: Any) -> Arrays:
     from batchscale.empirical.data.mnist1d import load_mnist1d
 
+    return load_mnist1d(mnist1d_samples(n_samples), as_int("generator_seed", generator_seed, minimum=0))
+
+
+def mnist1d_samples(n_samples: Any) -> int:
+    """The checked ``n_samples`` option of the MNIST-1D workloads."""
     n = as_int("n_samples", n_samples, minimum=10)
     # the generator draws n // 10 examples per class: anything else silently gives fewer examples
     require(n % 10 == 0, f"option n_samples={n} must be a multiple of 10 (n_samples // 10 per class)")
-    return load_mnist1d(n, as_int("generator_seed", generator_seed, minimum=0))
+    return n
+
+
+def mnist1d_train_size(options: Mapping[str, Any]) -> int:
+    """int(0.8 n_samples): the generator's 80/20 split."""
+    return int(mnist1d_samples(options["n_samples"]) * 0.8)
+
+
+def digits_train_size(options: Mapping[str, Any]) -> int:
+    """1797 - ceil(test_fraction * 1797): scikit-learn's split of the 1797 digits."""
+    fraction = as_fraction("test_fraction", options["test_fraction"])
+    return DIGITS_EXAMPLES - math.ceil(fraction * DIGITS_EXAMPLES)
+
+
+def n_train_option(options: Mapping[str, Any]) -> int | None:
+    """The ``n_train`` option (None: the whole file dataset, known only once read)."""
+    value = options.get("n_train")
+    return None if value is None else as_int("n_train", value)
 
 
 def mnist1d_mlp_workload(
@@ -629,41 +677,52 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("batchscale"))
 
 
+DIGITS_EXAMPLES = 1797
+
 register_workload(
     "mnist1d-mlp",
     mnist1d_mlp_workload,
     "MNIST-1D (generated locally, cached), MLP 40-256-256-10.",
+    size=mnist1d_train_size,
 )
-register_workload("mnist1d-cnn", mnist1d_cnn_workload, "MNIST-1D (generated locally, cached), 1-D conv net.")
-register_workload("digits-mlp", digits_mlp_workload, "scikit-learn 8x8 digits (bundled), MLP 64-128-128-10.")
-register_workload("digits-cnn", digits_cnn_workload, "scikit-learn 8x8 digits (bundled), small conv net.")
+register_workload("mnist1d-cnn", mnist1d_cnn_workload, "MNIST-1D (generated locally, cached), 1-D conv net.",
+                  size=mnist1d_train_size)
+register_workload("digits-mlp", digits_mlp_workload, "scikit-learn 8x8 digits (bundled), MLP 64-128-128-10.",
+                  size=digits_train_size)
+register_workload("digits-cnn", digits_cnn_workload, "scikit-learn 8x8 digits (bundled), small conv net.",
+                  size=digits_train_size)
 register_workload(
     "linreg",
     linreg_workload,
     "Gaussian least squares, power-law spectrum; linear model without bias (theory exact).",
     loss="mse",
+    size=n_train_option,
 )
 register_workload(
     "teacher-student",
     teacher_student_workload,
     "Gaussian inputs, random ReLU teacher MLP, student MLP regression.",
     loss="mse",
+    size=n_train_option,
 )
 register_workload(
     "mnist-cnn",
     mnist_cnn_workload,
     "MNIST from idx files under data_dir, conv net 2x(conv+pool), dense 128.",
     needs_files=True,
+    size=n_train_option,
 )
 register_workload(
     "fashion-mnist-cnn",
     fashion_mnist_cnn_workload,
     "Fashion-MNIST from idx files under data_dir, same conv net as mnist-cnn.",
     needs_files=True,
+    size=n_train_option,
 )
 register_workload(
     "cifar10-resnet8",
     cifar10_resnet8_workload,
     "CIFAR-10 from cifar-10-batches-py under data_dir, ResNet-8 (GroupNorm).",
     needs_files=True,
+    size=n_train_option,
 )

@@ -104,8 +104,9 @@ class StepsSweepConfig:
             self.budget_factor is None or self.budget_factor >= 1,
             f"budget factor must be >= 1 or None, got {self.budget_factor}",
         )
-        require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        require(math.isfinite(self.target), f"the target must be a finite number, got {self.target}")
+        _check_momentum(self.momentum, () if self.tune_momentum else self.optimizers)
+        _check_target(self.target_metric, self.target)
+        _check_eval_subset(self.eval_subset)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,8 +153,10 @@ class GridSweepConfig:
         require(len(self.learning_rates) > 0, "empty learning-rate list")
         bad = [x for x in self.learning_rates if not (math.isfinite(x) and x > 0)]
         require(not bad, f"learning rates must be positive numbers, got {bad[0] if bad else ''}")
-        require(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
+        require(math.isfinite(self.epochs) and self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
         require(self.last_evals >= 1, f"last evaluations must be >= 1, got {self.last_evals}")
+        _check_momentum(self.momentum, (self.optimizer,))
+        _check_eval_subset(self.eval_subset)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +175,27 @@ def _check_common(batch_sizes: Sequence[int], seeds: Sequence[int], n_train: int
             max(batch_sizes) <= n_train,
             f"batch size {max(batch_sizes)} is larger than the training set ({n_train} examples)",
         )
+
+
+def _check_momentum(momentum: float, optimizers: Sequence[str]) -> None:
+    """Momentum in [0, 1), and > 0 for the ``optimizers`` among momentum/nesterov that use it."""
+    require(0 <= momentum < 1, f"momentum must be in [0, 1), got {momentum}")
+    for name in optimizers:
+        require(name not in ("momentum", "nesterov") or momentum > 0,
+                f"optimizer {name!r} needs --momentum > 0, got {momentum}")
+
+
+def _check_target(metric: str, target: float) -> None:
+    """An error-rate target in [0, 1); a loss target finite and > 0."""
+    if metric == "error":
+        require(math.isfinite(target) and 0 <= target < 1,
+                f"an error-rate target must be in [0, 1), got {target}")
+    else:
+        require(math.isfinite(target) and target > 0, f"a loss target must be a number > 0, got {target}")
+
+
+def _check_eval_subset(eval_subset: int | None) -> None:
+    require(eval_subset is None or eval_subset >= 1, f"eval subset must be >= 1 (or all), got {eval_subset}")
 
 
 def _require_optimizer(name: str) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from batchscale.empirical.executors import Executor
+from batchscale.empirical.executors import Executor, ExecutorConfig
 from batchscale.empirical.store import Store
 from batchscale.empirical.sweep.configs import GridSweepConfig
 from batchscale.empirical.sweep.rounds import Chain, Round
-from batchscale.empirical.sweep.runner import RunStats, run_chains
+from batchscale.empirical.sweep.runner import RunStats, opened, run_chains
 from batchscale.empirical.trials import TrainConfig, TrialResult
 from batchscale.vocabulary import steps_per_epoch
 
@@ -91,17 +92,25 @@ def _grid_row(config: GridSweepConfig, key: tuple[int, float], trials: list[Tria
 def run_grid_sweep(
     config: GridSweepConfig,
     *,
-    store: Store,
-    executor: Executor,
+    store: Store | str | os.PathLike,
+    executor: Executor | ExecutorConfig,
     n_train: int,
     threads: int = 1,
     progress: Callable[[str], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], RunStats]:
-    """Run (or resume) a learning-rate x batch grid; one row per cell, batch size then rate ascending."""
+    """Run (or resume) a learning-rate x batch grid; one row per cell, batch size then rate ascending.
+
+    Validated first; ``on_start`` is called, a ``store`` path opened and an executor config started only
+    after that.
+    """
     config.validate(n_train)
-    rows, stats = run_chains(
-        {"grid": grid_chain(config, n_train)}, store=store, executor=executor, threads=threads,
-        progress=progress,
-    )
+    if on_start is not None:
+        on_start()
+    with opened(store, executor) as (store, executor):
+        rows, stats = run_chains(
+            {"grid": grid_chain(config, n_train)}, store=store, executor=executor, threads=threads,
+            progress=progress,
+        )
     key = "base_learning_rate" if config.loss_form == "sum" else "learning_rate"
     return sorted(rows["grid"], key=lambda r: (r["batch_size"], r[key])), stats

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import platform
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from batchscale.empirical.executors import Executor
-from batchscale.empirical.store import Store, record_from_result
+from batchscale.empirical.executors import Executor, ExecutorConfig, make_executor
+from batchscale.empirical.store import Store, open_store, record_from_result
 from batchscale.empirical.sweep.rounds import Chain, Round
 from batchscale.empirical.trials import TrainConfig, TrialResult
+
+
+@contextmanager
+def opened(
+    store: Store | str | os.PathLike, executor: Executor | ExecutorConfig
+) -> Iterator[tuple[Store, Executor]]:
+    """``store`` and ``executor`` ready to use: a path is opened (and closed after), an
+    :class:`ExecutorConfig` made into its executor (and shut down after); given objects are used as they
+    are. Call it only after the sweep's config is validated, so that bad input never creates a store."""
+    with contextlib.ExitStack() as stack:
+        if not isinstance(store, Store):
+            store = stack.enter_context(open_store(store))
+        if isinstance(executor, ExecutorConfig):
+            executor = stack.enter_context(make_executor(executor))
+        yield store, executor
 
 
 def package_versions() -> dict[str, str]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batchscale.empirical.executors import Executor
+from batchscale.empirical.executors import Executor, ExecutorConfig
 from batchscale.empirical.store import Store
 from batchscale.empirical.sweep.configs import STATUS_FOUND, STATUS_UNREACHABLE, StepsSweepConfig
 from batchscale.empirical.sweep.rounds import Chain, Round
-from batchscale.empirical.sweep.runner import RunStats, run_chains
+from batchscale.empirical.sweep.runner import RunStats, opened, run_chains
 from batchscale.empirical.sweep.space import (
     Outcome,
     Point,
@@ -268,16 +269,25 @@ def steps_sweep_chains(config: StepsSweepConfig) -> dict[str, Chain]:
 def run_steps_sweep(
     config: StepsSweepConfig,
     *,
-    store: Store,
-    executor: Executor,
+    store: Store | str | os.PathLike,
+    executor: Executor | ExecutorConfig,
     n_train: int | None = None,
     threads: int = 1,
     progress: Callable[[str], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], RunStats]:
-    """Run (or resume) a steps-to-target sweep; rows per optimizer and batch size, ascending."""
+    """Run (or resume) a steps-to-target sweep; rows per optimizer and batch size, ascending.
+
+    The config is validated first (``n_train``: the training set's size, when known); only then is
+    ``on_start`` called, a ``store`` given as a path opened (created) and an executor given as its config
+    started.
+    """
     config.validate(n_train)
-    rows, stats = run_chains(
-        steps_sweep_chains(config), store=store, executor=executor, threads=threads, prune=config.prune,
-        progress=progress,
-    )
+    if on_start is not None:
+        on_start()
+    with opened(store, executor) as (store, executor):
+        rows, stats = run_chains(
+            steps_sweep_chains(config), store=store, executor=executor, threads=threads,
+            prune=config.prune, progress=progress,
+        )
     return [row for name in config.optimizers for row in rows[name]], stats
