@@ -311,3 +311,18 @@ def test_training_set_size_checks_options_and_names():
             training_set_size(name, options)
     assert training_set_size("some.module:factory", {}) is None  # only building a user factory tells
     assert training_set_size("mnist-cnn", {"n_train": 100}) == 100
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        StepsSweepConfig(target=1.0), StepsSweepConfig(target=-0.1), StepsSweepConfig(eval_subset=-1),
+        StepsSweepConfig(target_metric="loss", target=0.0),
+        StepsSweepConfig(optimizers=("nesterov",), momentum=0),
+        GridSweepConfig(epochs=math.inf), GridSweepConfig(optimizer="momentum", momentum=0.0),
+        GridSweepConfig(eval_subset=0),
+    ],
+)
+def test_configs_refuse_values_trials_would_refuse_later(config):
+    with pytest.raises(InputError):
+        config.validate(10_000)
