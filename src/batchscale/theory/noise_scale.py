@@ -10,8 +10,9 @@ numpy/scipy only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -161,13 +162,29 @@ def tradeoff_product(steps: ArrayLike, examples: ArrayLike, s_min: float, e_min:
     return (np.asarray(steps, dtype=float) / s_min - 1.0) * (np.asarray(examples, dtype=float) / e_min - 1.0)
 
 
+DEFAULT_LEVEL = 0.95
+ONE_SIGMA = 0.6826894921370859  # P(|Z| < 1) for a standard normal Z
+BOOTSTRAP_CHUNK = 2000  # resamples fitted at once by fit_log_curves (memory ~ chunk x grid x 8 bytes x 3)
+
+
 @dataclass(frozen=True)
 class NoiseScaleFit:
-    """S_min, B_crit and E_min = S_min B_crit fitted to a steps-vs-batch curve, with one-sigma errors.
+    r"""S_min, B_crit and E_min = S_min B_crit fitted to a steps-vs-batch curve, with calibrated errors.
 
-    ``*_err`` come from the Jacobian of the log-space residuals (``s^2 (J^T J)^{-1}``, s^2 = RSS/(n-2),
-    propagated to linear scale by the delta method); ``*_boot`` are bootstrap standard deviations (``None``
-    unless a bootstrap was asked for). ``rms_log_residual`` is the root-mean-square of log(S_meas/S_fit).
+    The fit is least squares on :math:`\log S` over :math:`(\log S_{min}, \log B_{crit})`. Its errors are
+    t-based: with the linearised covariance :math:`s^2 (J^\top J)^{-1}` (s^2 = RSS/(n-2)) of the log
+    parameters and the Student-t quantile with n - 2 degrees of freedom (the variance is estimated from
+    the same few residuals, so a normal quantile would be too narrow),
+
+    * ``*_low``/``*_high``: the ``level`` (default 95%) interval :math:`\exp(\log p \pm t_{n-2} se)`;
+    * ``*_err``: the one-sigma error, the half-width of the 68.3% interval,
+      :math:`p \cdot t_{n-2}(0.8413)\, se` (delta method to linear scale).
+
+    With ``n_bootstrap`` > 0 a residual bootstrap (log residuals, rescaled by :math:`\sqrt{n/(n-2)}`,
+    added to the fitted curve and refitted) gives percentile intervals ``*_boot_low``/``*_boot_high`` at
+    ``level`` and the robust one-sigma width ``*_boot`` = (84.1th - 15.9th percentile) / 2, which does
+    not blow up when a few resamples run off to the fit's bounds (unlike a standard deviation).
+    ``rms_log_residual`` is the root-mean-square of log(S_meas/S_fit).
     """
 
     s_min: float
@@ -182,6 +199,19 @@ class NoiseScaleFit:
     s_min_boot: float | None = None
     b_crit_boot: float | None = None
     e_min_boot: float | None = None
+    level: float = DEFAULT_LEVEL
+    s_min_low: float = math.nan
+    s_min_high: float = math.nan
+    b_crit_low: float = math.nan
+    b_crit_high: float = math.nan
+    e_min_low: float = math.nan
+    e_min_high: float = math.nan
+    s_min_boot_low: float | None = None
+    s_min_boot_high: float | None = None
+    b_crit_boot_low: float | None = None
+    b_crit_boot_high: float | None = None
+    e_min_boot_low: float | None = None
+    e_min_boot_high: float | None = None
 
     def predict_steps(self, batch_size: ArrayLike) -> np.ndarray:
         """The fitted :math:`S(B)`."""
@@ -208,17 +238,31 @@ def _least_squares_fit(log_b: np.ndarray, log_s: np.ndarray) -> tuple[np.ndarray
     return result.x, cov, rss
 
 
+def t_quantile(level: float, dof: int) -> float:
+    r"""Two-sided Student-t quantile :math:`t_{dof}((1 + level)/2)`; ``inf`` when dof < 1."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2.0, dof)) if dof >= 1 else math.inf
+
+
 def fit_steps_curve(
-    batch_sizes: Sequence[float], steps: Sequence[float], n_bootstrap: int = 0, seed: int = 0
+    batch_sizes: Sequence[float],
+    steps: Sequence[float],
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+    progress: Callable[[int, int], None] | None = None,
 ) -> NoiseScaleFit:
     r"""Fit :math:`S(B) = S_{min}(1 + B_{crit}/B)` to measured steps (McCandlish et al. 2018, eq. 2.11).
 
     Least squares on :math:`\log S` over :math:`(\log S_{min}, \log B_{crit})` (scipy ``least_squares``),
     so every point weighs by its relative error. Non-finite steps (target not reached) are dropped; at
     least 3 reachable points with distinct batch sizes are needed. :math:`E_{min} = S_{min} B_{crit}`.
-    With ``n_bootstrap`` > 0 the points are resampled with replacement that many times (``seed``) and the
-    standard deviations of the refitted parameters are reported too.
+    Errors and intervals: see :class:`NoiseScaleFit`. With ``n_bootstrap`` > 0 a residual bootstrap of
+    that many resamples (``seed``) adds percentile intervals; ``progress(done, total)`` is called after
+    every chunk of resamples.
     """
+    require(0 < level < 1, f"level must be in (0, 1), got {level}")
     b = _positive_batch(np.asarray(batch_sizes, dtype=float).ravel())
     s = np.asarray(steps, dtype=float).ravel()
     require(b.size == s.size, f"{b.size} batch sizes but {s.size} step counts")
@@ -231,39 +275,112 @@ def fit_steps_curve(
     params, cov, rss = _least_squares_fit(np.log(b), np.log(s))
     s_min, b_crit = float(np.exp(params[0])), float(np.exp(params[1]))
     # var(log E_min) = var(log S_min) + var(log B_crit) + 2 cov
-    var_log_e = cov[0, 0] + cov[1, 1] + 2 * cov[0, 1]
+    var_log = {"s_min": cov[0, 0], "b_crit": cov[1, 1], "e_min": cov[0, 0] + cov[1, 1] + 2 * cov[0, 1]}
+    values = {"s_min": s_min, "b_crit": b_crit, "e_min": s_min * b_crit}
+    dof = int(b.size) - 2
+    t_sigma, t_level = t_quantile(ONE_SIGMA, dof), t_quantile(level, dof)
+    fields: dict[str, float] = {}
+    for name, value in values.items():
+        se = math.sqrt(max(float(var_log[name]), 0.0))
+        fields[f"{name}_err"] = value * t_sigma * se
+        half = min(t_level * se, 700.0)  # exp overflows beyond ~709: an interval that wide is (0, inf)
+        fields[f"{name}_low"] = value * math.exp(-half)
+        fields[f"{name}_high"] = value * math.exp(half) if half < 700.0 else math.inf
     fit = NoiseScaleFit(
-        s_min=s_min,
-        b_crit=b_crit,
-        e_min=s_min * b_crit,
-        s_min_err=s_min * math.sqrt(max(cov[0, 0], 0.0)),
-        b_crit_err=b_crit * math.sqrt(max(cov[1, 1], 0.0)),
-        e_min_err=s_min * b_crit * math.sqrt(max(var_log_e, 0.0)),
+        **values,
+        **fields,
         rms_log_residual=math.sqrt(rss / b.size),
         n_points=int(b.size),
+        level=float(level),
     )
-    return _with_bootstrap(fit, b, s, n_bootstrap, seed) if n_bootstrap > 0 else fit
+    return _with_bootstrap(fit, b, s, n_bootstrap, seed, progress) if n_bootstrap > 0 else fit
 
 
-def _with_bootstrap(fit: NoiseScaleFit, b: np.ndarray, s: np.ndarray, n: int, seed: int) -> NoiseScaleFit:
+def fit_log_curves(
+    log_b: np.ndarray, log_s: np.ndarray, progress: Callable[[int, int], None] | None = None
+) -> np.ndarray:
+    r"""Least-squares fits of :math:`\log S = \log S_{min} + \log(1 + B_{crit}/B)` to many curves at once.
+
+    ``log_b`` (n,) are the log batch sizes, ``log_s`` (K, n) one curve per row (NaN = point missing in
+    that curve; a row with fewer than 3 points gives NaN). Returns (K, 2): :math:`(\log S_{min},
+    \log B_{crit})` per row. For fixed :math:`c = \log B_{crit}` the best :math:`\log S_{min}` is the mean
+    of :math:`\log S_i - \mathrm{softplus}(c - \log B_i)`, so the fit is one-dimensional in c: the
+    profile RSS is evaluated on a grid of c (step 0.02 over the batch range widened by 15 on each side,
+    the bounds of :func:`fit_steps_curve`) and refined by a parabola through the best grid point and its
+    neighbours. Deterministic, no starting point, no local-minimum trap.
+    """
+    x = np.asarray(log_b, dtype=float)  # (n,)
+    y_all = np.atleast_2d(np.asarray(log_s, dtype=float))  # (K, n)
+    grid = np.arange(x.min() - 15.0, x.max() + 15.0 + 1e-9, 0.02)  # (m,)
+    sp = np.logaddexp(0.0, grid[:, None] - x[None, :])  # (m, n)
+    out = np.full((y_all.shape[0], 2), np.nan)
+    for start in range(0, y_all.shape[0], BOOTSTRAP_CHUNK):
+        y = y_all[start : start + BOOTSTRAP_CHUNK]  # (k, n)
+        w = np.isfinite(y).astype(float)  # (k, n)
+        y0 = np.where(w > 0, y, 0.0)  # (k, n)
+        count = w.sum(axis=1)  # (k,)
+        sum_y, sum_yy = y0.sum(axis=1), (y0 * y0).sum(axis=1)  # (k,)
+        sum_sp = w @ sp.T  # (k, m)
+        # RSS(c) = sum w (y - sp)^2 - (sum w (y - sp))^2 / sum w
+        rss = sum_yy[:, None] - 2.0 * (y0 @ sp.T) + w @ (sp * sp).T  # (k, m)
+        rss -= (sum_y[:, None] - sum_sp) ** 2 / np.maximum(count, 1.0)[:, None]
+        j = np.clip(np.argmin(rss, axis=1), 1, grid.size - 2)  # (k,)
+        rows = np.arange(y.shape[0])
+        r0, r1, r2 = rss[rows, j - 1], rss[rows, j], rss[rows, j + 1]
+        curvature = r0 - 2.0 * r1 + r2
+        shift = np.where(curvature > 0, 0.5 * (r0 - r2) / np.where(curvature > 0, curvature, 1.0), 0.0)
+        c = grid[j] + np.clip(shift, -1.0, 1.0) * (grid[1] - grid[0])  # (k,)
+        spc = np.logaddexp(0.0, c[:, None] - x[None, :])  # (k, n)
+        a = ((y0 - spc) * w).sum(axis=1) / np.maximum(count, 1.0)  # (k,)
+        good = count >= 3
+        out[start : start + y.shape[0]] = np.where(good[:, None], np.stack([a, c], axis=1), np.nan)
+        if progress is not None:
+            progress(min(start + BOOTSTRAP_CHUNK, y_all.shape[0]), y_all.shape[0])
+    return out
+
+
+def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite ``draws`` (NaN, NaN if none)."""
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan, math.nan
+    low, high = np.quantile(d, [0.5 - level / 2.0, 0.5 + level / 2.0])
+    return float(low), float(high)
+
+
+def residual_bootstrap(
+    fit: NoiseScaleFit, batch_sizes: np.ndarray, steps: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    r"""``n`` resampled log-step curves (n, points): the fitted curve plus resampled log residuals.
+
+    The residuals :math:`r_i = \log S_i - \log S_{fit}(B_i)` are centred and rescaled by
+    :math:`\sqrt{n_{pts}/(n_{pts}-2)}` (raw residuals of a 2-parameter fit are that much too small on
+    average; Davison & Hinkley 1997, Sec. 6.2), then drawn with replacement. ``steps`` must be finite.
+    """
+    fitted = np.log(fit.predict_steps(batch_sizes))  # (points,)
+    residuals = np.log(steps) - fitted  # (points,)
+    residuals = (residuals - residuals.mean()) * math.sqrt(steps.size / max(steps.size - 2, 1))
+    return fitted[None, :] + rng.choice(residuals, size=(n, steps.size), replace=True)  # (n, points)
+
+
+def _with_bootstrap(
+    fit: NoiseScaleFit,
+    b: np.ndarray,
+    s: np.ndarray,
+    n: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+) -> NoiseScaleFit:
     from dataclasses import replace
 
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(100 * n):  # resamples with fewer than 3 distinct batch sizes are redrawn
-        if len(draws) == n:
-            break
-        idx = rng.integers(0, b.size, b.size)
-        if np.unique(b[idx]).size >= 3:
-            params, _, _ = _least_squares_fit(np.log(b[idx]), np.log(s[idx]))
-            draws.append(np.exp(params))
-    require(len(draws) == n, f"bootstrap: too few distinct batch sizes among {b.size} points")
-    d = np.array(draws)  # (n, 2): S_min, B_crit
-    e = d[:, 0] * d[:, 1]
-    return replace(
-        fit,
-        n_bootstrap=n,
-        s_min_boot=float(d[:, 0].std(ddof=1)) if n > 1 else 0.0,
-        b_crit_boot=float(d[:, 1].std(ddof=1)) if n > 1 else 0.0,
-        e_min_boot=float(e.std(ddof=1)) if n > 1 else 0.0,
-    )
+    draws = residual_bootstrap(fit, b, s, n, np.random.default_rng(seed))  # (n, points)
+    params = np.exp(fit_log_curves(np.log(b), draws, progress))  # (n, 2): S_min, B_crit
+    quantities = {"s_min": params[:, 0], "b_crit": params[:, 1], "e_min": params[:, 0] * params[:, 1]}
+    changes: dict[str, Any] = {"n_bootstrap": n}
+    for name, d in quantities.items():
+        low, high = percentile_interval(d, fit.level)
+        s_lo, s_hi = percentile_interval(d, ONE_SIGMA)
+        changes.update({f"{name}_boot_low": low, f"{name}_boot_high": high})
+        changes[f"{name}_boot"] = (s_hi - s_lo) / 2
+    return replace(fit, **changes)
