@@ -98,3 +98,50 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, content):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: ") and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bootstrap_above_the_limit_is_refused_before_running(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("batch_size,steps\n1,1000\n2,520\n4,280\n8,160\n")
+    result = run("--curve", str(path), "--bootstrap", "100000000")
+    assert result.exit_code == 2 and result.output.startswith("Error: ")
+    assert "--bootstrap-limit" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_long_bootstrap_reports_progress_and_percentiles(tmp_path, monkeypatch):
+    import batchscale.cli.predict_noise_scale as cli_ns
+
+    monkeypatch.setattr(cli_ns, "PROGRESS_FROM", 100)
+    path = tmp_path / "c.csv"
+    path.write_text("batch_size,steps\n1,1000\n2,520\n4,280\n8,160\n16,110\n32,90\n")
+    result = run("--curve", str(path), "--bootstrap", "3000", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert "bootstrap 3000/3000 resamples" in result.stderr
+    row = json.loads(result.stdout)[0]
+    assert row["b_crit_boot_low"] < row["b_crit"] < row["b_crit_boot_high"]
+    assert row["b_crit_low"] < row["b_crit"] < row["b_crit_high"]
+    for name in ("mccandlish", "examples_overhead", "zhang2024"):
+        assert f"critical_batch_{name}" in row and f"critical_batch_{name}_low" in row
+
+
+def test_fit_table_names_every_critical_batch_definition(tmp_path):
+    curve = write_curve(tmp_path / "c.json")
+    result = run("--curve", str(curve), "--where", "optimizer=sgd")
+    assert result.exit_code == 0, result.output
+    for text in ("mccandlish", "examples_overhead", "zhang2024", "max useful", "E_min/S_min"):
+        assert text in result.output
+
+
+def test_seed_steps_in_the_curve_file_drive_a_seed_bootstrap(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for b in 2 ** np.arange(0, 9):
+        seeds = (300 * (1 + 20 / b) * np.exp(rng.normal(0, 0.05, 3))).tolist()
+        rows.append({"batch_size": int(b), "steps": float(np.median(seeds)), "seed_steps": seeds})
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(rows))
+    result = run("--curve", str(path), "--format", "json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["bootstrap"] == "seeds" and row["critical_batch_mccandlish_identifiable"]

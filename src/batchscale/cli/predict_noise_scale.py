@@ -10,10 +10,22 @@ from typing import Any
 
 import click
 
-from batchscale.cli.common import FINITE, IntList, emit, format_option, key_value_option, plot_option
+from batchscale.cli.common import (
+    FINITE,
+    IntList,
+    emit,
+    format_option,
+    key_value_option,
+    plot_option,
+    progress,
+)
 from batchscale.errors import InputError, require
 
-FIT_TABLE_COLUMNS = ("batch_size", "steps", "steps_fit", "ratio", "examples", "examples_fit", "regime")
+FIT_TABLE_COLUMNS = (
+    "batch_size", "steps", "steps_fit", "ratio", "examples", "examples_fit", "speedup", "regime",
+)
+BOOTSTRAP_LIMIT = 200_000
+PROGRESS_FROM = 20_000  # bootstraps at least this long report progress on stderr
 
 
 @click.command("noise-scale")
@@ -52,13 +64,21 @@ FIT_TABLE_COLUMNS = ("batch_size", "steps", "steps_fit", "ratio", "examples", "e
     show_default=True,
     help="With --curve: bootstrap resamples (0 = none).",
 )
+@click.option(
+    "--bootstrap-limit",
+    type=int,
+    default=BOOTSTRAP_LIMIT,
+    show_default=True,
+    help="Refuse --bootstrap above this many resamples (each 1000 cost ~0.2 s and ~1 MB); raise to allow.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the bootstrap.")
 @click.option(
     "--critical-fraction",
     type=FINITE,
     default=0.2,
     show_default=True,
-    help="Regimes: perfect scaling while B*S(B) is within this fraction of its smallest-batch value.",
+    help="Critical batch (examples-overhead and Zhang et al. rules): examples to target exceed their "
+    "minimum (resp. the smallest batch's) by this fraction.",
 )
 @format_option()
 @plot_option
@@ -72,6 +92,7 @@ def noise_scale(
     where,
     steps_column,
     bootstrap,
+    bootstrap_limit,
     seed,
     critical_fraction,
     fmt,
@@ -84,6 +105,12 @@ def noise_scale(
     --e-min for absolute numbers), or --s-min and --e-min; or fit a measured curve with --curve.
     """
     if curve_path is not None:
+        require(bootstrap >= 0, f"--bootstrap must be >= 0, got {bootstrap}")
+        require(
+            bootstrap <= bootstrap_limit,
+            f"--bootstrap {bootstrap} is above the limit of {bootstrap_limit} resamples (about "
+            f"{bootstrap * 2e-4:.0f} s); raise --bootstrap-limit to run it",
+        )
         _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_fraction, fmt, plot_path)
         return
     _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fraction, fmt, plot_path)
@@ -116,7 +143,7 @@ def _resolve_model(b_noise, b_simple, s_min, e_min) -> tuple[float, float | None
 
 def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fraction, fmt, plot_path) -> None:
     from batchscale.theory import noise_scale as ns
-    from batchscale.theory.regimes import classify_regimes
+    from batchscale.theory.regimes import fitted_speedup, model_regimes
 
     b_crit, s_min, e_min, source = _resolve_model(b_noise, b_simple, s_min, e_min)
     batches = batch_sizes
@@ -124,7 +151,8 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
     ratio_s = ns.steps_to_target(batches, 1.0, b_crit)
     ratio_e = ns.examples_to_target(batches, 1.0, b_crit)
     step_ratio = ns.optimal_step(batches, 1.0, b_crit)
-    report = classify_regimes(batches, ratio_s, critical_fraction)
+    regimes = model_regimes(batches, b_crit)
+    speedup = fitted_speedup(batches, b_crit)
     rows = []
     for i, b in enumerate(batches):
         rows.append(
@@ -135,7 +163,8 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
                 "steps_model": None if s_min is None else s_min * float(ratio_s[i]),
                 "examples_model": None if e_min is None else e_min * float(ratio_e[i]),
                 "eps_opt_over_max": float(step_ratio[i]),
-                "regime": report.regimes[i],
+                "speedup": float(speedup[i]),
+                "regime": regimes[i],
                 "b_crit": b_crit,
                 "b_crit_source": source,
                 "s_min": s_min,
@@ -147,20 +176,30 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
         columns[1:1] = ["steps_model", "examples_model"]
     emit(rows, fmt, columns if fmt == "table" else None)
     if plot_path:
-        _plot(plot_path, batches, ratio_s if s_min is None else ratio_s * s_min, None, report, b_crit)
+        _plot(plot_path, batches, ratio_s if s_min is None else ratio_s * s_min, None, regimes, b_crit)
 
 
 def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_fraction, fmt, plot_path) -> None:
-    from batchscale.theory import noise_scale as ns
-    from batchscale.theory.regimes import classify_regimes
+    import time
 
-    require(bootstrap >= 0, f"--bootstrap must be >= 0, got {bootstrap}")
-    batches, steps = read_curve(curve_path, steps_column, where)
-    fit = ns.fit_steps_curve(batches, steps, n_bootstrap=bootstrap, seed=seed)
-    report = classify_regimes(batches, steps, critical_fraction)
+    from batchscale.theory import noise_scale as ns
+    from batchscale.theory.regimes import analyze_steps_curve
+
+    batches, steps, seeds = read_curve_seeds(curve_path, steps_column, where)
+    started = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        if total >= PROGRESS_FROM:
+            elapsed = time.monotonic() - started
+            progress(f"bootstrap {done}/{total} resamples, {elapsed:.1f} s, about "
+                     f"{elapsed * (total - done) / done:.0f} s left")
+
+    fit = ns.fit_steps_curve(batches, steps, n_bootstrap=bootstrap, seed=seed, progress=report)
+    analysis = analyze_steps_curve(batches, seeds, critical_fraction=critical_fraction, seed=seed)
     fitted = fit.predict_steps(batches)
+    summary = analysis.summary()
     rows = []
-    for b, s, s_fit, regime in zip(batches, steps, fitted, report.regimes, strict=True):
+    for b, s, s_fit, point in zip(batches, steps, fitted, analysis.rows(), strict=True):
         reached = math.isfinite(s)
         rows.append(
             {
@@ -170,58 +209,62 @@ def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_frac
                 "ratio": s / float(s_fit) if reached else None,
                 "examples": b * s if reached else None,
                 "examples_fit": b * float(s_fit),
-                "regime": regime,
+                "speedup": point["speedup"],
+                "speedup_low": point["speedup_low"],
+                "speedup_high": point["speedup_high"],
+                "regime": point["regime"],
                 **_fit_columns(fit),
+                **summary,
                 "curve": str(curve_path),
                 "critical_fraction": critical_fraction,
             }
         )
     if fmt == "table":
-        click.echo(_fit_summary(fit, report))
+        click.echo(_fit_summary(fit, analysis))
     emit(rows, fmt, FIT_TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:
-        _plot(plot_path, batches, steps, fitted, report, fit.b_crit)
+        _plot(plot_path, batches, steps, fitted, analysis.regimes, fit.b_crit)
 
 
 def _fit_columns(fit: Any) -> dict[str, Any]:
-    keys = (
-        "s_min",
-        "s_min_err",
-        "b_crit",
-        "b_crit_err",
-        "e_min",
-        "e_min_err",
-        "rms_log_residual",
-        "n_points",
-    )
+    keys = ["rms_log_residual", "n_points", "level"]
+    for name in ("s_min", "b_crit", "e_min"):
+        keys += [name, f"{name}_err", f"{name}_low", f"{name}_high"]
     out = {k: getattr(fit, k) for k in keys}
     if fit.n_bootstrap:
-        out.update(
-            n_bootstrap=fit.n_bootstrap,
-            s_min_boot=fit.s_min_boot,
-            b_crit_boot=fit.b_crit_boot,
-            e_min_boot=fit.e_min_boot,
-        )
+        out["n_bootstrap"] = fit.n_bootstrap
+        for name in ("s_min", "b_crit", "e_min"):
+            for key in (f"{name}_boot", f"{name}_boot_low", f"{name}_boot_high"):
+                out[key] = getattr(fit, key)
     return out
 
 
-def _fit_summary(fit: Any, report: Any) -> str:
-    def pm(value: float, err: float, boot: float | None) -> str:
-        text = f"{value:.4g} +- {err:.2g}"
-        return text + (f" (bootstrap +- {boot:.2g})" if boot is not None else "")
+def _fit_summary(fit: Any, analysis: Any) -> str:
+    from batchscale.theory.regimes import CRITICAL_DEFINITIONS, MAX_USEFUL_DEFINITION
 
-    critical = report.critical_batch_size
+    level = f"{fit.level:.0%}"
+
+    def line(name: str) -> str:
+        value, err = getattr(fit, name), getattr(fit, f"{name}_err")
+        text = f"{value:.4g} +- {err:.2g} ({level}: {getattr(fit, name + '_low'):.4g} .. "
+        text += f"{getattr(fit, name + '_high'):.4g})"
+        if fit.n_bootstrap:
+            text += (f", bootstrap {level}: {getattr(fit, name + '_boot_low'):.4g} .. "
+                     f"{getattr(fit, name + '_boot_high'):.4g}")
+        return text
+
     lines = [
         f"fit of S(B) = S_min (1 + B_crit/B) to {fit.n_points} points "
-        f"(rms log residual {fit.rms_log_residual:.3g}):",
-        f"  S_min  = {pm(fit.s_min, fit.s_min_err, fit.s_min_boot)}",
-        f"  B_crit = {pm(fit.b_crit, fit.b_crit_err, fit.b_crit_boot)}",
-        f"  E_min  = {pm(fit.e_min, fit.e_min_err, fit.e_min_boot)}",
-        f"  measured: critical batch (B*S +{report.critical_fraction:.0%}) = "
-        f"{'-' if critical is None else f'{critical:.4g}'}, max useful batch = "
-        f"{report.max_useful_batch_size or '-'}",
-        "",
+        f"(rms log residual {fit.rms_log_residual:.3g}; errors one sigma, t-based):",
+        f"  S_min  = {line('s_min')}",
+        f"  B_crit = {line('b_crit')}",
+        f"  E_min  = {line('e_min')}",
+        f"critical batch size, {level} intervals over a {analysis.bootstrap} bootstrap "
+        f"(f = {analysis.critical_fraction:g}):",
     ]
+    for name, estimate in analysis.critical.items():
+        lines.append(f"  {name:17s} {estimate.text()}  [{CRITICAL_DEFINITIONS[name]}]")
+    lines += [f"  {'max useful':17s} {analysis.max_useful.text()}  [{MAX_USEFUL_DEFINITION}]", ""]
     return "\n".join(lines)
 
 
@@ -255,6 +298,24 @@ def read_curve(
     return batches, [best[b] for b in batches]
 
 
+def read_curve_seeds(
+    path: str, steps_column: str = "steps", where: dict[str, Any] | None = None
+) -> tuple[list, list, list]:
+    """:func:`read_curve` plus per-seed steps per batch size: a row's ``seed_steps`` list when the file
+    has one (``sweep steps --format json``), else the one steps value. (batch sizes, steps, seed lists)."""
+    batches, steps = read_curve(path, steps_column, where)
+    seeds: dict[int, list] = {}
+    for row in _read_rows(Path(path)):
+        if all(str(row.get(k)) == str(v) for k, v in (where or {}).items()):
+            values = row.get("seed_steps")
+            b = int(_number(row.get("batch_size"), "batch_size", path))
+            if isinstance(values, list) and values and b in batches and steps_column == "steps":
+                row_steps = _number(row.get(steps_column), steps_column, path)
+                if row_steps == steps[batches.index(b)]:  # the row read_curve kept
+                    seeds[b] = [math.inf if v is None else _number(v, "seed_steps", path) for v in values]
+    return batches, steps, [seeds.get(b, [s]) for b, s in zip(batches, steps, strict=True)]
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text()
@@ -286,7 +347,7 @@ def _number(value: Any, column: str, path: str) -> float:
     return number
 
 
-def _plot(path, batches, steps, fitted, report, b_crit) -> None:
+def _plot(path, batches, steps, fitted, regimes, b_crit) -> None:
     from batchscale.report.plots import plot_steps_vs_batch
 
     label = "measured" if fitted is not None else "model S(B)"
@@ -294,7 +355,7 @@ def _plot(path, batches, steps, fitted, report, b_crit) -> None:
     plot_steps_vs_batch(
         path,
         {label: {"batch_size": batches, "steps": list(steps)}},
-        regimes=report.regimes,
+        regimes=list(regimes),
         title="Gradient-noise-scale model (McCandlish et al. 2018)",
         lines=lines,
         vlines={f"B_crit = {b_crit:.3g}": b_crit},

@@ -146,7 +146,7 @@ def nqm(
     regime and an information lower bound on the steps.
     """
     from batchscale.theory import nqm as model
-    from batchscale.theory.regimes import classify_regimes
+    from batchscale.theory.regimes import analyze_steps_curve
     from batchscale.theory.spectra import load_spectrum, power_law_spectrum
 
     _check_optimizer_options(click.get_current_context(), optimizer)
@@ -186,7 +186,7 @@ def nqm(
             f"{max_steps} steps over the learning-rate grid is {float(curve.loss_at_steps.min()):.4g}"
         )
     steps = [s if s >= 0 else math.inf for s in curve.steps.tolist()]
-    report = classify_regimes(batches, steps)
+    report = analyze_steps_curve(batches, steps)  # the sweeps' fitted-curve logic (regimes, max useful)
     rows = curve.rows()
     for row, regime in zip(rows, report.regimes, strict=True):
         row["regime"] = regime
@@ -199,8 +199,10 @@ def nqm(
                 f"(lowest loss reached {row['loss_at_steps']:.4g})"
             )
     progress(
-        f"critical batch size {_fmt(report.critical_batch_size)}, "
-        f"maximal useful batch size {_fmt(report.max_useful_batch_size)}"
+        f"critical batch size (McCandlish B_crit) {report.b_crit.text()}, maximal useful batch size "
+        f"{report.max_useful.text()} (fitted-curve rule); {report.level:.0%} intervals from a "
+        f"{report.bootstrap} bootstrap of the steps' deviation from the fitted curve (rms log "
+        f"{_fmt(report.fit.rms_log_residual if report.fit else None)}: model misfit plus the search's error)"
     )
     columns = ["batch_size", "steps", "learning_rate"]
     columns += ["momentum", "effective_learning_rate"] if momenta is not None else []

@@ -240,6 +240,8 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     out = [{**row, "sweep": sweep_config} for row in rows]
     if plot_path:
         _plot_steps(plot_path, rows, config)
+    if fmt == "table":
+        click.echo(regime_summary(rows, config.optimizers))
     emit(out, fmt, columns=STEPS_COLUMNS if fmt == "table" else None)
 
 
@@ -261,21 +263,51 @@ def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_c
 
 
 def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critical_fraction: float):
-    from batchscale.theory.regimes import classify_regimes
+    """Each optimizer's curve analysed (batchscale.theory.regimes.analyze_steps_curve, bootstrap over the
+    per-seed steps ``seed_steps`` when the rows carry them): regime, speed-up per doubling, and the
+    curve's critical batch sizes under every named definition with intervals, added to every row."""
+    from batchscale.theory.regimes import CRITICAL_DEFINITIONS, analyze_steps_curve
 
     out = []
     for optimizer in optimizers:
         curve = [r for r in rows if r["optimizer"] == optimizer]
-        steps = [math.inf if r["steps"] is None else float(r["steps"]) for r in curve]
-        report = classify_regimes([r["batch_size"] for r in curve], steps, critical_fraction)
-        labels = dict(zip(report.batch_sizes, report.regimes, strict=True))
-        progress(f"{optimizer}: critical batch size {_fmt(report.critical_batch_size)}, "
-                 f"maximal useful batch size {_fmt(report.max_useful_batch_size)}")
+        seeds = [r.get("seed_steps") or [r["steps"]] for r in curve]
+        analysis = analyze_steps_curve([r["batch_size"] for r in curve], seeds,
+                                       critical_fraction=critical_fraction)
+        points = dict(zip(analysis.batch_sizes, analysis.rows(), strict=True))
+        summary = analysis.summary()
+        for name, estimate in analysis.critical.items():
+            progress(f"{optimizer}: critical batch size ({name}: {CRITICAL_DEFINITIONS[name]}) "
+                     f"{estimate.text()}")
+        progress(f"{optimizer}: maximal useful batch size {analysis.max_useful.text()}; "
+                 f"{analysis.level:.0%} intervals, {analysis.bootstrap} bootstrap")
         for row in curve:
-            out.append({**row, "regime": labels[row["batch_size"]],
-                        "critical_batch_size": report.critical_batch_size,
-                        "max_useful_batch_size": report.max_useful_batch_size})
+            point = points[row["batch_size"]]
+            out.append({**row, "regime": point["regime"], "speedup": point["speedup"],
+                        "speedup_low": point["speedup_low"], "speedup_high": point["speedup_high"],
+                        "critical_batch_size": analysis.critical["mccandlish"].value,
+                        "critical_batch_definition": "mccandlish",
+                        "max_useful_batch_size": analysis.max_useful.value, **summary})
     return out
+
+
+def regime_summary(rows: Sequence[Mapping[str, Any]], optimizers: Sequence[str]) -> str:
+    """Per optimizer, one line per critical-batch definition (value [interval]) and the max useful batch."""
+    from batchscale.theory.regimes import CRITICAL_DEFINITIONS, Estimate
+
+    lines = []
+    for optimizer in optimizers:
+        row = next((r for r in rows if r["optimizer"] == optimizer), None)
+        if row is None:
+            continue
+        level = row.get("interval_level", 0.95)
+        lines.append(f"{optimizer}: {level:.0%} intervals ({row.get('bootstrap')} bootstrap)")
+        names = [(f"critical_batch_{n}", f"critical batch, {n}") for n in CRITICAL_DEFINITIONS]
+        for key, title in [*names, ("max_useful_batch", "maximal useful batch")]:
+            estimate = Estimate(row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high"),
+                                bool(row.get(f"{key}_identifiable")), row.get(f"{key}_note", ""))
+            lines.append(f"  {title:30s} {estimate.text()}")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: float | None) -> str:
@@ -293,7 +325,7 @@ def _report_edges(rows: Sequence[Mapping[str, Any]]) -> None:
 def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> None:
     from batchscale.report.plots import plot_steps_vs_batch
 
-    curves, regimes = {}, None
+    curves, regimes = {}, {}
     for optimizer in config.optimizers:
         curve = [r for r in rows if r["optimizer"] == optimizer]
         label = optimizer if optimizer == "sgd" else f"{optimizer} {config.momentum:g}"
@@ -303,14 +335,28 @@ def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> No
             "batch_size": [r["batch_size"] for r in curve],
             "steps": [math.nan if r["steps"] is None else r["steps"] for r in curve],
             "learning_rate": [math.nan if r["learning_rate"] is None else r["learning_rate"] for r in curve],
+            **_seed_ranges(curve),
         }
-        regimes = regimes or [r["regime"] for r in curve]
+        regimes[label] = [r["regime"] for r in curve]
     target = f"loss {config.target}"
     if config.target_metric == "error":
         target = f"{1 - config.target:.0%} accuracy"
     plot_steps_vs_batch(path, curves, regimes=regimes, title=f"{config.workload}: steps to {target}",
-                        ylabel="steps to target")
+                        ylabel="steps to target (bars: range over seeds)")
     progress(f"wrote {path}")
+
+
+def _seed_ranges(curve: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """Smallest and largest steps and best learning rate across seeds per point (``seed_steps``,
+    ``seed_learning_rates``; missed seeds left out), as ``steps_low``/... for plot_steps_vs_batch."""
+    out: dict[str, list[float]] = {}
+    for key, low, high in (("seed_steps", "steps_low", "steps_high"),
+                           ("seed_learning_rates", "lr_low", "lr_high")):
+        if any(r.get(key) for r in curve):
+            values = [[v for v in (r.get(key) or []) if v is not None] for r in curve]
+            out[low] = [min(v) if v else math.nan for v in values]
+            out[high] = [max(v) if v else math.nan for v in values]
+    return out
 
 
 @sweep.command("grid")

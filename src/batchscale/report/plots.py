@@ -23,7 +23,9 @@ REGIME_COLOURS: dict[str, str] = {
     "diminishing_returns": "#fee8c8",
     "maximal_parallelism": "#f4cccc",
     "unreachable": "#e0e0e0",
+    "undecided": "#dfe7f2",
 }
+STRIP_HEIGHT = 0.06  # axes fraction of one optimizer's regime strip (several regime lists)
 
 
 def _pyplot():
@@ -63,8 +65,8 @@ def _finite_xy(x: Sequence, y: Sequence) -> tuple[np.ndarray, np.ndarray, np.nda
     return x[ok], y[ok], x[~ok]
 
 
-def _shade_regimes(ax: Any, batch_sizes: Sequence, regimes: Sequence[str]) -> None:
-    """Shade the background of each batch size's span (geometric midpoints) by its regime."""
+def _regime_spans(batch_sizes: Sequence, regimes: Sequence[str]) -> list[tuple[float, float, str]]:
+    """(left, right, label) per batch size: its span between geometric midpoints to its neighbours."""
     b = np.asarray(batch_sizes, dtype=float)
     order = np.argsort(b)
     b = b[order]
@@ -72,18 +74,47 @@ def _shade_regimes(ax: Any, batch_sizes: Sequence, regimes: Sequence[str]) -> No
     edges = np.sqrt(b[1:] * b[:-1]) if b.size > 1 else np.array([])
     lo = np.concatenate([[b[0] / 1.5], edges])
     hi = np.concatenate([edges, [b[-1] * 1.5]])
-    seen: set[str] = set()
-    for left, right, label in zip(lo, hi, labels, strict=True):
+    return list(zip(lo.tolist(), hi.tolist(), labels, strict=True))
+
+
+def _shade_regimes(
+    ax: Any,
+    batch_sizes: Sequence,
+    regimes: Sequence[str],
+    seen: set[str],
+    strip: tuple[float, float] = (0.0, 1.0),
+) -> None:
+    """Shade each batch size's span by its regime, over the axes' height fraction ``strip``."""
+    for left, right, label in _regime_spans(batch_sizes, regimes):
         legend = label.replace("_", " ") if label not in seen else None
         seen.add(label)
-        ax.axvspan(left, right, color=REGIME_COLOURS.get(label, "#ffffff"), alpha=0.8, lw=0, label=legend)
+        ax.axvspan(left, right, ymin=strip[0], ymax=strip[1], color=REGIME_COLOURS.get(label, "#ffffff"),
+                   alpha=0.8, lw=0, label=legend)
+
+
+def _shade_per_curve(
+    ax: Any, curves: Mapping[str, Mapping[str, Sequence]], regimes: Mapping[str, Sequence[str]]
+) -> None:
+    """One strip of regime shading per curve along the bottom of the axes, edged in the curve's colour and
+    named, so that each optimizer's regimes are shown as its own."""
+    seen: set[str] = set()
+    names = list(curves)
+    for label, labels in regimes.items():
+        require(label in curves, f"regimes given for {label!r}, which is not a curve")
+        n = len(curves[label]["batch_size"])
+        require(len(labels) == n, f"one regime label per batch size of {label!r}")
+        i = names.index(label)
+        strip = (i * STRIP_HEIGHT, (i + 1) * STRIP_HEIGHT)
+        _shade_regimes(ax, curves[label]["batch_size"], labels, seen, strip)
+        ax.text(0.005, strip[0] + STRIP_HEIGHT / 2, f"{label} regimes", transform=ax.transAxes, fontsize=6,
+                va="center", ha="left", color=f"C{i}")
 
 
 def plot_steps_vs_batch(
     path: str | Path,
     curves: Mapping[str, Mapping[str, Sequence]],
     *,
-    regimes: Sequence[str] | None = None,
+    regimes: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     title: str = "",
     ylabel: str = "steps to target",
     lines: Mapping[str, Mapping[str, Sequence]] | None = None,
@@ -93,11 +124,14 @@ def plot_steps_vs_batch(
     """Steps to target vs batch size (log-log), with perfect-scaling lines and regimes shaded.
 
     ``curves`` maps a label to ``{"batch_size": [...], "steps": [...]}`` with optional
-    ``"learning_rate"`` and ``"steps_err"`` (one-sigma error bars). Left panel: one line per curve and a
-    dashed perfect-scaling line (steps proportional to 1/B) through each curve's smallest-batch point;
-    the background is shaded by ``regimes`` (one label per batch size of the first curve). Right panel,
-    only when some curve has ``learning_rate``: the best learning rate vs batch size. Unreachable
-    (inf/nan) points are skipped and marked with a 'x' on the bottom axis.
+    ``"learning_rate"``, ``"steps_err"`` (one-sigma error bars), ``"steps_low"``/``"steps_high"``
+    (asymmetric bars, e.g. the range across seeds) and ``"lr_low"``/``"lr_high"`` (the same for the
+    learning rate). Left panel: one line per curve and a dashed perfect-scaling line (steps proportional
+    to 1/B) through each curve's smallest-batch point. ``regimes``: a list (one label per batch size of
+    the FIRST curve) shades the whole background and the legend says whose regimes they are when there
+    are several curves; a mapping curve label -> labels draws one named strip per curve along the bottom.
+    Right panel, only when some curve has ``learning_rate``: the best learning rate vs batch size.
+    Unreachable (inf/nan) points are skipped and marked with a 'x' on the bottom axis.
 
     Optional extras: ``lines`` maps a label to ``{"batch_size", "steps"}`` drawn as plain lines (e.g. a
     fitted model curve); ``vlines`` maps a label to a batch size marked by a dotted vertical line;
@@ -109,12 +143,16 @@ def plot_steps_vs_batch(
     with_lr = any("learning_rate" in c for c in curves.values())
     fig, axes = plt.subplots(1, 2 if with_lr else 1, figsize=(11 if with_lr else 6.5, 4.5), squeeze=False)
     ax = axes[0, 0]
-    first = next(iter(curves.values()))
-    if regimes is not None:
+    first_label, first = next(iter(curves.items()))
+    if isinstance(regimes, Mapping):
+        _shade_per_curve(ax, curves, regimes)
+    elif regimes is not None:
         require(
             len(regimes) == len(first["batch_size"]), "one regime label per batch size of the first curve"
         )
-        _shade_regimes(ax, first["batch_size"], regimes)
+        _shade_regimes(ax, first["batch_size"], regimes, set())
+        if len(curves) > 1:
+            ax.plot([], [], " ", label=f"(shading: regimes of {first_label})")
     for i, (label, curve) in enumerate(curves.items()):
         _draw_steps_curve(ax, label, curve, colour=f"C{i}")
     _draw_extras(ax, lines or {}, vlines or {}, offset=len(curves))
@@ -129,12 +167,9 @@ def plot_steps_vs_batch(
 
 def _draw_steps_curve(ax: Any, label: str, curve: Mapping[str, Sequence], colour: str) -> None:
     x, y, missing = _finite_xy(curve["batch_size"], curve["steps"])
-    err = curve.get("steps_err")
-    if err is not None and x.size:
-        e_all = np.asarray(err, dtype=float)
-        keep = np.isin(np.asarray(curve["batch_size"], dtype=float), x)
-        e = np.nan_to_num(e_all[keep], nan=0.0, posinf=0.0)
-        ax.errorbar(x, y, yerr=np.minimum(e, 0.999 * y), fmt="o-", color=colour, label=label, ms=4, capsize=2)
+    err = _bars(curve, "steps_err", "steps_low", "steps_high", x, y)
+    if err is not None:
+        ax.errorbar(x, y, yerr=err, fmt="o-", color=colour, label=label, ms=4, capsize=2)
     elif x.size:
         ax.plot(x, y, "o-", color=colour, label=label, ms=4)
     if x.size:
@@ -157,6 +192,29 @@ def _draw_steps_curve(ax: Any, label: str, curve: Mapping[str, Sequence], colour
         )
 
 
+def _bars(
+    curve: Mapping[str, Sequence], sym: str | None, low: str, high: str, x: np.ndarray, y: np.ndarray
+) -> np.ndarray | None:
+    """(2, k) error bars of the plotted points (x, y) from ``curve[sym]`` (one sigma) or the range
+    ``curve[low]``..``curve[high]``; None when the curve has neither. Missing values draw no bar; a bar
+    reaching zero is cut just above it (log axis)."""
+    if not x.size:
+        return None
+    keep = np.isin(np.asarray(curve["batch_size"], dtype=float), x)
+    if sym is not None and curve.get(sym) is not None:
+        e = np.nan_to_num(np.asarray(curve[sym], dtype=float)[keep], nan=0.0, posinf=0.0)
+        bars = np.stack([e, e])
+    elif curve.get(low) is not None and curve.get(high) is not None:
+        lo = np.asarray(curve[low], dtype=float)[keep]
+        hi = np.asarray(curve[high], dtype=float)[keep]
+        bars = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0, posinf=0.0, neginf=0.0)
+        bars = np.maximum(bars, 0.0)
+    else:
+        return None
+    bars[0] = np.minimum(bars[0], 0.999 * y)
+    return bars
+
+
 def _draw_extras(
     ax: Any, lines: Mapping[str, Mapping[str, Sequence]], vlines: Mapping[str, float], offset: int
 ) -> None:
@@ -174,7 +232,10 @@ def _draw_learning_rates(
     for i, (label, curve) in enumerate(curves.items()):
         if "learning_rate" in curve:
             x, y, _ = _finite_xy(curve["batch_size"], curve["learning_rate"])
-            if x.size:
+            err = _bars(curve, None, "lr_low", "lr_high", x, y)
+            if err is not None:
+                ax.errorbar(x, y, yerr=err, fmt="s-", color=f"C{i}", label=label, ms=4, capsize=2)
+            elif x.size:
                 ax.plot(x, y, "s-", color=f"C{i}", label=label, ms=4)
     _log_axes(ax, "batch size", lr_label)
     ax.legend(fontsize=8, loc="best")
