@@ -68,6 +68,12 @@ def test_trials_module_does_not_import_torch():
         ({"max_steps": 0}, "max steps"),
         ({"schedule": "warmup_linear_decay", "warmup_steps": 100, "max_steps": 100}, "warm-up"),
         ({"eval_subset": 0}, "eval subset"),
+        ({"beta1": 0.9}, "'sgd' takes no beta1"),
+        ({"optimizer": "momentum", "momentum": 0.9, "eps": 1e-6}, "takes no eps"),
+        ({"optimizer": "adam", "momentum": 0.8, "beta1": 0.9}, "not both"),
+        ({"optimizer": "adamw", "beta2": 1.0}, "beta2"),
+        ({"optimizer": "adam", "beta1": -0.1}, "beta1"),
+        ({"optimizer": "adamw", "eps": 0.0}, "eps"),
     ],
     ids=lambda v: str(v),
 )
@@ -96,3 +102,26 @@ def test_result_round_trips_through_json():
     )
     again = TrialResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
+
+
+def test_optimizer_names_are_the_registry_and_the_vocabulary():
+    from batchscale.empirical.optimizers import REGISTRY
+    from batchscale.empirical.trials import OPTIMIZERS
+    from batchscale.vocabulary import TRAIN_OPTIMIZERS
+
+    assert tuple(REGISTRY) == OPTIMIZERS == TRAIN_OPTIMIZERS
+    assert {name: rule.name for name, rule in REGISTRY.items()} == {n: n for n in REGISTRY}
+
+
+def test_old_adam_config_reads_momentum_as_beta1():
+    """A stored config from before ``beta1`` existed: ``momentum`` is Adam's beta1 (0 meaning 0.9)."""
+    from batchscale.empirical.optimizers import optimizer_rule
+
+    old = {"optimizer": "adam", "momentum": 0.8, "learning_rate": 0.001}
+    config = TrainConfig.from_dict(old)
+    config.validate()
+    adam = optimizer_rule("adam")
+    assert adam.hyper(config) == {"beta1": 0.8}
+    assert adam.hyper(TrainConfig(optimizer="adam")) == {"beta1": 0.9}
+    assert adam.shared(config) == {"beta2": 0.999, "eps": 1e-8}
+    assert adam.hyper(TrainConfig(optimizer="adam", beta1=0.5)) == {"beta1": 0.5}

@@ -20,7 +20,7 @@ from batchscale.errors import InputError, require
 LOSS_FORMS: tuple[str, ...] = ("mean", "sum")
 SAMPLINGS: tuple[str, ...] = ("with", "without", "reshuffle")
 PERS: tuple[str, ...] = ("step", "example", "epoch")
-TRAIN_OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "adam")
+TRAIN_OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "adam", "adamw")  # = empirical.optimizers
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:

@@ -19,22 +19,21 @@ Two forward paths: plain MLPs (``nn.Sequential`` of Flatten/Linear/ReLU, or one 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from batchscale.empirical.optimizers import optimizer_rule
 from batchscale.empirical.train import (
     BatchOrder,
     Snapshot,
-    adam_beta1,
     batch_loss,
     check_fits,
     eval_data,
     lr_factor,
 )
-from batchscale.empirical.trials import ADAM_BETA2, ADAM_EPS, TrainConfig
+from batchscale.empirical.trials import TrainConfig
 from batchscale.empirical.workloads import Workload, per_example_loss
 
 EVAL_CHUNK = 2048  # test examples per forward pass when evaluating a stack
@@ -85,7 +84,8 @@ def mlp_forward_layers(
     Returns the output (K, B, C), the input ``a`` (K, B, in) of every linear layer and its output ``z``
     (K, B, out). The weights need no ``requires_grad``: the first ``z`` is made a leaf that requires
     grad, so autograd carries only the (K, B, width) activation gradients ``delta = dL/dz``, and each
-    weight gradient is the rank-B product ``delta^T a`` (:func:`fused_update` adds it into the weights).
+    weight gradient is the rank-B product ``delta^T a`` (``SGDRule.fused_update`` in
+    :mod:`batchscale.empirical.optimizers` adds it into the weights).
     """
     weights = iter(params)
     inputs, outputs = [], []
@@ -133,115 +133,6 @@ def stacked_forward(models: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Ca
 
 
 # ---------------------------------------------------------------------------------------------------
-# Stacked optimizers (torch.optim's rules, per-copy hyper-parameters)
-# ---------------------------------------------------------------------------------------------------
-
-
-def per_copy(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(K,) values shaped to broadcast against a stacked tensor (K, ...)."""
-    return values.view((-1,) + (1,) * (like.dim() - 1))
-
-
-@torch.no_grad()
-def optimizer_update(kind: str, params, grads, state: list[list[torch.Tensor]], hyper: dict, t: int) -> None:
-    """One update of stacked ``params`` in place, as torch.optim.SGD (dampening 0) / Adam would.
-
-    ``hyper``: (K,) tensors ``lr`` (already scheduled), ``momentum`` (beta1 for adam), ``weight_decay``;
-    ``t`` is the 1-based update count (Adam's bias correction). In-place ops keep temporaries few: the
-    update is memory-bound at small batch sizes.
-    """
-    lr, mu, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
-    decay = bool((wd != 0).any())
-    for p, g, s in zip(params, grads, state, strict=True):
-        if decay:
-            g = g.addcmul(p, per_copy(wd, p))  # L2 term: g + wd w
-        neg_lr = per_copy(-lr, p)
-        if kind == "sgd":
-            p.addcmul_(g, neg_lr)  # w <- w - lr g
-        elif kind in ("momentum", "nesterov"):
-            buf = s[0].mul_(per_copy(mu, p)).add_(g)  # b <- mu b + g
-            step = g.addcmul(buf, per_copy(mu, p)) if kind == "nesterov" else buf  # g + mu b  |  b
-            p.addcmul_(step, neg_lr)  # w <- w - lr step
-        else:
-            m, v = s
-            m.lerp_(g, 1 - per_copy(mu, p))  # m <- b1 m + (1 - b1) g
-            v.mul_(ADAM_BETA2).addcmul_(g, g, value=1 - ADAM_BETA2)  # v <- b2 v + (1 - b2) g^2
-            step_size = lr / (1 - mu**t)  # lr / (1 - b1^t)
-            denom = (v.sqrt() / math.sqrt(1 - ADAM_BETA2**t)).add_(ADAM_EPS)
-            p.addcmul_(m.div(denom), per_copy(-step_size, p))  # w <- w - lr m_hat / (sqrt(v_hat) + eps)
-
-
-@torch.no_grad()
-def fused_update(kind: str, params, layers, plan, state, hyper: dict, same_mu: float | None,
-                 decay: bool | None = None) -> None:
-    """One SGD / momentum / Nesterov update of a stacked plain MLP from its activation gradients.
-
-    ``layers``: (a, delta) per linear layer, a (K, B, in) its input and delta (K, B, out) the gradient of
-    the loss with respect to its output. The weight gradient is g = delta^T a (K, out, in), rank <= B;
-    it is never formed: ``baddbmm_`` adds it into the weights (SGD) or the momentum buffer in one pass,
-    so at small B an update reads and writes each stacked weight once or twice instead of the four to
-    six passes of "form g, then optimizer_update". Same rules as :func:`optimizer_update` (torch.optim),
-    different float rounding:
-    sgd: w <- (1 - lr wd) w - lr g;  momentum: b <- mu b + wd w + g, w <- w - lr b;
-    nesterov: the same b, w <- (1 - lr wd) w - lr g - lr mu b.
-    ``same_mu``: the momentum when every copy has the same one (then b's decay fuses into baddbmm_);
-    ``decay``: whether any weight decay is nonzero (None: look at ``hyper``).
-    """
-    lr, mu, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
-    decay = bool((wd != 0).any()) if decay is None else decay
-    neg_lr_k = -lr  # (K,)
-    grads = iter(layers)
-    tensors = iter(zip(params, state, strict=True))
-    for op in plan:
-        if op not in ("linear", "linear_nobias"):
-            continue
-        a, delta = next(grads)  # (K, B, in), (K, B, out)
-        pairs = [next(tensors)] + ([next(tensors)] if op == "linear" else [])
-        for i, (p, s) in enumerate(pairs):
-            neg_lr = per_copy(neg_lr_k, p)
-            if i == 0:  # the weight (K, out, in): g = delta^T a
-                gt = delta.transpose(1, 2)  # (K, out, B)
-
-                def add_grad(target, scale=None, beta=1.0, a=a, gt=gt):
-                    target.baddbmm_(gt if scale is None else gt * scale, a, beta=beta)
-            else:  # the bias (K, out): g = sum_b delta
-                g_bias = delta.sum(dim=1)  # (K, out)
-
-                def add_grad(target, scale=None, beta=1.0, g_bias=g_bias):
-                    if beta != 1.0:
-                        target.mul_(beta)
-                    target.add_(g_bias if scale is None else g_bias * scale)
-            if kind == "sgd":
-                if decay:
-                    p.mul_(1 + per_copy(-lr * wd, p))
-                add_grad(p, per_copy(neg_lr_k, delta) if i == 0 else neg_lr)  # w <- w - lr g
-                continue
-            buf = s[0]
-            if same_mu is not None and not decay:
-                add_grad(buf, beta=same_mu)  # b <- mu b + g
-            else:
-                buf.mul_(per_copy(mu, p))
-                if decay:
-                    buf.addcmul_(p, per_copy(wd, p))  # + wd w
-                add_grad(buf)  # + g
-            if kind == "momentum":
-                p.addcmul_(buf, neg_lr)  # w <- w - lr b
-            else:
-                if decay:
-                    p.mul_(1 + per_copy(-lr * wd, p))
-                add_grad(p, per_copy(neg_lr_k, delta) if i == 0 else neg_lr)  # w <- w - lr g
-                p.addcmul_(buf, per_copy(-lr * mu, p))  # ... - lr mu b
-
-
-FUSED_OPTIMIZERS = ("sgd", "momentum", "nesterov")  # adam needs the full gradient (g^2)
-
-
-def optimizer_slots(kind: str) -> int:
-    """State tensors per parameter: 0 (sgd), 1 (momentum buffer), 2 (Adam moments)."""
-    return {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[kind]
-
-
-# ---------------------------------------------------------------------------------------------------
 # The stacked run
 # ---------------------------------------------------------------------------------------------------
 
@@ -258,22 +149,22 @@ class StackedRun:
         models = [workload.model(x.seed) for x in configs]
         self.params, self.forward = stacked_forward(models)
         self.plan = mlp_plan(models[0])
-        self.fused = self.plan is not None and c.optimizer in FUSED_OPTIMIZERS
+        self.rule = optimizer_rule(c.optimizer)
+        self.fused = self.plan is not None and self.rule.fusable
         for p in self.params:
             p.requires_grad_(not self.fused)  # fused: autograd stops at the activations
-        self.state = [[torch.zeros_like(p) for _ in range(optimizer_slots(c.optimizer))] for p in self.params]
-        device = workload.device
-        mu = [adam_beta1(x.momentum) if c.optimizer == "adam" else x.momentum for x in configs]
-        self.hyper = {
-            "lr": torch.tensor([x.learning_rate for x in configs], device=device),
-            "momentum": torch.tensor(mu, device=device),
-            "weight_decay": torch.tensor([x.weight_decay for x in configs], device=device),
-        }
+        self.state = [[torch.zeros_like(p) for _ in range(self.rule.slots)] for p in self.params]
+        values = {"lr": [x.learning_rate for x in configs], "weight_decay": [x.weight_decay for x in configs]}
+        for x in configs:
+            for name, value in self.rule.hyper(x).items():
+                values.setdefault(name, []).append(value)
+        self.hyper = {k: torch.tensor(v, device=workload.device) for k, v in values.items()}  # (K,) each
+        self.uniform = {k: v[0] for k, v in values.items() if len(set(v)) == 1}  # shared by every copy
+        self.shared = self.rule.shared(c)
         self.decay = any(x.weight_decay != 0 for x in configs)  # known once: no per-step check
-        self.same_mu = mu[0] if len(set(mu)) == 1 else None
         self.constant_lr = c.schedule == "constant"
         seeds = [x.seed for x in configs]
-        self.order = BatchOrder(workload.n_train, c.batch_size, seeds, c.drop_last, device)
+        self.order = BatchOrder(workload.n_train, c.batch_size, seeds, c.drop_last, workload.device)
         self.x_eval, self.y_eval = eval_data(c, workload)
 
     def train_step(self) -> torch.Tensor:
@@ -296,11 +187,13 @@ class StackedRun:
         if self.fused:  # copies are independent: d sum / d z_k = d L_k / d z_k
             deltas = torch.autograd.grad(losses.sum(), outputs)  # (K, B, out) per layer
             layers = list(zip(inputs, deltas, strict=True))
-            fused_update(c.optimizer, self.params, layers, self.plan, self.state, hyper, self.same_mu,
-                         self.decay)
+            with torch.no_grad():
+                self.rule.fused_update(self.params, layers, self.plan, self.state, hyper, self.uniform,
+                                       self.decay)
         else:
             grads = torch.autograd.grad(losses.sum(), self.params)  # copies are independent: d sum / d w_k
-            optimizer_update(c.optimizer, self.params, grads, self.state, hyper, self.step)
+            with torch.no_grad():
+                self.rule.update(self.params, grads, self.state, hyper, self.step, self.shared)
         return losses.detach()
 
     def advance(self, until: int) -> list[int]:

@@ -28,7 +28,8 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import nn
 
-from batchscale.empirical.trials import ADAM_BETA2, ADAM_DEFAULT_BETA1, ADAM_EPS, TrainConfig, TrialResult
+from batchscale.empirical.optimizers import optimizer_rule
+from batchscale.empirical.trials import TrainConfig, TrialResult
 from batchscale.empirical.workloads import Workload
 from batchscale.errors import InputError, require
 
@@ -76,11 +77,6 @@ def refine_interval(step: int) -> int:
 def batch_loss(per_example: torch.Tensor, loss_form: str) -> torch.Tensor:
     """Mean (``mean``) or sum (``sum``) of per-example losses over the last axis."""
     return per_example.mean(dim=-1) if loss_form == "mean" else per_example.sum(dim=-1)
-
-
-def adam_beta1(momentum: float) -> float:
-    """Adam's beta1: ``momentum``, or :data:`ADAM_DEFAULT_BETA1` when it is 0."""
-    return momentum if momentum > 0 else ADAM_DEFAULT_BETA1
 
 
 class BatchOrder:
@@ -173,14 +169,8 @@ def eval_data(config: TrainConfig, workload: Workload) -> tuple[torch.Tensor, to
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The torch.optim optimizer of ``config`` (learning rate set per step by the run)."""
-    params, lr, wd = model.parameters(), config.learning_rate, config.weight_decay
-    if config.optimizer == "adam":
-        betas = (adam_beta1(config.momentum), ADAM_BETA2)
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=ADAM_EPS, weight_decay=wd)
-    momentum = 0.0 if config.optimizer == "sgd" else config.momentum
-    nesterov = config.optimizer == "nesterov"
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+    """The torch.optim twin of ``config``'s optimizer (learning rate set per step by the run)."""
+    return optimizer_rule(config.optimizer).torch_optimizer(model.parameters(), config)
 
 
 class Snapshot(NamedTuple):

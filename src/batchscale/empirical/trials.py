@@ -18,17 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from batchscale.empirical.optimizers import REGISTRY, optimizer_rule
 from batchscale.errors import InputError, require
-from batchscale.vocabulary import LOSS_FORMS, TRAIN_OPTIMIZERS, check_choice
+from batchscale.vocabulary import LOSS_FORMS, check_choice
 
-OPTIMIZERS: tuple[str, ...] = TRAIN_OPTIMIZERS
+OPTIMIZERS: tuple[str, ...] = tuple(REGISTRY)
 SCHEDULES: tuple[str, ...] = ("constant", "warmup_linear_decay")
 TARGET_METRICS: tuple[str, ...] = ("error", "loss")
 STATUSES: tuple[str, ...] = ("complete", "incomplete", "diverged", "pruned")
-
-ADAM_DEFAULT_BETA1 = 0.9  # Adam's beta1 when ``momentum`` is 0
-ADAM_BETA2 = 0.999
-ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -42,10 +39,13 @@ class TrainConfig:
         learning_rate: the learning rate eta (``loss_form="mean"``) or the base learning rate
             eta~ = eta / m (``loss_form="sum"``); the update is ``w -= eta * mean_i g_i`` or
             ``w -= eta~ * sum_i g_i``.
-        optimizer: ``sgd`` | ``momentum`` (heavy ball) | ``nesterov`` | ``adam``, with torch.optim's
-            update rules (``torch.optim.SGD`` with dampening 0; ``torch.optim.Adam``).
-        momentum: heavy-ball / Nesterov coefficient (must be > 0 for those two; ignored by ``sgd``);
-            for ``adam`` it is beta1, with 0 meaning the default 0.9 (beta2 = 0.999, eps = 1e-8).
+        optimizer: ``sgd`` | ``momentum`` (heavy ball) | ``nesterov`` | ``adam`` | ``adamw``, with
+            torch.optim's update rules (``torch.optim.SGD`` with dampening 0; ``torch.optim.Adam``,
+            ``torch.optim.AdamW``); one entry each in :mod:`batchscale.empirical.optimizers`.
+        momentum: heavy-ball / Nesterov coefficient (must be > 0 for those two; ignored by ``sgd``).
+            Older configs gave Adam's beta1 here (0 meaning 0.9); that still holds when ``beta1`` is None.
+        beta1, beta2, eps: Adam's / AdamW's coefficients; None means torch's defaults 0.9, 0.999, 1e-8
+            (other optimizers take none of them).
         loss_form: ``mean`` or ``sum`` of the per-example losses of the batch.
         schedule: ``constant`` or ``warmup_linear_decay`` (linear warm-up over ``warmup_steps`` updates,
             then linear decay to 0 at ``max_steps``); see :func:`batchscale.empirical.train.lr_factor`.
@@ -68,6 +68,9 @@ class TrainConfig:
     learning_rate: float = 0.1
     optimizer: str = "sgd"
     momentum: float = 0.0
+    beta1: float | None = None
+    beta2: float | None = None
+    eps: float | None = None
     loss_form: str = "mean"
     schedule: str = "constant"
     warmup_steps: int = 0
@@ -110,15 +113,19 @@ class TrainConfig:
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"learning rate must be a positive number, got {self.learning_rate}",
         )
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        rule = optimizer_rule(self.optimizer)
         check_choice("loss form", self.loss_form, LOSS_FORMS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("target metric", self.target_metric, TARGET_METRICS)
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            require(value is None or 0 <= value < 1, f"{name} must be in [0, 1), got {value}")
         require(
-            self.optimizer not in ("momentum", "nesterov") or self.momentum > 0,
-            f"optimizer {self.optimizer!r} needs momentum > 0, got {self.momentum}",
+            self.eps is None or (math.isfinite(self.eps) and self.eps > 0),
+            f"eps must be a positive number, got {self.eps}",
         )
+        rule.validate(self)
         require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
         require(self.max_steps >= 1, f"max steps must be >= 1, got {self.max_steps}")
         require(
@@ -135,8 +142,8 @@ class TrainConfig:
         )
 
     def group_key(self) -> tuple:
-        """What trials must share to run as one stacked model (everything but lr, momentum, wd, seed)."""
-        per_copy = {"learning_rate", "momentum", "weight_decay", "seed"}
+        """What trials must share to run as one stacked model: all but lr, momentum, beta1, wd and seed."""
+        per_copy = {"learning_rate", "momentum", "beta1", "weight_decay", "seed"}
         return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in per_copy)
 
 
