@@ -24,3 +24,16 @@ def test_csv_header_and_empty():
     text = render([{"x": 1, "y": None}, {"x": 2, "z": "k"}], "csv")
     assert text.splitlines() == ["x,y,z", "1,,", "2,,k"]
     assert to_jsonable((1, 2)) == [1, 2]
+
+
+def test_csv_writes_integral_floats_as_integers_and_booleans_as_json_does():
+    text = render([{"steps": 716.0, "lr": 0.5, "edge": False, "ok": True, "big": 1e20}], "csv")
+    assert text.splitlines()[1] == "716,0.5,false,true,1e+20"
+
+
+def test_a_table_column_never_mixes_plain_and_scientific_notation():
+    text = render_table([{"b": 123.4, "lr": 0.25}, {"b": 2.5e-5, "lr": 0.125}])
+    b_cells = [line.split()[0] for line in text.splitlines()[2:]]
+    assert b_cells == ["1.234e+02", "2.500e-05"]
+    lr_cells = [line.split()[1] for line in text.splitlines()[2:]]
+    assert lr_cells == ["0.25", "0.125"]  # a column that needs no exponent keeps plain numbers

@@ -32,8 +32,12 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def format_cell(value: Any, digits: int = 4) -> str:
-    """A short human string: floats to ``digits`` significant digits, None as '-'."""
+def format_cell(value: Any, digits: int = 4, scientific: bool = False) -> str:
+    """A short human string: floats to ``digits`` significant digits, None as '-', booleans yes/no.
+
+    ``scientific``: every non-zero float in exponent form (``1.234e+05``), so that one column never
+    mixes plain and scientific notation (:func:`render_table` decides per column).
+    """
     value = to_jsonable(value)
     if value is None:
         return "-"
@@ -42,12 +46,22 @@ def format_cell(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if value == 0.0:
             return "0"
+        if scientific:
+            return f"{value:.{digits - 1}e}"
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return f"{value:.{digits}g}"
     if isinstance(value, (list, tuple)):
         return ",".join(format_cell(v, digits) for v in value)
     return str(value)
+
+
+def needs_scientific(values: Sequence[Any], digits: int = 4) -> bool:
+    """Whether some float of a column prints in exponent form at ``digits`` significant digits."""
+    return any(
+        isinstance(v, float) and not isinstance(v, bool) and v != 0.0 and "e" in format_cell(v, digits)
+        for v in (to_jsonable(x) for x in values)
+    )
 
 
 def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -64,7 +78,9 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     if not rows:
         return "(no rows)"
     columns = list(columns or columns_of(rows))
-    cells = [[format_cell(row.get(c)) for c in columns] for row in rows]
+    scientific = [needs_scientific([row.get(c) for row in rows]) for c in columns]
+    cells = [[format_cell(row.get(c), scientific=sci) for c, sci in zip(columns, scientific, strict=True)]
+             for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     numeric = [
         all(isinstance(to_jsonable(row.get(c)), (int, float, type(None))) for row in rows)
@@ -82,20 +98,29 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     return "\n".join([header, rule, *(line(r) for r in cells)])
 
 
+def csv_cell(value: Any) -> Any:
+    """One CSV field: None empty, booleans ``true``/``false`` (as in JSON), integral floats as integers
+    (``716``, not ``716.0``), lists and dicts as JSON, other floats at full precision (``repr``)."""
+    value = to_jsonable(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value
+
+
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV with a header row; lists joined by ';', None as empty."""
+    """CSV with a header row; fields as :func:`csv_cell` writes them."""
     columns = list(columns or columns_of(rows))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        out = []
-        for c in columns:
-            v = to_jsonable(row.get(c))
-            if isinstance(v, (list, dict)):
-                v = json.dumps(v)
-            out.append("" if v is None else v)
-        writer.writerow(out)
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
     return buffer.getvalue().rstrip("\n")
 
 
