@@ -71,10 +71,11 @@ def test_the_check_can_fail():
     assert first_offender(["json", "batchscale.empirical.device"], "torch") == "batchscale.empirical.device"
 
 
-def test_cli_startup_imports_neither_torch_nor_sympy():
+@pytest.mark.parametrize("args", [["--help"], ["verify", "--help"], ["verify", "list"]], ids=" ".join)
+def test_cli_startup_imports_neither_torch_nor_sympy(args):
     code = (
         "import sys; from click.testing import CliRunner; from batchscale.cli.main import cli; "
-        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
+        f"r = CliRunner().invoke(cli, {args!r}); assert r.exit_code == 0, r.output; "
         "print(' '.join(sorted(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -184,3 +185,34 @@ def test_the_cycle_check_can_fail(tmp_path):
     assert find_cycle(import_graph(module_files(package))) is None
     (package / "b.py").write_text("def f():\n    from .a import g\n    return g\n")
     assert find_cycle(import_graph(module_files(package))) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+# Modules outside batchscale.verify that still join theory and empirical (to move into verify).
+JOINS_TO_MOVE = {"cli/sweep.py"}
+
+
+def imported_layers(source: str) -> set[str]:
+    """Which of theory / empirical a module's source imports anywhere (module level or in functions)."""
+    names = set()
+    for node in executed_imports(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    layers = ("theory", "empirical")
+    return {layer for layer in layers if any(n.startswith(f"batchscale.{layer}") for n in names)}
+
+
+def test_only_verify_imports_both_theory_and_empirical():
+    joins = {
+        path.relative_to(SRC).as_posix()
+        for path in SRC.rglob("*.py")
+        if imported_layers(path.read_text()) == {"theory", "empirical"}
+    }
+    assert {j for j in joins if not j.startswith("verify/")} <= JOINS_TO_MOVE
+    assert any(j.startswith("verify/") for j in joins)
+
+
+def test_the_join_check_can_fail():
+    source = "import batchscale.theory.moments\ndef f():\n    from batchscale.empirical import train\n"
+    assert imported_layers(source) == {"theory", "empirical"}

@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Train many runs: steps-to-target per batch size, LR x batch grids.",
     ),
     "runs": ("batchscale.cli.runs:runs", "Inspect and export a sweep's results database."),
+    "verify": (
+        "batchscale.cli.verify:verify",
+        "Check each claim: theory's prediction vs a measurement, with a verdict.",
+    ),
     "workloads": (
         "batchscale.cli.workloads:workloads",
         "List the built-in workloads with their sizes and parameter counts.",

@@ -1,0 +1,105 @@
+"""The tolerance table: every (claim, quantity) with its tolerance, kind and reason, declared before any run.
+
+``docs/claims.md`` mirrors this table (``tests/test_verify_docs.py`` checks they are equal). A tolerance
+is never widened to make a row pass: a row that fails is a result, kept and explained.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from batchscale.errors import require
+
+
+class Tolerance(NamedTuple):
+    """``value`` of ``kind`` (absolute | relative | factor | z-score) and why it is that wide."""
+
+    value: float
+    kind: str
+    why: str
+
+
+MC = "Monte Carlo over many draws; 4 standard errors keep a false fail below 1e-4 per row"
+
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("accounting", "steps_per_epoch"): Tolerance(
+        0, "absolute", "an integer count: a real loader must match exactly"
+    ),
+    ("accounting", "last_batch_size"): Tolerance(
+        0, "absolute", "an integer count: a real loader must match exactly"
+    ),
+    ("accounting", "last_batch_trace_cov"): Tolerance(4, "z-score", MC),
+    ("accounting", "full_batch_trace_cov"): Tolerance(4, "z-score", MC),
+    ("moments", "mean_along_-G"): Tolerance(4, "z-score", MC + ", plus a float-rounding floor"),
+    ("moments", "trace_cov"): Tolerance(4, "z-score", MC + ", plus a float-rounding floor"),
+    ("accumulation", "relative_difference"): Tolerance(
+        1e-5,
+        "absolute",
+        "float32 summation in a different order: rounding of ~1e-7 per term over <= 1e2 terms",
+    ),
+    ("accumulation", "saved_bytes"): Tolerance(
+        0.05,
+        "relative",
+        "the affine model (fixed part + per-example part) of two small micro-batches "
+        "extrapolated to the largest; 5% leaves room for allocator rounding",
+    ),
+    ("staleness", "gap_slope"): Tolerance(
+        0.1,
+        "absolute",
+        "log-log slope over a 16x range of lr; third-order terms bias it by about "
+        "eta*n*lambda_max <= 0.05 at the largest lr",
+    ),
+    ("staleness", "gap_over_leading"): Tolerance(
+        0.05, "relative", "at the smallest lr the terms beyond second order are below 1% of the gap"
+    ),
+    ("stability", "max_stable_lr"): Tolerance(
+        1.5,
+        "factor",
+        "training diverges at the almost-sure boundary, at or above the mean-square one the "
+        "theory gives; a finite run and a grid of learning rates add a few percent",
+    ),
+    ("saddle", "escape_steps"): Tolerance(
+        0.15,
+        "relative",
+        "the linearised prediction ignores the quartic term (<1% at the threshold) and the "
+        "first steps' transient",
+    ),
+    ("saddle", "full_batch_escaped_fraction"): Tolerance(
+        0, "absolute", "the full-batch gradient at the saddle is exactly zero: no run may escape"
+    ),
+    ("cosine", "mean_cosine"): Tolerance(4, "z-score", MC),
+    ("regimes", "critical_batch"): Tolerance(
+        2, "factor", "a batch size read off a fitted S(B) over a grid of powers of two"
+    ),
+    ("noise-scale", "b_simple_over_b_crit"): Tolerance(
+        10, "factor", "McCandlish et al. find B_simple within about an order of magnitude of B_crit"
+    ),
+    ("noise-scale", "tradeoff_product"): Tolerance(
+        4, "z-score", "(S/S_min - 1)(E/E_min - 1) = 1 within its seeds' error"
+    ),
+    ("nqm-transfer", "critical_batch"): Tolerance(
+        2, "factor", "a quadratic model of a network: its curve's shape, not its scale, is the claim"
+    ),
+    ("sharpness", "log10_sharpness_small_minus_large"): Tolerance(
+        1,
+        "absolute",
+        "a direction, not a value: predicted -1 (small-batch minima flatter), so the band "
+        "[-2, 0] accepts any flatter small-batch solution up to 100x",
+    ),
+}
+
+
+def tolerance(claim: str, quantity: str) -> Tolerance:
+    """The declared tolerance of ``quantity`` in ``claim`` (an InputError if none was declared)."""
+    key = (claim, quantity)
+    require(key in TOLERANCES, f"no tolerance declared for {claim}/{quantity}")
+    return TOLERANCES[key]
+
+
+def table_rows() -> list[dict[str, str]]:
+    """The table as rows (claim, quantity, tolerance, kind, why), in declaration order."""
+    return [
+        {"claim": c, "quantity": q, "tolerance": f"{t.value:g}", "kind": t.kind, "why": t.why}
+        for (c, q), t in TOLERANCES.items()
+    ]
