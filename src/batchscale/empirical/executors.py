@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import importlib.util
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -175,6 +176,7 @@ def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
 
 def _init_local_worker(parent_pid: int, threads: int, stream: Any) -> None:
     global _STREAM
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers itself
     _STREAM = stream
     set_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
@@ -215,6 +217,17 @@ class LocalExecutor(Executor):
         while self._stream is not None and not self._stream.empty():
             messages.append(self._stream.get())
         return messages
+
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate()
+        self.shutdown()
+
+    def terminate(self) -> None:
+        """Stop the workers at once (Ctrl-C): the trials they were training are lost, finished ones were
+        streamed to the parent already."""
+        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+            process.terminate()
 
     def shutdown(self) -> None:
         """Cancel queued chunks, wait for running ones; meanwhile discard what they stream, so a worker

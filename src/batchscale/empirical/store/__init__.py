@@ -35,7 +35,7 @@ config: a row whose config or hash does not match the trial asked for is not reu
 This module needs only the standard library (no torch), so ``batchscale runs`` starts fast.
 """
 
-from batchscale.empirical.store.database import BUSY_TIMEOUT, ClaimOutcome, Store
+from batchscale.empirical.store.database import BUSY_TIMEOUT, ClaimOutcome, Store, owner_id, owner_is_dead
 from batchscale.empirical.store.opening import (
     check_store_file,
     connect,
@@ -76,6 +76,8 @@ __all__ = [
     "connect",
     "open_existing_store",
     "open_store",
+    "owner_id",
+    "owner_is_dead",
     "record_from_result",
     "record_matches",
     "result_columns",

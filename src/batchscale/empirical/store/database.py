@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -135,9 +137,9 @@ class Store:
     ) -> ClaimOutcome:
         """Sort ``wanted`` (``{trial_id: config_hash}``) into stored rows, our claims and others' claims.
 
-        In one transaction: expired claims are dropped; a stored row that matches its config hash and
-        that ``accept`` takes is reused; every other id is claimed for ``owner`` until now + ``lease``
-        seconds unless another owner holds a live claim on it.
+        In one transaction: expired claims and claims of dead owners (:func:`owner_is_dead`) are dropped;
+        a stored row that matches its config hash and that ``accept`` takes is reused; every other id is
+        claimed for ``owner`` until now + ``lease`` seconds unless another owner holds a live claim on it.
         """
         ids = list(wanted)
         with self._write() as connection:
@@ -147,6 +149,9 @@ class Store:
             for chunk in _chunks(ids):
                 sql = f"SELECT trial_id, owner FROM claims WHERE trial_id IN ({', '.join('?' * len(chunk))})"
                 holders.update(connection.execute(sql, chunk).fetchall())
+            dead = {holder for holder in set(holders.values()) if owner_is_dead(holder)}
+            connection.executemany("DELETE FROM claims WHERE owner = ?", [(holder,) for holder in dead])
+            holders = {k: holder for k, holder in holders.items() if holder not in dead}
             reused, ours, others, mismatched = {}, [], {}, []
             for trial_id in ids:
                 record = stored.get(trial_id)
@@ -182,6 +187,29 @@ class Store:
             return {}
         rows = self.connection.execute("SELECT trial_id, owner, expires FROM claims").fetchall()
         return {trial_id: (owner, expires) for trial_id, owner, expires in rows}
+
+
+def owner_id(session: str) -> str:
+    """This process as the owner of claims: ``host:pid:session``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{session}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether ``owner`` (an :func:`owner_id`) is a process of this host that no longer runs.
+
+    A sweep killed by SIGKILL cannot release its claims; re-running it at once on the same machine must
+    not wait for its leases to run out."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:

@@ -1,4 +1,11 @@
-"""Running chains: store look-ups, chunks of stackable trials, the executor, storing every result."""
+"""Running chains: store look-ups, chunks of stackable trials, the executor, storing every result.
+
+Several sweeps may share one store: a chunk's trials are claimed in the store just before the chunk is
+submitted (:meth:`batchscale.empirical.store.Store.claim`); trials another sweep holds under a live
+lease are not trained here: this sweep waits for their rows (polling every :data:`POLL_SECONDS`), and
+trains them itself only if that sweep's lease runs out or its process is gone (it was killed). Leases
+are renewed while chunks run and released when the sweep ends, however it ends.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +23,20 @@ from typing import Any
 import numpy as np
 
 from batchscale.empirical.executors import Executor, ExecutorConfig, make_executor
-from batchscale.empirical.store import Store, open_store, record_from_result
+from batchscale.empirical.store import (
+    Store,
+    config_hash,
+    open_store,
+    owner_id,
+    record_from_result,
+    record_matches,
+)
 from batchscale.empirical.sweep.rounds import Chain, Round
 from batchscale.empirical.trials import TrainConfig, TrialResult
+
+LEASE_SECONDS = 120.0  # a claim's lifetime; renewed every LEASE_SECONDS / 4 while its chunk runs
+POLL_SECONDS = 2.0  # how often a sweep looks for rows of trials another sweep is training
+WAIT_REPORT_SECONDS = 30.0  # how often it says it is still waiting
 
 
 @contextmanager
@@ -95,8 +113,12 @@ class _ChainState:
     chain: Chain
     round_: Round = field(default_factory=lambda: Round(()))
     results: dict[str, TrialResult] = field(default_factory=dict)
-    waiting: int = 0
+    pending: set[str] = field(default_factory=set)  # trial ids of the round without a result yet
     rows: list[dict[str, Any]] | None = None
+
+    def accept(self, record: Any) -> bool:
+        """Whether a stored row may stand for its trial in this round."""
+        return not (self.round_.redo_pruned and record.status == "pruned")
 
 
 @dataclass(frozen=True)
@@ -127,11 +149,14 @@ def run_chains(
     """
     runner = _Runner(store, executor, threads, prune, progress, session or uuid.uuid4().hex[:12])
     states = [_ChainState(name, chain) for name, chain in chains.items()]
-    for state in states:
-        runner.advance(state)
-    while runner.queue or runner.running:
-        runner.submit_ready()
-        runner.collect()
+    try:
+        for state in states:
+            runner.advance(state)
+        while runner.queue or runner.running or runner.watched:
+            runner.submit_ready()
+            runner.collect()
+    finally:
+        store.release(runner.owner)
     return {s.name: s.rows or [] for s in states}, runner.stats()
 
 
@@ -154,11 +179,14 @@ class _Runner:
         self.store, self.executor, self.threads, self.prune = store, executor, threads, prune
         self.say = progress or (lambda message: None)
         self.session = session
+        self.owner = owner_id(session)
         self.queue: list[_Job] = []
         self.running: dict[Any, _Job] = {}
+        self.watched: dict[str, tuple[_ChainState, TrainConfig, bool]] = {}  # claimed by other sweeps
         self.trained = self.reused = 0
         self.started = time.monotonic()
         self._serial = itertools.count()
+        self._renewed = self._polled = self._reported = time.monotonic()
 
     def advance(self, state: _ChainState, results: dict[str, TrialResult] | None = None) -> None:
         """Feed ``results`` to the chain and queue the missing trials of its next round(s)."""
@@ -169,34 +197,91 @@ class _Runner:
                 state.rows = stop.value
                 return
             configs = state.round_.configs
-            stored = self.store.get_many(t.trial_id() for t in configs)
-            if state.round_.redo_pruned:
-                stored = {k: r for k, r in stored.items() if r.status != "pruned"}
-            state.results = {k: TrialResult.from_dict(r.result_dict()) for k, r in stored.items()}
-            self.reused += len(state.results)
+            wanted = _hashes(configs)
+            stored = self.store.get_many(wanted)
+            changed = sorted(k for k, r in stored.items() if not record_matches(r, wanted[k]))
+            if changed:
+                self.say(f"{state.name}: {len(changed)} stored row(s) do not match their trial's config "
+                         f"(changed outside batchscale, or stale), e.g. {changed[0]}; training them again")
+            state.results = {}
+            self.take(state, {k: r for k, r in stored.items() if k not in changed and state.accept(r)})
             missing = [t for t in configs if t.trial_id() not in state.results]
             if missing:
-                chunks = chunks_of(missing)
-                state.waiting = len(chunks)
-                self.queue.extend(_Job(state, chunk, self.prune and state.round_.prune) for chunk in chunks)
+                state.pending = {t.trial_id() for t in missing}
+                prune = self.prune and state.round_.prune
+                self.queue.extend(_Job(state, chunk, prune) for chunk in chunks_of(missing))
                 return
             results = state.results
 
+    def take(self, state: _ChainState, records: Mapping[str, Any]) -> None:
+        """Use stored rows as results of ``state``'s round."""
+        for trial_id, record in records.items():
+            state.results[trial_id] = TrialResult.from_dict(record.result_dict())
+            state.pending.discard(trial_id)
+        self.reused += len(records)
+
+    def claim(self, state: _ChainState, chunk: Sequence[TrainConfig], prune: bool,
+              announce: bool = True) -> list[TrainConfig]:
+        """Claim ``chunk`` in the store; return the trials this sweep is to train.
+
+        Trials stored meanwhile are taken as results; those another sweep holds are watched."""
+        outcome = self.store.claim(_hashes(chunk), self.owner, lease=LEASE_SECONDS, accept=state.accept)
+        self.take(state, outcome.reused)
+        by_id = {t.trial_id(): t for t in chunk}
+        self.watched.update((k, (state, by_id[k], prune)) for k in outcome.others)
+        if outcome.others and announce:
+            holders = sorted(set(outcome.others.values()))
+            self.say(f"{state.name}: {len(outcome.others)} trial(s) are being trained by another sweep "
+                     f"({', '.join(holders)}); waiting for their rows")
+        if not state.pending:
+            self.advance(state, state.results)
+        return [by_id[k] for k in outcome.ours]
+
     def submit_ready(self) -> None:
-        """Hand queued chunks to the executor up to its capacity."""
-        free = max(0, self.executor.capacity - len(self.running))
-        jobs, self.queue = self.queue[:free], self.queue[free:]
-        for job in jobs:
-            job.token = f"{self.session}-{next(self._serial)}"
+        """Claim queued chunks and hand them to the executor, up to its capacity."""
+        jobs: list[_Job] = []
+        while self.queue and len(self.running) + len(jobs) < self.executor.capacity:
+            job = self.queue.pop(0)
+            job.chunk = self.claim(job.state, job.chunk, job.prune)
+            if job.chunk:
+                job.token = f"{self.session}-{next(self._serial)}"
+                jobs.append(job)
         payloads = [_payload(job.chunk, job.prune, self.threads, job.token) for job in jobs]
         self.running.update(zip(self.executor.submit_many(train_chunk, payloads), jobs, strict=True))
 
     def collect(self) -> None:
-        """Store streamed trials, then finish the chunks that ended (waiting up to a second for one)."""
-        done = self.executor.wait(list(self.running), timeout=1.0)
+        """Store streamed trials, finish the chunks that ended (waiting up to a second for one), renew
+        this sweep's claims and look for rows of trials other sweeps are training."""
+        if self.running:
+            done = self.executor.wait(list(self.running), timeout=1.0)
+        else:
+            done = []
+            time.sleep(min(1.0, POLL_SECONDS))
         self.store_streamed(self.executor.drain())
         for handle in done:
             self.finish(self.running.pop(handle), self.executor.result(handle))
+        now = time.monotonic()
+        if self.running and now - self._renewed > LEASE_SECONDS / 4:
+            self.store.renew(self.owner, LEASE_SECONDS)
+            self._renewed = now
+        if self.watched and now - self._polled >= POLL_SECONDS:
+            self._polled = now
+            self.poll_watched()
+
+    def poll_watched(self) -> None:
+        """Take the rows other sweeps stored; claim (to train here) trials whose claims expired."""
+        watched, self.watched = self.watched, {}
+        by_state: dict[int, list[tuple[_ChainState, TrainConfig, bool]]] = {}
+        for entry in watched.values():
+            by_state.setdefault(id(entry[0]), []).append(entry)
+        for entries in by_state.values():
+            state, prune = entries[0][0], entries[0][2]
+            mine = self.claim(state, [config for _, config, _ in entries], prune, announce=False)
+            self.queue.extend(_Job(state, chunk, prune) for chunk in chunks_of(mine))
+        if self.watched and time.monotonic() - self._reported >= WAIT_REPORT_SECONDS:
+            self._reported = time.monotonic()
+            self.say(f"[{time.monotonic() - self.started:7.1f}s] still waiting for {len(self.watched)} "
+                     "trial(s) another sweep is training")
 
     def store_streamed(self, messages: Sequence[Mapping[str, Any]]) -> None:
         """Store trials streamed by running chunks (messages of finished chunks are left to the chunk)."""
@@ -216,12 +301,17 @@ class _Runner:
         _store_chunk(self.store, job.chunk, out, self.session, job.state.results, skip=job.stored)
         self.trained += len(job.chunk)
         self.say(_chunk_message(job.state.name, job.chunk, out, time.monotonic() - self.started))
-        job.state.waiting -= 1
-        if job.state.waiting == 0:
+        job.state.pending.difference_update(t.trial_id() for t in job.chunk)
+        if not job.state.pending:
             self.advance(job.state, job.state.results)
 
     def stats(self) -> RunStats:
         return RunStats(self.trained, self.reused, time.monotonic() - self.started, self.session)
+
+
+def _hashes(configs: Sequence[TrainConfig]) -> dict[str, str]:
+    """``{trial_id: config_hash}`` of ``configs``."""
+    return {t.trial_id(): config_hash(t.to_dict()) for t in configs}
 
 
 def _payload(chunk: Sequence[TrainConfig], prune: bool, threads: int, token: str) -> dict[str, Any]:
