@@ -171,7 +171,7 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
                 "e_min": e_min,
             }
         )
-    columns = ["batch_size", "steps_ratio", "examples_ratio", "eps_opt_over_max", "regime"]
+    columns = ["batch_size", "steps_ratio", "examples_ratio", "eps_opt_over_max", "speedup", "regime"]
     if s_min is not None:
         columns[1:1] = ["steps_model", "examples_model"]
     emit(rows, fmt, columns if fmt == "table" else None)

@@ -581,12 +581,17 @@ def analyze_steps_curve(
     several = any(n > 1 for n in n_seeds)
     if n_bootstrap == 0:
         curves, method = np.log(median)[None, :], "none"
+        data_curves = curves
     elif several:
         curves, method = np.log(_seed_bootstrap(matrix, n_bootstrap, rng)), "seeds"
+        data_curves = curves
     else:
         curves = np.full((n_bootstrap, b.size), np.inf)
         curves[:, ok] = residual_bootstrap(fit, b[ok], median[ok], n_bootstrap, rng)
         method = "residuals"
+        # the model-free rule (zhang2024) resamples the data itself, not the fitted curve: the measured
+        # steps times the same resampled residuals (the fitted curve would bias it when the model misfits)
+        data_curves = curves + (np.log(median) - np.log(fit.predict_steps(b)))[None, :]
     params = np.exp(fit_log_curves(np.log(b), curves))  # (K, 2): S_min, B_crit per resample
     d_smin, d_bc = params[:, 0], params[:, 1]
     b_lo, b_hi = float(b[ok].min()), float(b[ok].max())
@@ -599,7 +604,7 @@ def analyze_steps_curve(
         "mccandlish": bc,
         "examples_overhead": _batch_estimate(critical_fraction * fit.b_crit, critical_fraction * d_bc, level,
                                              b_lo, b_hi),
-        "zhang2024": _zhang_estimate(b, median, np.exp(curves), critical_fraction, level, b_lo, b_hi,
+        "zhang2024": _zhang_estimate(b, median, np.exp(data_curves), critical_fraction, level, b_lo, b_hi,
                                      fit.b_crit, perfect),
     }
     max_useful = _batch_estimate(float(batch_at_speedup(flat, fit.b_crit)), batch_at_speedup(flat, d_bc),
