@@ -63,6 +63,14 @@ def count_rows(db: Path) -> int:
         return 0
 
 
+def holds_claims_and_rows(db: Path) -> bool:
+    try:
+        rows, claims = rows_and_claims(db)
+    except sqlite3.Error:
+        return False
+    return bool(rows) and bool(claims)
+
+
 def test_two_concurrent_sweeps_split_the_work_and_agree(tmp_path):
     reference, shared = tmp_path / "reference.sqlite", tmp_path / "shared.sqlite"
     first = start([*SWEEP, "--executor", "inline", "--db", str(shared)])
@@ -104,8 +112,8 @@ def test_sigkill_then_immediate_resume_takes_over_the_killed_sweeps_claims(tmp_p
     args = [*SWEEP, "--executor", "local", "--workers", "1", "--db", str(db)]
     victim = start(args)
     deadline = time.monotonic() + 300
-    while count_rows(db) < 2 and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not holds_claims_and_rows(db) and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
