@@ -27,7 +27,7 @@ def run_json(*args: str) -> list[dict]:
 
 def test_noise_scale_methods_agree():
     rows = run_json(
-        "noise-scale", "--method", "exact,fast,two-batch", "--batch-sizes", "4,64", "--draws", "40"
+        "noise-scale", "--method", "exact,fast,two-batch", "--two-batch-sizes", "4,64", "--draws", "40"
     )
     by_method = {r["method"]: r for r in rows}
     assert by_method["fast"]["b_simple"] == pytest.approx(by_method["exact"]["b_simple"], rel=1e-5)
@@ -93,7 +93,8 @@ def test_accumulation_csv():
     result = run("accumulation", "--batch-size", "32", "--micro-batches", "1,4,32", *TINY, "--format", "csv")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("form,m,micro_batch,k,predicted,measured,stderr,tolerance,pass,saved_MiB")
+    header = "form,m,micro_batch,k,predicted,measured,stderr,tolerance,tolerance_kind,pass,verdict,peak_MiB"
+    assert lines[0].startswith(header + ",saved_MiB")
     assert len(lines) == 1 + 2 * 3 and all(",yes," in line for line in lines[1:])
 
 
@@ -168,7 +169,8 @@ def test_measuring_never_imports_theory():
     cannot be checked this way: torch.func's vmap imports it at its first call; tests/test_layout.py
     checks that no empirical module imports it.)"""
     commands = [
-        ["noise-scale", "--method", "exact,two-batch", "--batch-sizes", "4,64", "--draws", "3", "--b-noise"],
+        ["noise-scale", "--method", "exact,two-batch", "--two-batch-sizes", "4,64", "--draws", "3"]
+        + ["--b-noise"],
         ["moments", "--sample", "16", "--batch-sizes", "4", "--draws", "3"],
         ["cosine", "--sample", "16", "--batch-sizes", "4", "--draws", "3"],
         ["accumulation", "--batch-size", "8"],
@@ -187,7 +189,7 @@ def test_measuring_never_imports_theory():
 @pytest.mark.parametrize(
     "args",
     [
-        ["noise-scale", "--method", "fast,two-batch", "--batch-sizes", "4,64", "--draws", "10"],
+        ["noise-scale", "--method", "fast,two-batch", "--two-batch-sizes", "4,64", "--draws", "10"],
         ["cosine", "--sample", "32", "--draws", "5"],
     ],
     ids=["noise-scale", "cosine"],
@@ -199,7 +201,7 @@ def test_same_seed_same_numbers(args):
 
 
 def test_two_batch_ema_is_updated_every_training_step():
-    args = ["noise-scale", "--method", "two-batch", "--batch-sizes", "4,64", "--draws", "10"]
+    args = ["noise-scale", "--method", "two-batch", "--two-batch-sizes", "4,64", "--draws", "10"]
     train = ["--during-training", "--train-steps", "6", "--every", "3", "--train-lr", "0.05"]
     rows = run_json(*args, *train, "--train-batch-size", "16", "--ema-decay", "0.5")
     assert [r["step"] for r in rows] == [0, 3, 6]
@@ -226,3 +228,117 @@ def test_cosine_and_moments_along_training(tmp_path):
         (s, q) for s in (0, 2, 4) for q in ("mean_along_-G", "trace_cov")
     ]
     assert "step" not in run_json(*one_m)[0]  # a single measurement keeps the plain table
+
+
+USER_WORKLOADS = '''
+from functools import partial
+
+import torch
+from torch import nn
+
+from batchscale.empirical.workloads import Workload
+
+
+class Dropped(nn.Module):
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Nan(nn.Module):
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.lin(x) * float("nan")
+
+
+def data(n):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+    return x, y, x[:4], y[:4]
+
+
+def dropout(n=64, seed=0):
+    return Workload("dropout", Dropped, *data(n))
+
+
+def nan(n=64, seed=0):
+    return Workload("nan", Nan, *data(n))
+'''
+
+
+@pytest.fixture
+def user_workloads(tmp_path, monkeypatch):
+    (tmp_path / "measure_user_wl.py").write_text(USER_WORKLOADS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "measure_user_wl"
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_dropout_model_is_measured_in_eval_mode_reproducibly(user_workloads, method):
+    """Dropout used to crash exact (vmap randomness) and make fast seed-dependent under a zero-width
+    interval; both are now measured in eval mode, say so, and agree with each other."""
+    args = ["noise-scale", "--workload", f"{user_workloads}:dropout", "--method", method, "--format", "json"]
+    first, second = CliRunner().invoke(cli, ["measure", *args]), CliRunner().invoke(cli, ["measure", *args])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    (row,) = json.loads(first.stdout)
+    assert row["config"]["measured_in"].startswith("eval mode")
+    exact = CliRunner().invoke(cli, ["measure", *args[:-4], "--method", "exact", "--format", "json"])
+    assert json.loads(exact.stdout)[0]["b_simple"] == pytest.approx(row["b_simple"], rel=1e-5)
+
+
+def test_nan_loss_says_so_and_exits_non_zero(user_workloads):
+    result = run("noise-scale", "--workload", f"{user_workloads}:nan", "--format", "json")
+    assert result.exit_code != 0
+    assert "nan loss" in result.output
+    assert json.loads(result.stdout)[0]["status"] == "nan loss"
+
+
+def test_b_simple_above_the_data_says_exceeds_dataset():
+    """Least squares with label noise 100 on 64 examples: B_simple is far above M = 64."""
+    tiny = ["--workload", "linreg", "-W", "n_train=64", "-W", "n_test=4", "-W", "dim=2", "-W", "noise_std=100"]
+    result = run("noise-scale", "--method", "exact", *tiny, "--format", "json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["b_simple"] > 64 and row["status"] == "exceeds dataset"
+
+
+def test_noise_scale_status_rules():
+    from batchscale.empirical.measure import noise_scale_status
+
+    assert noise_scale_status({"grad_norm_sq": -0.1, "trace_cov": 2.0, "b_simple": -20.0}, 100) == "undefined"
+    assert noise_scale_status({"grad_norm_sq": 0.1, "trace_cov": -2.0, "b_simple": -20.0}, 100) == "undefined"
+    assert noise_scale_status({"grad_norm_sq": 0.1, "trace_cov": 20.0, "b_simple": 200.0}, 100) == (
+        "exceeds dataset"
+    )
+    assert noise_scale_status({"grad_norm_sq": 0.1, "trace_cov": 2.0, "b_simple": 20.0}, 100) == "ok"
+
+
+@pytest.mark.parametrize("spelling", ["--two-batch-sizes", "--batch-sizes"])
+def test_two_batch_sizes_new_name_and_hidden_old_alias(spelling):
+    rows = run_json("noise-scale", "--method", "two-batch", spelling, "4,64", "--draws", "4")
+    assert (rows[0]["small"], rows[0]["big"]) == (4, 64)
+    help_text = run("noise-scale", "--help").output
+    assert "--two-batch-sizes" in help_text and "--batch-sizes" not in help_text
+
+
+@pytest.mark.parametrize("pair", ["64,4", "8,8", "8", "4,8,16"])
+def test_inverted_or_malformed_two_batch_sizes_are_errors(pair):
+    result = run("noise-scale", *TINY, "--method", "two-batch", "--two-batch-sizes", pair)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "SMALL" in result.output
+
+
+def test_accumulation_rows_say_they_hold_by_construction_and_show_the_memory_peak():
+    rows = run_json("accumulation", "--batch-size", "64", "--micro-batches", "4,16,64", "--form", "mean")
+    assert {r["verdict"] for r in rows} == {"holds_by_construction"}
+    peak = {r["micro_batch"]: r["peak_MiB"] for r in rows}
+    assert 0 < peak[4] < peak[16] < peak[64]  # activations grow with the micro-batch

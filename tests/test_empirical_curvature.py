@@ -8,7 +8,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from batchscale.empirical.curvature import b_noise, hessian_vector_product, sharpness
+from batchscale.empirical.curvature import (
+    Sharpness,
+    b_noise,
+    hessian_vector_product,
+    sharpness,
+    top_eigenvalue_power,
+    top_eigenvalues_lanczos,
+)
 from batchscale.empirical.gradients import (
     gradient_statistics,
     per_example_gradients,
@@ -158,3 +165,41 @@ def test_sharpness_bad_input(kwargs, match):
     model, x, y = make(tanh_mlp, "class")
     with pytest.raises(InputError, match=match):
         sharpness(model, cross_entropy, x, y, **kwargs)
+
+
+def close_pair_matvec(gap=1e-3, dim=40, seed=0):
+    """A symmetric matrix Q diag(1, 1 - gap, 0.5, ...) Q^T (float64) as a matrix-vector product."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    values = np.concatenate([[1.0, 1.0 - gap], np.linspace(0.5, -0.3, dim - 2)])
+    h = torch.from_numpy(q @ np.diag(values) @ q.T)
+    return (lambda v: h @ v.double()), values
+
+
+def test_power_iteration_with_two_close_top_eigenvalues_stops_on_the_residual():
+    """Gap 1e-3 between the top two: successive Rayleigh quotients change by < 1e-4 long before the
+    iterate leaves the second eigenvector's direction; the residual rule keeps going until
+    |Hv - lambda v| / |lambda| <= tol, which bounds the eigenvalue error by residual^2 / gap
+    (the old rule stopped 32x tol low)."""
+    matvec, values = close_pair_matvec()
+    value, calls, residual = top_eigenvalue_power(matvec, 40, iters=20000, tol=1e-4, dtype=torch.float64)
+    assert residual <= 1e-4
+    assert values[1] < value <= values[0]
+    # Kato-Temple: lambda_1 - rho <= |r|^2 / (rho - lambda_2) for the Rayleigh quotient rho
+    assert values[0] - value <= (residual * value) ** 2 / (value - values[1]) * (1 + 1e-9)
+    assert values[0] - value <= 2e-5
+
+
+def test_power_iteration_says_when_it_did_not_converge():
+    matvec, _ = close_pair_matvec()
+    value, calls, residual = top_eigenvalue_power(matvec, 40, iters=5, tol=1e-4, dtype=torch.float64)
+    assert calls == 5 and residual > 1e-4
+    rows = Sharpness("power", (value,), 1, calls, (residual,), 1e-4).as_rows()
+    assert rows[0]["status"] == "not converged" and rows[0]["residual"] == residual
+
+
+def test_lanczos_with_two_close_top_eigenvalues_reports_small_residuals():
+    matvec, values = close_pair_matvec()
+    found, _, residuals = top_eigenvalues_lanczos(matvec, 40, k=2, tol=1e-8, dtype=torch.float64)
+    np.testing.assert_allclose(found, values[:2], rtol=1e-7)
+    assert max(residuals) <= 1e-6

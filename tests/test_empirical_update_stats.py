@@ -19,6 +19,7 @@ from batchscale.empirical.gradients import gradient_statistics
 from batchscale.empirical.update_stats import (
     accumulated_update,
     accumulation,
+    allocation_peak_bytes,
     gradient_cosine,
     predicted_cosine,
     predicted_update_mean,
@@ -239,3 +240,31 @@ def test_measured_update_moments_match_prediction_on_digits_mlp():
     )
     failed = [c.as_row() for c in checks if not c.passed]
     assert not failed, failed
+
+
+def test_allocation_peak_bytes_counts_what_is_alive_together():
+    """4000 B and 8000 B alive together, then the first freed before 2000 B more: peak 12000 B."""
+
+    def run():
+        a = torch.empty(1000, dtype=torch.float32)
+        b = torch.empty(2000, dtype=torch.float32)
+        del a
+        c = torch.empty(500, dtype=torch.float32)
+        return b.numel() + c.numel()
+
+    result, peak = allocation_peak_bytes(run)
+    assert result == 2500
+    assert 12000 <= peak < 12000 + 1024  # + allocator bookkeeping of a few bytes
+
+
+def test_accumulation_with_batch_norm_in_training_mode_is_a_real_check():
+    """Batch norm couples the examples of a micro-batch: the identity no longer holds by construction,
+    so the rows are pass/fail, and accumulating 4 micro-batches of 16 differs from one batch of 64."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(64, 6), torch.randint(3, (64,))
+    results = accumulation(model, cross_entropy, x, y, batch_size=64, micro_batches=[16, 64], lr=0.1)
+    verdicts = {r.micro_batch: r.verdict for r in results if r.form == "mean"}
+    assert verdicts == {16: "fail", 64: "pass"}
+    plain = accumulation(mlp(torch.float32), cross_entropy, x, y, batch_size=64, micro_batches=[16], lr=0.1)
+    assert {r.verdict for r in plain} == {"holds_by_construction"}

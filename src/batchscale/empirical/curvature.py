@@ -92,6 +92,13 @@ class Sharpness:
     eigenvalues: tuple[float, ...]
     n_examples: int
     matvecs: int
+    residuals: tuple[float, ...] = ()
+    tol: float = math.inf
+
+    @property
+    def converged(self) -> bool:
+        """Every relative residual |Hv - lambda v| / |lambda| is within ``tol``."""
+        return all(r <= self.tol for r in self.residuals)
 
     @property
     def top(self) -> float:
@@ -102,7 +109,8 @@ class Sharpness:
         return 2.0 / self.top if self.top > 0 else math.inf
 
     def as_rows(self) -> list[dict[str, object]]:
-        """One row per eigenvalue."""
+        """One row per eigenvalue, with its relative residual and status (``ok`` or ``not converged``)."""
+        residuals = self.residuals or (math.nan,) * len(self.eigenvalues)
         return [
             {
                 "method": self.method,
@@ -111,44 +119,58 @@ class Sharpness:
                 "stable_lr": 2.0 / lam if lam > 0 else math.inf,
                 "examples": self.n_examples,
                 "hvps": self.matvecs,
+                "residual": res,
+                "status": "ok" if res <= self.tol else "not converged",
             }
-            for i, lam in enumerate(self.eigenvalues)
+            for i, (lam, res) in enumerate(zip(self.eigenvalues, residuals, strict=True))
         ]
+
+
+def relative_residual(hv: torch.Tensor, v: torch.Tensor, value: float) -> float:
+    r""":math:`|Hv - \lambda v| / |\lambda|` for a unit vector v (inf when :math:`\lambda = 0`).
+
+    For symmetric H some eigenvalue lies within :math:`|Hv - \lambda v|` of the Rayleigh quotient
+    :math:`\lambda = v^\top Hv` (and within its square over the spectral gap), so a small residual is
+    convergence, not stagnation.
+    """
+    norm = float((hv.double() - value * v.double()).norm())
+    return norm / abs(value) if value != 0 else (0.0 if norm == 0 else math.inf)
 
 
 def top_eigenvalue_power(
     matvec: MatVec, dim: int, *, iters: int = 100, tol: float = 1e-4, seed: int = 0, dtype=torch.float32
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     r"""Eigenvalue of largest magnitude by power iteration.
 
     :math:`v \leftarrow Hv/|Hv|`, :math:`\lambda = v^\top Hv` (Rayleigh quotient).
 
-    Stops when successive Rayleigh quotients differ by less than ``tol`` (relative) or after ``iters``
-    products. Returns (eigenvalue, number of products). If the most negative eigenvalue is larger in
-    magnitude than the most positive, this returns the negative one (use Lanczos for the top).
+    Stops when the relative residual :math:`|Hv - \lambda v|/|\lambda|` (:func:`relative_residual`) is at
+    most ``tol``, or after ``iters`` products. Returns (eigenvalue, number of products, residual): a
+    residual above ``tol`` means not converged. If the most negative eigenvalue is larger in magnitude
+    than the most positive, this returns the negative one (use Lanczos for the top).
     """
     require(iters >= 1, f"iterations must be >= 1, got {iters}")
     v = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     v /= v.norm()
-    value = 0.0
+    value, residual = 0.0, math.inf
     for i in range(1, iters + 1):
         hv = matvec(v.to(dtype)).to(dtype).cpu()
-        new_value = float(v @ hv)
-        if i > 1 and abs(new_value - value) <= tol * abs(new_value):
-            return new_value, i
-        value, norm = new_value, hv.norm()
-        if norm == 0:
-            return 0.0, i
+        value = float(v @ hv)
+        residual = relative_residual(hv, v, value)
+        norm = hv.norm()
+        if residual <= tol or norm == 0:
+            return value, i, residual
         v = hv / norm
-    return value, iters
+    return value, iters, residual
 
 
 def top_eigenvalues_lanczos(
     matvec: MatVec, dim: int, *, k: int = 1, tol: float = 1e-4, seed: int = 0, dtype=torch.float32
-) -> tuple[tuple[float, ...], int]:
+) -> tuple[tuple[float, ...], int, tuple[float, ...]]:
     """The k algebraically largest eigenvalues by implicitly restarted Lanczos (scipy ``eigsh``, which='LA').
 
-    Returns (eigenvalues in decreasing order, number of Hessian-vector products).
+    Returns (eigenvalues in decreasing order, number of Hessian-vector products, relative residuals
+    |Hv - lambda v| / |lambda| of the returned Ritz vectors, each checked with one more product).
     """
     require(1 <= k < dim, f"need 1 <= k < {dim} eigenvalues, got k={k}")
     calls = [0]
@@ -159,8 +181,15 @@ def top_eigenvalues_lanczos(
 
     op = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(dim)
-    values = eigsh(op, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
-    return tuple(float(v) for v in sorted(values, reverse=True)), calls[0]
+    values, vectors = eigsh(op, k=k, which="LA", tol=tol, v0=v0)
+    order = np.argsort(values)[::-1]
+    calls_solve = calls[0]
+    residuals = []
+    for j in order:
+        v = torch.from_numpy(np.ascontiguousarray(vectors[:, j]))  # (P,) float64, unit norm
+        hv = torch.from_numpy(apply(vectors[:, j]))
+        residuals.append(relative_residual(hv, v, float(values[j])))
+    return tuple(float(values[j]) for j in order), calls_solve, tuple(residuals)
 
 
 def sharpness(
@@ -188,10 +217,16 @@ def sharpness(
         op = _counted(op, on_hvp)
     if method == "power":
         require(k == 1, f"power iteration finds one eigenvalue; got k={k} (use lanczos)")
-        value, calls = top_eigenvalue_power(op, dim, iters=iters, tol=tol, seed=seed, dtype=dtype)
-        return Sharpness("power", (value,), int(x.shape[0]), calls)
-    values, calls = top_eigenvalues_lanczos(op, dim, k=k, tol=tol, seed=seed, dtype=dtype)
-    return Sharpness("lanczos", values, int(x.shape[0]), calls)
+        value, calls, residual = top_eigenvalue_power(op, dim, iters=iters, tol=tol, seed=seed, dtype=dtype)
+        return Sharpness("power", (value,), int(x.shape[0]), calls, (residual,), tol)
+    values, calls, residuals = top_eigenvalues_lanczos(op, dim, k=k, tol=tol, seed=seed, dtype=dtype)
+    return Sharpness("lanczos", values, int(x.shape[0]), calls, residuals, residual_tolerance(tol, dtype))
+
+
+def residual_tolerance(tol: float, dtype: torch.dtype) -> float:
+    """The residual a converged Ritz pair may show: ``tol`` (eigsh's relative accuracy), but never below
+    what Hessian-vector products in ``dtype`` can resolve (float32 sums: ~1e-4 relative; float64: 1e-10)."""
+    return max(tol, 1e-4 if dtype == torch.float32 else 1e-10)
 
 
 def _counted(op: MatVec, on_call: Callable[[int], None]) -> MatVec:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -94,7 +95,35 @@ def build_setup(
     x, y = (wl.x_train, wl.y_train) if idx is None else (wl.x_train[idx], wl.y_train[idx])
     config = {"workload": workload, "options": wl.options, "seed": seed, "device": str(resolved), **extra}
     config["examples"] = int(x.shape[0])
-    return Setup(wl, wl.model(seed), x, y, config)
+    model = wl.model(seed)
+    if stochastic_layers(model):
+        config["measured_in"] = EVAL_MODE_NOTE
+    return Setup(wl, model, x, y, config)
+
+
+EVAL_MODE_NOTE = "eval mode (Dropout off; training uses it)"
+
+
+def stochastic_layers(model: nn.Module) -> list[str]:
+    """Names of the layers that draw random numbers in training mode (Dropout of every kind)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+@contextmanager
+def measuring_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode while measuring a model with stochastic layers, so that every statistic is a function of
+    the parameters (same seed, same numbers; per-example gradients defined); training mode is restored.
+    Models without such layers are measured as they are."""
+    if not stochastic_layers(model):
+        yield
+        return
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.train(training)
 
 
 @dataclass(frozen=True)
@@ -229,7 +258,8 @@ def measure_along_training(
     """Train (:func:`sgd_checkpoints`) and call ``measure_at(checkpoint)`` on the model as it stands.
 
     ``every=None``: measure once, at the end of training; else at step 0, every ``every`` steps and at
-    the end. A diverged run ends the list with ``(checkpoint, [])``. ``progress`` hears of the training
+    the end. A model with stochastic layers (Dropout) is measured in eval mode (:func:`measuring_mode`).
+    A diverged run ends the list with ``(checkpoint, [])``. ``progress`` hears of the training
     every 10% of the run (or every ``every`` steps).
     """
     require(every is None or every >= 1, f"--every must be >= 1, got {every}")
@@ -248,7 +278,8 @@ def measure_along_training(
             out.append((point, []))
             break
         if every is not None or point.step == steps:
-            out.append((point, list(measure_at(point))))
+            with measuring_mode(setup.model):
+                out.append((point, list(measure_at(point))))
     return out
 
 
@@ -313,6 +344,32 @@ class NoiseScaleOptions:
     chunk_size: int | None = None
     b_noise: bool = False
     probes: int = 32
+
+    def __post_init__(self) -> None:
+        small, big = self.two_batch
+        if "two-batch" in self.methods:
+            require(
+                1 <= small < big,
+                f"two-batch sizes must be SMALL,BIG with 1 <= SMALL < BIG, got {small},{big}",
+            )
+            require(self.draws >= 2, f"two-batch needs at least 2 draws, got {self.draws}")
+
+
+def noise_scale_status(row: Mapping[str, Any], population: int) -> str:
+    """``ok``; ``undefined`` when the |G|^2 (or tr Sigma, or G^T H G) estimate is not positive (a two-batch
+    or sampled estimate can be: the ratio is then meaningless, reported but not trusted); ``exceeds
+    dataset`` when B_simple (or B_noise) is larger than the M examples measured on (the full batch of M
+    examples is itself still noise-dominated: a critical batch size beyond the data)."""
+    for key in ("grad_norm_sq", "trace_cov", "g_h_g"):
+        value = row.get(key)
+        if value is not None and not value > 0:
+            return "undefined"
+    value = row.get("b_simple", row.get("b_noise"))
+    if value is not None and not math.isfinite(value):
+        return "undefined"
+    if value is not None and value > population:
+        return "exceeds dataset"
+    return "ok"
 
 
 def noise_scale_rows(setup: Setup, opts: NoiseScaleOptions, progress: Progress = _quiet) -> list[dict]:
@@ -406,14 +463,20 @@ def noise_scale_along_training(
     """Rows (step, train_loss, one per method, status) at each checkpoint (see :func:`noise_scale_rows`);
     ``ema`` (:func:`ema_settings`) adds the per-step two-batch EMA columns to the two-batch rows."""
 
+    if "two-batch" in opts.methods:
+        check_batch_size(opts.two_batch[1], setup.population)
+
     def measure_at(point: Checkpoint) -> list[dict[str, Any]]:
         progress(f"noise scale at step {point.step} ({', '.join(opts.methods)})")
         loss = train_loss(setup)
+        if not math.isfinite(loss):  # no gradient statistic means anything here
+            return [{"step": point.step, "train_loss": None, "status": "nan loss"}]
         rows = []
         for row in noise_scale_rows(setup, opts, progress):
             if row["method"] == "two-batch" and point.ema is not None:
                 row.update(ema_columns(point.ema))
-            rows.append({"step": point.step, "train_loss": loss, **row, "status": "ok"})
+            status = noise_scale_status(row, setup.population)
+            rows.append({"step": point.step, "train_loss": loss, **row, "status": status})
         return rows
 
     measured = measure_along_training(
@@ -640,7 +703,7 @@ def sharpness_along_training(
             on_hvp=on_hvp,
         )
         loss = train_loss(setup)
-        return [{"step": point.step, "train_loss": loss, **row, "status": "ok"} for row in result.as_rows()]
+        return [{"step": point.step, "train_loss": loss, **row} for row in result.as_rows()]
 
     measured = measure_along_training(setup, training, measure_at, every=every, progress=progress)
     return [row for point, rows in measured for row in (rows or [status_row(point)])]

@@ -15,9 +15,12 @@ Predictions here are plain arithmetic on measured statistics (the theory layer i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +40,7 @@ from batchscale.empirical.gradients import (
 from batchscale.errors import require
 
 FORMS: tuple[str, ...] = ("mean", "sum")
+T = TypeVar("T")
 
 # Default number of standard errors a measurement may differ from its prediction.
 Z_TOLERANCE = 4.0
@@ -303,9 +307,24 @@ def saved_tensor_meter(model: nn.Module) -> Iterator[dict[str, int]]:
         yield meter
 
 
+def batch_dependent_layers(model: nn.Module) -> list[str]:
+    """Layers whose output for one example depends on the rest of the batch or on random draws in the
+    current mode: batch norm and Dropout in training mode. Without them the accumulation identity holds
+    by construction (the gradient is linear in the per-example losses)."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds) and m.training]
+
+
 @dataclass(frozen=True)
 class AccumulationResult:
-    """Accumulated update over k micro-batches vs the one-batch update, and the memory per micro-batch."""
+    """Accumulated update over k micro-batches vs the one-batch update, and the memory per micro-batch.
+
+    ``peak_bytes`` is the allocation peak of one micro-batch's forward and backward measured by torch's
+    profiler (:func:`micro_batch_peak_bytes`: activations, temporaries, the gradient it adds), the main
+    memory figure; ``saved_bytes`` the bytes autograd saves for that backward (activations only: a lower
+    bound). ``by_construction``: the model has no batch-dependent layer, so the identity holds
+    for any weights and the row only shows float rounding.
+    """
 
     form: str
     batch_size: int
@@ -315,10 +334,18 @@ class AccumulationResult:
     update_max_abs: float
     saved_bytes: int
     cuda_peak_bytes: int | None
+    peak_bytes: int | None = None
+    by_construction: bool = True
 
     @property
     def passed(self) -> bool:
         return self.max_abs_diff <= self.tolerance
+
+    @property
+    def verdict(self) -> str:
+        if self.by_construction:
+            return "holds_by_construction" if self.passed else "fail"
+        return "pass" if self.passed else "fail"
 
     def as_row(self) -> dict[str, object]:
         return {
@@ -330,10 +357,67 @@ class AccumulationResult:
             "measured": self.max_abs_diff,
             "stderr": 0.0,  # deterministic: the same batch, the same float operations every time
             "tolerance": self.tolerance,
+            "tolerance_kind": "float rounding",
             "pass": "yes" if self.passed else "no",
+            "verdict": self.verdict,
+            "peak_MiB": None if self.peak_bytes is None else self.peak_bytes / 2**20,
             "saved_MiB": self.saved_bytes / 2**20,
             "cuda_peak_MiB": None if self.cuda_peak_bytes is None else self.cuda_peak_bytes / 2**20,
         }
+
+
+def micro_batch_peak_bytes(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *, scale: int, form: str
+) -> int:
+    """Allocation peak of one micro-batch's forward and backward (``x``, ``y``), accumulating into gradient
+    buffers that already exist (as every micro-batch after the first does), above the level at its start,
+    measured by :func:`allocation_peak_bytes`. ``scale`` is m, the divisor of the mean form."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+
+    def step() -> None:
+        losses = loss_fn(model(x), y)  # (b,)
+        (losses.sum() / scale if form == "mean" else losses.sum()).backward()
+
+    _, peak = allocation_peak_bytes(step)
+    model.zero_grad(set_to_none=True)
+    return peak
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points to /dev/null inside: the profiler's native library writes a trace line
+    at every start and stop there, which would bury the progress lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def allocation_peak_bytes(run: Callable[[], T]) -> tuple[T, int]:
+    """``run()`` under torch's profiler (``profile_memory=True``, CPU): its result and the peak of the
+    bytes allocated while it ran, above the level at its start (the running sum of the profiler's
+    allocation and free records in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = run()
+    changes = [
+        (e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.name == "[memory]" or e.self_cpu_memory_usage != 0
+    ]
+    level = peak = 0
+    for _, change in sorted(changes, key=lambda c: c[0]):
+        level += change
+        peak = max(peak, level)
+    return result, int(peak)
 
 
 def accumulated_update(
@@ -397,7 +481,10 @@ def accumulation(
 
     One batch of ``batch_size`` examples is drawn without replacement; for each micro-batch size the
     accumulated update is compared with the single-pass update (micro-batch = m). Tolerance: float
-    relative precision (1e-5 float32, 1e-12 float64) times the largest update component.
+    relative precision (1e-5 float32, 1e-12 float64) times the largest update component. On a model
+    without batch-dependent layers (:func:`batch_dependent_layers`) the identity holds by construction:
+    such rows say ``holds_by_construction`` (a failure would be a bug in the accumulation code). Memory:
+    the profiler's allocation peak (:func:`allocation_peak_bytes`) and autograd's saved bytes.
     """
     population = int(x.shape[0])
     _check_common(lr, 2, forms, ["without"])
@@ -406,6 +493,7 @@ def accumulation(
     xb, yb = x[idx], y[idx]
     check_micro_batches(batch_size, micro_batches)
     rtol = FLOAT_RTOL.get(x.dtype, 1e-5)
+    by_construction = not batch_dependent_layers(model)
     results = []
     for form in forms:
         reference, _, _ = accumulated_update(model, loss_fn, xb, yb, micro_batch=batch_size, lr=lr, form=form)
@@ -414,8 +502,11 @@ def accumulation(
             update, saved, cuda_peak = accumulated_update(
                 model, loss_fn, xb, yb, micro_batch=mb, lr=lr, form=form
             )
+            peak = micro_batch_peak_bytes(model, loss_fn, xb[:mb], yb[:mb], scale=batch_size, form=form)
             diff = float((update - reference).abs().max())
             results.append(
-                AccumulationResult(form, batch_size, mb, diff, rtol * scale, scale, saved, cuda_peak)
+                AccumulationResult(
+                    form, batch_size, mb, diff, rtol * scale, scale, saved, cuda_peak, peak, by_construction
+                )
             )
     return results

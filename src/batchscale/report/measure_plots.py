@@ -75,14 +75,19 @@ def plot_checks(
 
 
 def plot_accumulation_memory(path: str, results: Sequence[Any]) -> None:
-    """Activation memory per micro-batch (the first loss form's rows)."""
+    """Memory per micro-batch: the profiler's allocation peak and autograd's saved bytes (first form)."""
     first = [r for r in results if r.form == results[0].form]
     plot_series(
         path,
         [r.micro_batch for r in first],
-        {"autograd-saved MiB": [r.saved_bytes / 2**20 for r in first]},
+        {
+            "allocation peak MiB (profiler)": [
+                NAN if r.peak_bytes is None else r.peak_bytes / 2**20 for r in first
+            ],
+            "autograd-saved MiB": [r.saved_bytes / 2**20 for r in first],
+        },
         xlabel="micro-batch size",
-        ylabel="MiB saved for backward",
+        ylabel="MiB per micro-batch",
         title="Activation memory vs micro-batch",
         logx=True,
         logy=True,

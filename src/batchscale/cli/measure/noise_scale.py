@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from batchscale.cli.common import IntList, emit, progress
+from batchscale.cli.common import emit, progress
 from batchscale.cli.measure.options import (
     build,
     columns_in,
@@ -18,6 +18,24 @@ from batchscale.cli.measure.options import (
 from batchscale.errors import require
 
 METHODS = ("exact", "fast", "two-batch")
+
+
+class TwoBatchSizes(click.ParamType):
+    """``SMALL,BIG``: two integers with 1 <= SMALL < BIG, in that order (never swapped)."""
+
+    name = "small,big"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            small, big = (int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not SMALL,BIG (two integers, e.g. 8,256)", param, ctx)
+        if not 1 <= small < big:
+            self.fail(f"{value!r}: need 1 <= SMALL < BIG (the small batch first)", param, ctx)
+        return small, big
 
 
 def parse_methods(text: str) -> list[str]:
@@ -45,13 +63,14 @@ def parse_methods(text: str) -> list[str]:
     "(unbiased, finite-population corrected); default: all of them (exact values).",
 )
 @click.option(
-    "--batch-sizes",
+    "--two-batch-sizes",
     "two_batch",
-    type=IntList(),
+    type=TwoBatchSizes(),
     default="8,256",
     show_default=True,
-    help="two-batch: the SMALL,BIG batch sizes.",
+    help="two-batch: the SMALL,BIG batch sizes (SMALL < BIG).",
 )
+@click.option("--batch-sizes", "two_batch_old", type=TwoBatchSizes(), default=None, hidden=True)
 @click.option("--draws", type=int, default=50, show_default=True, help="two-batch: pairs of batches drawn.")
 @click.option(
     "--chunk-size",
@@ -92,6 +111,7 @@ def noise_scale(
     sample,
     stat_sample,
     two_batch,
+    two_batch_old,
     draws,
     chunk_size,
     with_b_noise,
@@ -125,10 +145,7 @@ def noise_scale(
     )
 
     methods = parse_methods(method)
-    pair = two_batch
-    if "two-batch" in methods:
-        got = ",".join(map(str, pair))
-        require(len(pair) == 2, f"--batch-sizes for two-batch needs SMALL,BIG, got {got}")
+    pair = two_batch if two_batch_old is None else two_batch_old  # --batch-sizes: the old spelling
     train = training(train_steps, train_lr, train_batch_size, seed)
     require(
         plot_path is None or during_training, "--plot draws B_simple along training: add --during-training"
@@ -145,7 +162,7 @@ def noise_scale(
     )
     opts = NoiseScaleOptions(
         methods=tuple(methods),
-        two_batch=tuple(pair),  # type: ignore[arg-type]
+        two_batch=pair,
         draws=draws,
         seed=seed,
         stat_sample=stat_sample,
@@ -160,6 +177,9 @@ def noise_scale(
     )
     rows = with_config(rows, setup, fmt)
     emit(rows, fmt, columns_in(rows, NOISE_COLUMNS))
+    nan = [r["step"] for r in rows if r.get("status") == "nan loss"]
+    if nan:
+        raise click.ClickException(f"nan loss: the training loss is not finite at step {nan[0]}")
     if plot_path:
         from batchscale.report.measure_plots import plot_noise_scale
 
