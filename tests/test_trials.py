@@ -125,3 +125,36 @@ def test_old_adam_config_reads_momentum_as_beta1():
     assert adam.hyper(TrainConfig(optimizer="adam")) == {"beta1": 0.9}
     assert adam.shared(config) == {"beta2": 0.999, "eps": 1e-8}
     assert adam.hyper(TrainConfig(optimizer="adam", beta1=0.5)) == {"beta1": 0.5}
+
+
+@pytest.mark.parametrize(
+    "constant", ["PROTOCOL_VERSION", "DIVERGENCE_FACTOR", "EVAL_GROWTH", "REFINE_FRACTION", "PRUNE_MIN_STEP",
+                 "PRUNE_MARGIN", "PRUNE_NEAR", "PRUNE_NEAR_LOSS"])
+def test_changing_a_protocol_constant_changes_the_trial_id(monkeypatch, constant):
+    from batchscale.empirical import protocol
+
+    config = TrainConfig(batch_size=8)
+    before = config.trial_id()
+    monkeypatch.setattr(protocol, constant, getattr(protocol, constant) * 2)
+    assert config.trial_id() != before
+    monkeypatch.undo()
+    assert config.trial_id() == before
+
+
+def test_the_data_directory_of_a_file_workload_is_in_the_trial_id(monkeypatch, tmp_path):
+    files, generated = TrainConfig(workload="mnist-cnn"), TrainConfig(workload="digits-mlp")
+    monkeypatch.setenv("BATCHSCALE_DATA_DIR", str(tmp_path / "a"))
+    ids = files.trial_id(), generated.trial_id()
+    assert files.provenance()["data"] == str((tmp_path / "a").resolve())
+    monkeypatch.setenv("BATCHSCALE_DATA_DIR", str(tmp_path / "b"))
+    assert files.trial_id() != ids[0]
+    assert generated.trial_id() == ids[1] and generated.provenance()["data"] is None
+    explicit = TrainConfig(workload="pkg.mod:factory", workload_options={"data_dir": str(tmp_path / "a")})
+    assert explicit.provenance()["data"] == str((tmp_path / "a").resolve())
+
+
+def test_file_workloads_are_the_registry_entries_that_need_files():
+    from batchscale.empirical.protocol import FILE_WORKLOADS
+    from batchscale.empirical.workloads import list_workloads
+
+    assert set(FILE_WORKLOADS) == {info.name for info in list_workloads() if info.needs_files}

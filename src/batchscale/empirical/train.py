@@ -29,18 +29,18 @@ import torch
 from torch import nn
 
 from batchscale.empirical.optimizers import optimizer_rule
+from batchscale.empirical.protocol import (  # the protocol's constants (they enter every trial id)
+    DIVERGENCE_FACTOR,
+    EVAL_GROWTH,
+    PRUNE_MARGIN,
+    PRUNE_MIN_STEP,
+    PRUNE_NEAR,
+    PRUNE_NEAR_LOSS,
+    REFINE_FRACTION,
+)
 from batchscale.empirical.trials import TrainConfig, TrialResult
 from batchscale.empirical.workloads import Workload
 from batchscale.errors import InputError, require
-
-DIVERGENCE_FACTOR = 10.0  # diverged when the test loss exceeds this multiple of its initial value
-EVAL_GROWTH = 1.1  # evaluations at steps 0, 1, 2, ..., 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, ...
-REFINE_FRACTION = 0.01  # re-evaluate every ceil(1% of the step) when resolving a crossing
-PRUNE_MIN_STEP = 20  # no pruning before this step
-PRUNE_MARGIN = 0.03  # pruning needs a lead larger than this (error on 800 test examples: sd 0.014 at 0.2)
-PRUNE_NEAR = 0.1  # ... and a leader whose error is within this of the target (docs/training.md)
-PRUNE_NEAR_LOSS = 0.25  # ... or, for a loss target, whose loss is within this fraction of the target
-
 
 # ---------------------------------------------------------------------------------------------------
 # Pieces every run uses

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from batchscale.empirical.optimizers import REGISTRY, optimizer_rule
+from batchscale.empirical.protocol import data_identity, protocol_identity
 from batchscale.errors import InputError, require
 from batchscale.vocabulary import LOSS_FORMS, check_choice
 
@@ -101,9 +102,17 @@ class TrainConfig:
         require(not unknown, f"unknown TrainConfig field(s): {', '.join(unknown)}")
         return cls(**dict(d))
 
+    def provenance(self) -> dict[str, Any]:
+        """What fixes this trial's numbers besides its fields: the training protocol (version and
+        constants) and the data's identity (see :mod:`batchscale.empirical.protocol`)."""
+        return {"protocol": protocol_identity(),
+                "data": data_identity(self.workload, dict(self.workload_options))}
+
     def trial_id(self) -> str:
-        """16 hex digits of the sha256 of the canonical JSON of :meth:`to_dict`."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """16 hex digits of the sha256 of the canonical JSON of :meth:`to_dict` and :meth:`provenance`,
+        so results of another protocol or other data never share an id."""
+        text = json.dumps({**self.to_dict(), "provenance": self.provenance()}, sort_keys=True,
+                          separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def validate(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import nn
 
 from batchscale.empirical import models
 from batchscale.empirical.data import Arrays
+from batchscale.empirical.protocol import default_data_dir  # the data directory is part of trial ids
 from batchscale.empirical.workloads.contract import Workload
 from batchscale.empirical.workloads.registry import register_workload
 from batchscale.errors import require
@@ -297,16 +297,6 @@ def cifar10_resnet8_workload(
     )
     arrays = file_arrays("cifar10", data_dir, n_train, n_test)
     return Workload("cifar10-resnet8", make, *tensors(arrays), info={"n_classes": 10})
-
-
-def default_data_dir() -> Path:
-    """``$BATCHSCALE_DATA_DIR`` if set, else the user data directory of batchscale."""
-    env = os.environ.get("BATCHSCALE_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("batchscale"))
 
 
 DIGITS_EXAMPLES = 1797
