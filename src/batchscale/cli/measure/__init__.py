@@ -12,6 +12,7 @@ import click
 
 from batchscale.cli.measure.accumulation import accumulation
 from batchscale.cli.measure.cosine import cosine
+from batchscale.cli.measure.estimators import compare_estimators
 from batchscale.cli.measure.moments import moments
 from batchscale.cli.measure.noise_scale import noise_scale
 from batchscale.cli.measure.sharpness import sharpness
@@ -22,5 +23,5 @@ def measure() -> None:
     """Measure gradient statistics and update moments on a real network."""
 
 
-for command in (accumulation, cosine, moments, noise_scale, sharpness):
+for command in (accumulation, compare_estimators, cosine, moments, noise_scale, sharpness):
     measure.add_command(command)
