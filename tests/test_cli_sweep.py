@@ -262,3 +262,35 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path):
     pick = lambda text: [tuple(r[k] for k in KEYS) for r in json.loads(text)]  # noqa: E731
     assert pick(out) == pick(ref_out)
     assert len(after) == len(stored_rows(reference_db))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pruning never changes the answer: the default (pruned trials that could still win are re-run) equals
+# --no-prune on the README's quick sweep.
+
+LIGHT_QUICK = ["sweep", "steps", "--quick", "--batch-sizes", "4,8", "--optimizers", "sgd", "--n-seeds", "1",
+               "--executor", "inline", "--format", "json"]
+ANSWER = ("optimizer", "batch_size", "steps", "learning_rate", "momentum", "status")
+
+
+def answers(result):
+    assert result.exit_code == 0, result.output
+    return [tuple(r[k] for k in ANSWER) for r in json.loads(result.stdout)], json.loads(result.stdout)
+
+
+def test_default_equals_no_prune_on_a_small_quick_sweep(tmp_path):
+    default, rows = answers(invoke([*LIGHT_QUICK, "--db", str(tmp_path / "a.sqlite")]))
+    assert sum(r["n_pruned"] + r["n_verified"] for r in rows) > 0, "nothing was pruned: the test is void"
+    no_prune, _ = answers(invoke([*LIGHT_QUICK, "--no-prune", "--db", str(tmp_path / "b.sqlite")]))
+    assert default == no_prune
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_quick_sweep_default_equals_no_prune(tmp_path, seed):
+    """The README's quick sweep, one seed at a time (seeds 0-3, where the pruning rule alone changed 4 of
+    56 answers): the default answer equals the --no-prune answer at every point."""
+    args = ["sweep", "steps", "--quick", "--n-seeds", "1", "--seed", str(seed), "--format", "json"]
+    default, _ = answers(invoke([*args, "--db", str(tmp_path / "a.sqlite")]))
+    no_prune, _ = answers(invoke([*args, "--no-prune", "--db", str(tmp_path / "b.sqlite")]))
+    assert default == no_prune

@@ -9,6 +9,7 @@ its initial window starts, by extending past its edges.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -131,18 +132,17 @@ def test_trials_pruned_against_a_trial_that_later_diverged_are_retried():
     assert 1 / 1.5 < rows[0]["learning_rate"] / optimal_lr(1) < 1.5
 
 
-def test_pruned_optimum_is_recovered_by_the_verification_round():
-    """Pruning that wrongly stops the best rate (early noise) must not change the answer."""
+def noisy_pruning(trial, prune):
+    """The synthetic world, except that pruning wrongly stops every rate near the optimum."""
+    result = synthetic(trial)
+    near_best = abs(math.log2(trial.learning_rate / optimal_lr(trial.batch_size))) < 1
+    if prune and near_best and result.status == "complete":
+        return TrialResult(trial, "pruned", None, 0.8, 2.0, 0.8)
+    return result
 
-    def noisy_pruning(trial, prune):
-        result = synthetic(trial)
-        near_best = abs(math.log2(trial.learning_rate / optimal_lr(trial.batch_size))) < 1
-        if prune and near_best and result.status == "complete":
-            return TrialResult(trial, "pruned", None, 0.8, 2.0, 0.8)
-        return result
 
-    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2, 4), optimizers=("sgd",),
-                              verify_pruned=True)
+def drive_pruned(config):
+    """Run the chain in the noisy-pruning world; (rows, step budgets of the unpruned re-runs)."""
     chain, budgets = steps_chain(config, "sgd"), []
     try:
         round_ = next(chain)
@@ -150,12 +150,26 @@ def test_pruned_optimum_is_recovered_by_the_verification_round():
             budgets += [t.max_steps for t in round_.configs if not round_.prune]
             round_ = chain.send({t.trial_id(): noisy_pruning(t, round_.prune) for t in round_.configs})
     except StopIteration as stop:
-        rows = stop.value
+        return stop.value, budgets
+
+
+def test_pruned_optimum_is_recovered_by_default():
+    """Pruning that wrongly stops the best rate (early noise) must not change the answer: by default the
+    pruned trials that could still win are re-run without pruning, and the answer equals no pruning's."""
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2, 4), optimizers=("sgd",))
+    rows, budgets = drive_pruned(config)
     assert budgets, "no verification round was asked for"
+    unpruned, _ = drive(steps_chain(replace(config, prune=False), "sgd"))
+    assert [(r["steps"], r["learning_rate"]) for r in rows] == [
+        (r["steps"], r["learning_rate"]) for r in unpruned
+    ]
     for row in rows:
         assert 1 / 1.5 < row["learning_rate"] / optimal_lr(row["batch_size"]) < 1.5, row
         assert row["n_verified"] >= 1 and row["n_pruned"] == 0
         assert row["config"]["max_steps"] < config.max_steps  # the winner came from the verification
+    # the planted failure: without the re-runs the same world reports slower rates
+    wrong, _ = drive_pruned(replace(config, verify_pruned=False))
+    assert any(w["steps"] > r["steps"] for w, r in zip(wrong, rows, strict=True))
 
 
 def drive_from(chain, round_, objective=synthetic):
@@ -277,8 +291,9 @@ def test_local_pool_streams_each_trial_to_the_store_as_it_ends(tmp_path):
     assert rows[0]["status"] == "complete"
 
 
-def test_no_verification_round_unless_asked():
-    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2), optimizers=("sgd",))
+def test_no_verification_round_when_turned_off():
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2), optimizers=("sgd",),
+                              verify_pruned=False)
     chain = steps_chain(config, "sgd")
     round_ = next(chain)
     while True:

@@ -173,8 +173,10 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @click.option("--budget-factor", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Later batch sizes stop trials at this x the previous best steps (0: no cap).")
 @click.option("--no-prune", is_flag=True, help="Do not stop trials far behind the best of their group.")
-@click.option("--verify-pruned", is_flag=True,
-              help="Re-run pruned trials without pruning, within the best trial's steps (slower).")
+@click.option("--verify-pruned/--no-verify-pruned", default=True, show_default=True,
+              help="Re-run every pruned trial that could still win, without pruning and within the best "
+              "trial's steps, so pruning never changes the answer (the default; costs extra trials, see "
+              "docs/sweep.md). --no-verify-pruned keeps the pruning rule's answer.")
 @click.option("--eval-subset", type=click.IntRange(min=0), default=800, show_default=True,
               help="Evaluate on the first N test examples (0: all).")
 @click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,

@@ -39,9 +39,11 @@ class StepsSweepConfig:
         budget_factor: later batch sizes stop trials at ``budget_factor`` x the previous best steps
             (None: no cap).
         prune: stop trials far behind the best of their stacked group (``run_trials(prune=True)``).
-        verify_pruned: once a batch size has a best trial with S steps, re-run every trial pruned before
-            step S without pruning and with a budget of S steps, so the optimum cannot depend on pruning
-            (costly at small batch sizes: the slow rates train for S steps; see docs/sweep.md).
+        verify_pruned: (default) once a batch size has a best trial with S steps, re-run every trial
+            pruned before step S without pruning and with a budget of S steps, so the optimum cannot
+            depend on pruning: the answer equals the ``prune=False`` answer. The cost: the re-run trials
+            train for up to S steps each (measured in benchmarks/bench_sweep.py; see docs/sweep.md).
+            False keeps the pruning rule's answer (faster, but it can report a slower rate).
     """
 
     workload: str = "mnist1d-mlp"
@@ -64,7 +66,7 @@ class StepsSweepConfig:
     max_steps: int = 200_000
     budget_factor: float | None = 2.0
     prune: bool = True
-    verify_pruned: bool = False
+    verify_pruned: bool = True
     eval_subset: int | None = 800
     loss_form: str = "mean"
     drop_last: bool = False
