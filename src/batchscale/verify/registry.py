@@ -97,7 +97,6 @@ CLAIMS: dict[str, Claim] = {
             "term (slope 2 in the learning rate).",
             (ML,),
             "staleness",
-            needs="the staleness measurement (in progress)",
         ),
         _claim(
             "stability",
@@ -105,7 +104,6 @@ CLAIMS: dict[str, Claim] = {
             "the divergence boundary of training.",
             (MBB, ML),
             "stability",
-            needs="the divergence-boundary measurement (in progress)",
         ),
         _claim(
             "regimes",
@@ -142,7 +140,6 @@ CLAIMS: dict[str, Claim] = {
             "Gradient noise escapes a strict saddle, the full batch never does; escape steps vs batch size.",
             (GE,),
             "saddle",
-            needs="the saddle-escape measurement (in progress)",
         ),
         _claim(
             "sharpness",

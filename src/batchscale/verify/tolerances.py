@@ -47,8 +47,8 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("staleness", "gap_slope"): Tolerance(
         0.1,
         "absolute",
-        "log-log slope over a 16x range of lr; third-order terms bias it by about "
-        "eta*n*lambda_max <= 0.05 at the largest lr",
+        "log-log slope over a 16x range of lr with eta*n*lambda_max <= 0.004: third-order terms bias it by "
+        "< 0.01; larger steps can cross a ReLU kink, where the expansion stops holding",
     ),
     ("staleness", "gap_over_leading"): Tolerance(
         0.05, "relative", "at the smallest lr the terms beyond second order are below 1% of the gap"
@@ -64,6 +64,9 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "relative",
         "the linearised prediction ignores the quartic term (<1% at the threshold) and the "
         "first steps' transient",
+    ),
+    ("saddle", "escaped_fraction"): Tolerance(
+        0, "absolute", "with noise, every run must leave the saddle within ten times the predicted steps"
     ),
     ("saddle", "full_batch_escaped_fraction"): Tolerance(
         0, "absolute", "the full-batch gradient at the saddle is exactly zero: no run may escape"
