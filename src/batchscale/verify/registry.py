@@ -81,7 +81,6 @@ CLAIMS: dict[str, Claim] = {
             "measured on a network vs the exact formulas.",
             (ML,),
             "moments",
-            needs="the honest moment checks of batchscale.empirical (being rebuilt)",
         ),
         _claim(
             "accumulation",
@@ -89,7 +88,6 @@ CLAIMS: dict[str, Claim] = {
             "memory grows with the micro-batch.",
             (ML,),
             "accumulation",
-            needs="the accumulation check of batchscale.empirical (being rebuilt)",
         ),
         _claim(
             "staleness",
@@ -133,7 +131,6 @@ CLAIMS: dict[str, Claim] = {
             "Mean cosine between minibatch and full gradient vs batch size, from B_simple.",
             (MCCANDLISH,),
             "cosine",
-            needs="the E[cos] prediction of batchscale.empirical (being rebuilt)",
         ),
         _claim(
             "saddle",

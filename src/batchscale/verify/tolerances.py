@@ -38,11 +38,11 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "absolute",
         "float32 summation in a different order: rounding of ~1e-7 per term over <= 1e2 terms",
     ),
-    ("accumulation", "saved_bytes"): Tolerance(
-        0.05,
+    ("accumulation", "peak_bytes"): Tolerance(
+        0.1,
         "relative",
-        "the affine model (fixed part + per-example part) of two small micro-batches "
-        "extrapolated to the largest; 5% leaves room for allocator rounding",
+        "the allocation peak of one micro-batch, a fixed part plus a part per example fitted on the two "
+        "smallest micro-batches; 10% leaves room for the allocator's rounding and workspace buffers",
     ),
     ("staleness", "gap_slope"): Tolerance(
         0.1,
