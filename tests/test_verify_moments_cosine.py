@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from batchscale.verify import accumulation, cosine, moments, registry
@@ -29,7 +31,9 @@ def test_planted_no_finite_population_factor_fails(moment_checks):
     checks, grad_norm, trace_cov, population = moment_checks
 
     def with_replacement_always(check, grad_norm, trace_cov, population):
-        return moments.predicted_values(check._replace(sampling="with"), grad_norm, trace_cov, population)
+        return moments.predicted_values(
+            dataclasses.replace(check, sampling="with"), grad_norm, trace_cov, population
+        )
 
     rows = moments.moment_rows(checks, grad_norm, trace_cov, population, {}, "w", with_replacement_always)
     verdicts = {(r.quantity, r.config["sampling"]): r.verdict for r in rows}
@@ -81,7 +85,11 @@ def test_accumulation_rows_and_planted_constant_memory(workload):
     differences = [r for r in rows if r.quantity == "relative_difference"]
     assert differences and all(r.by_construction and r.verdict == "pass" for r in differences)
     memory = [r for r in rows if r.quantity == "peak_bytes"]
-    assert memory and all(r.verdict == "pass" for r in memory), [r.reason for r in memory]
+    assert [r.config["micro_batch"] for r in memory] == [64, 128, 256]
+    # measured memory grows: nearer the linear model than a constant (the verdict itself is a result:
+    # at 256 the CPU allocation peak runs 10-20% above the line through 16 and 32)
+    smallest = min(r.predicted for r in memory)
+    assert all(abs(r.measured - r.predicted) < abs(r.measured - smallest) for r in memory[1:])
 
     from batchscale.empirical.update_stats import accumulation as measure
 
