@@ -168,3 +168,116 @@ def test_bad_spectrum_file_values(tmp_path):
     result = run("predict", "nqm", "--spectrum", str(path), "--batch-sizes", "4")
     assert result.exit_code == 2
     assert "Error: eigenvalues must be positive" in result.output
+
+
+# --------------------------------------------------------------------------------------------------------
+# Hostile input: extreme numbers, odd files, big problems (each ends in one Error: line or a right answer)
+# --------------------------------------------------------------------------------------------------------
+
+
+def error_lines(result) -> list[str]:
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return [line for line in result.output.splitlines() if line.startswith("Error:")]
+
+
+MOMENTUM_TINY = ["--optimizer", "momentum", "--momentum-grid", "-2:0:3", "--lr-grid", "-305:-1:6"]
+
+
+def written(save):
+    """A writer of ``path`` that closes its file (np.save/np.savez to an open file)."""
+
+    def write(path):
+        with open(path, "wb") as file:
+            save(file)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "rows, options",
+    [
+        ("1e300\n1e-300\n1\n", []),
+        ("1e300,1\n1e-300,1\n", ["--optimizer", "ema"]),
+        ("1e300\n1e-300\n1\n", MOMENTUM_TINY),
+        ("1e300,1\n1e-300,1\n", ["--lr-grid", "-305:-298:6", "--optimizer", "ema"]),
+    ],
+    ids=["sgd-all-diverge", "ema-all-diverge", "momentum-underflow", "ema-tiny-steps"],
+)
+def test_extreme_spectra_end_cleanly(tmp_path, rows, options):
+    path = tmp_path / "extreme.csv"
+    path.write_text(rows)
+    result = run("predict", "nqm", "--spectrum", str(path), "--batch-sizes", "4,64", "--bins", "0", *options)
+    errors = error_lines(result)
+    assert result.exit_code == 0 or (result.exit_code == 2 and len(errors) == 1), result.output
+
+
+def test_a_grid_that_diverges_everywhere_says_so_with_the_stability_limit(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("1e300\n1\n")
+    result = run("predict", "nqm", "--spectrum", str(path), "--batch-sizes", "4", "--lr-grid", "-5:0:4")
+    (error,) = error_lines(result)
+    assert result.exit_code == 2
+    assert "diverges at every batch size" in error and "2e-300" in error and "--lr-grid" in error
+
+
+@pytest.mark.parametrize(
+    "name, write, words",
+    [
+        ("objects.npy", written(lambda f: np.save(f, np.array([1.0, None], dtype=object))), "objects"),
+        ("complex.npy", lambda p: np.save(p, np.array([1 + 1j, 0.5])), "complex"),
+        ("text.npy", lambda p: p.write_text("1.0\n0.5\n"), "not a .npy"),
+        ("archive.npy", written(lambda f: np.savez(f, a=np.ones(3))), ".npz archive"),
+        ("binary.csv", written(lambda f: np.save(f, np.ones(3))), "not a text CSV"),
+        ("wide.csv", lambda p: p.write_text("1.0,0.5,0.1\n0.2,0.2,0.3\n"), "2 x 3"),
+        ("row.csv", lambda p: p.write_text("1.0,0.5,0.1\n"), "1 x 3"),
+        ("ragged.csv", lambda p: p.write_text("1.0,0.5\n0.5\n"), "row 2"),
+        ("gap.csv", lambda p: p.write_text("1.0,,0.5\n"), "not a number"),
+        ("wide.npy", lambda p: np.save(p, np.ones((2, 5))), "2 x 5"),
+    ],
+)
+def test_odd_spectrum_files_give_one_error_line(tmp_path, name, write, words):
+    path = tmp_path / name
+    write(path)
+    result = run("predict", "nqm", "--spectrum", str(path), "--batch-sizes", "4")
+    (error,) = error_lines(result)
+    assert result.exit_code == 2 and words in error, error
+
+
+@pytest.mark.parametrize("command", [["nqm"], ["stability"]])
+def test_empty_spectrum_is_an_error_not_the_default(command):
+    result = run("predict", *command, "--spectrum", "")
+    (error,) = error_lines(result)
+    assert result.exit_code == 2 and "--spectrum" in error and "empty" in error
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--dim", "1000000", "--bins", "0"], ["--dim", "100000000"], ["--dim", "1000", "--max-memory", "1e-6"]],
+    ids=["million-unbinned", "hundred-million", "tiny-limit"],
+)
+def test_big_problems_are_refused_before_any_work_with_how_to_override(args):
+    result = run("predict", "nqm", *args)
+    (error,) = error_lines(result)
+    assert result.exit_code == 2 and "GB of memory" in error and "raise the limit with --max-memory" in error
+    assert "nqm:" not in result.stderr  # refused before the problem was built
+
+
+def test_a_raised_limit_lets_the_problem_run():
+    result = run(*SMALL, "--batch-sizes", "4", "--max-memory", "inf", "--format", "json")
+    assert rows_of(result)[0]["status"] == "ok"
+
+
+def test_table_momentum_tells_0_9999_from_1():
+    """The table's momentum keeps 3 significant digits of 1 - momentum (it printed '1' for 0.99997)."""
+    args = [*SMALL, "--lr-grid", "-8:-2:13", "--lr-search", "grid", "--optimizer", "momentum"]
+    args += ["--batch-sizes", "1024,65536", "--momentum-grid", "-4.5:-4.5:1"]  # momentum 1 - 10^-4.5
+    exact = [r["momentum"] for r in rows_of(run(*args, "--format", "json"))]
+    assert exact == pytest.approx([1 - 10**-4.5] * 2, rel=1e-12)
+    table = run(*args, "--format", "table")
+    assert table.exit_code == 0
+    header, _, *lines = table.stdout.splitlines()
+    column = header.split().index("momentum")
+    shown = [float(line.split()[column]) for line in lines]
+    for m, text in zip(exact, shown, strict=True):
+        assert 1.0 - text == pytest.approx(1.0 - m, rel=5e-3)

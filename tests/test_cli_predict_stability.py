@@ -72,3 +72,38 @@ def test_bad_input_is_one_line_exit_2(args):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "Error" in result.output
+
+
+@pytest.mark.parametrize(
+    "spectrum, words",
+    [
+        ("1e308,1e-308", "ratio beyond float64"),
+        ("1e308,1e308", "beyond float64's range"),
+        ("1e-310", "normal range"),
+    ],
+)
+def test_extreme_spectra_give_one_error_line(spectrum, words):
+    result = run("--spectrum", spectrum, "--batch-sizes", "1,4")
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2 and len(errors) == 1 and words in errors[0], result.output
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 3.0])
+@pytest.mark.parametrize("inputs", ["gaussian", "dataset"])
+def test_a_scaled_spectrum_scales_the_steps(scale, inputs):
+    """Every step is 1/lambda times a function of the spectrum's shape: lambda -> s lambda gives steps / s,
+    the same rates and critical batches, also for s = 1e300 (where lambda^2 overflows) and 1e-300."""
+    base_lam = np.array([1.0, 0.3, 0.05])
+    args = ["--batch-sizes", "1,4", "--format", "json", "--inputs", inputs, "--n-examples", "20"]
+    base = json.loads(run("--spectrum", ",".join(repr(float(v)) for v in base_lam), *args).stdout)
+    scaled = run("--spectrum", ",".join(repr(float(v * scale)) for v in base_lam), *args)
+    assert scaled.exit_code == 0, scaled.output
+    for b, s in zip(base, json.loads(scaled.stdout), strict=True):
+        # the minimiser of a flat minimum is found to about sqrt(machine epsilon) only
+        assert s["optimal_step"] * scale == pytest.approx(b["optimal_step"], rel=1e-6)
+        for key in ("max_stable_step", "mbb_step", "full_batch_limit"):
+            assert s[key] * scale == pytest.approx(b[key], rel=1e-9), key
+        for key in ("optimal_rate", "mbb_critical_batch", "ms_critical_batch"):
+            assert s[key] == pytest.approx(b[key], rel=1e-9), key
+        assert s["lambda_max"] / scale == pytest.approx(b["lambda_max"], rel=1e-12)

@@ -462,3 +462,57 @@ def test_default_problem_tuned_grid_steps_equal_a_loop_over_the_whole_grid(batch
     while not np.any(stable & (x_sq @ (0.5 * n * h) <= 0.01)):
         x_sq, t = np.where(stable[:, None], a * x_sq + kick, 0.0), t + 1
     assert int(curve.steps[0]) == t
+
+
+def test_a_negligible_extreme_coordinate_does_not_change_the_steps():
+    """A coordinate with h = c = 1e-300 adds ~1e-300 to every loss: the tuned steps are those without it
+    (it used to overflow or crash); and one at h = 1e300 makes every learning rate above 2e-300 diverge."""
+    h = np.array([1.0, 0.3, 0.1, 0.02])
+    lrs = nqm.decade_grid(-3, 0.3, 12)
+    plain = nqm.tune_steps(make_spectrum(h), [4, 256], 0.02, lr_grid=lrs)
+    tiny = nqm.tune_steps(make_spectrum(np.append(h, 1e-300)), [4, 256], 0.02, lr_grid=lrs)
+    np.testing.assert_array_equal(tiny.steps, plain.steps)
+    np.testing.assert_array_equal(tiny.learning_rate, plain.learning_rate)
+    huge = make_spectrum(np.append(h, 1e300))
+    assert nqm.largest_stable_learning_rate(huge) == 2e-300
+    curve = nqm.tune_steps(huge, [4, 256], 0.02, lr_grid=lrs)
+    assert (curve.status == nqm.UNREACHABLE).all() and np.isinf(curve.loss_at_steps).all()
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, -1.0])
+def test_largest_stable_learning_rate_is_the_divergence_threshold(power):
+    spectrum = make_spectrum([2.0, 0.7, 0.01])
+    limit = nqm.largest_stable_learning_rate(spectrum, power)
+    lrs = np.array([limit * (1 - 1e-9), limit * (1 + 1e-9)])
+    at = nqm.expected_loss(spectrum, 8, lrs, 10, precond_power=power)
+    assert np.isfinite(at[0]) and np.isinf(at[1])
+
+
+@pytest.mark.parametrize(
+    "optimizer, kwargs",
+    [
+        ("sgd", {}),
+        ("ema", {"ema_decay": 0.9}),
+        ("momentum", {"momentum_grid": 1 - nqm.decade_grid(-2, 0, 4)}),
+        ("momentum", {"momentum_grid": 1 - nqm.decade_grid(-2, 0, 4), "search": "grid"}),
+    ],
+    ids=["sgd", "ema", "momentum-continuous", "momentum-grid"],
+)
+def test_memory_estimate_bounds_the_measured_peak(optimizer, kwargs):
+    """The estimate ``predict nqm --max-memory`` compares with is above tracemalloc's peak (numpy reports its
+    allocations there) and not far above it."""
+    import tracemalloc
+
+    spectrum = power_law_spectrum(400, 1.0)
+    lrs = nqm.decade_grid(-3, 0.3, 20)
+    search = kwargs.get("search", "continuous")
+    momenta = kwargs.get("momentum_grid")
+    settings = nqm.searched_settings(lrs.size, None if momenta is None else momenta.size, search)
+    estimate = nqm.memory_estimate(spectrum.bins, settings, optimizer, search)
+    tracemalloc.start()
+    try:
+        nqm.tune_steps(spectrum, [4, 1024], 0.05, lr_grid=lrs, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= estimate <= 8 * peak, (peak, estimate)

@@ -118,6 +118,14 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
     show_default=True,
     help="Give up after this many steps (the target is then 'unreachable' at that batch size).",
 )
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="Refuse, before any work, a problem whose estimated peak memory exceeds this many GB "
+    "(it grows with coordinates x bins x searched settings; inf: no limit).",
+)
 @format_option()
 @plot_option
 def nqm(
@@ -135,6 +143,7 @@ def nqm(
     precond_power,
     ema_decay,
     max_steps,
+    max_memory,
     fmt,
     plot_path,
 ) -> None:
@@ -145,6 +154,8 @@ def nqm(
     momentum) is tuned for the fewest steps to reach --target; each row carries the Shallue et al.
     regime and an information lower bound on the steps.
     """
+    import numpy as np
+
     from batchscale.theory import nqm as model
     from batchscale.theory.regimes import analyze_steps_curve
     from batchscale.theory.spectra import load_spectrum, power_law_spectrum
@@ -156,9 +167,14 @@ def nqm(
     if optimizer == "momentum":
         momenta = 1.0 - model.decade_grid(*momentum_grid)
     _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
-    if spectrum_path:
+    settings = model.searched_settings(lrs.size, None if momenta is None else momenta.size, lr_search)
+    if spectrum_path is not None:
         spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)
+        need = model.memory_estimate(spectrum.bins, settings, optimizer, lr_search)
+        _check_memory(need, max_memory)
     else:
+        need = model.memory_estimate(min(bins, dim) if bins else dim, settings, optimizer, lr_search, dim)
+        _check_memory(need, max_memory)
         spectrum = power_law_spectrum(dim, alpha, noise_scale=noise, bins=bins)
     initial = spectrum.initial_loss()
     if not target < initial:
@@ -180,6 +196,13 @@ def nqm(
         ema_decay=ema_decay if optimizer == "ema" else 0.0,
         max_steps=max_steps,
     )
+    if not np.isfinite(curve.loss_at_steps).any():
+        limit = model.largest_stable_learning_rate(spectrum, precond_power if optimizer == "precond" else 0.0)
+        raise InputError(
+            f"every learning rate of the grid diverges at every batch size: the smallest, {lrs.min():.3g}, "
+            f"is not below {limit:.3g} = 2 / max_i h_i^(1-p), the stability limit without momentum; "
+            "lower --lr-grid"
+        )
     if not (curve.status == model.OK).any():
         raise InputError(
             f"target {target} is unreachable at every batch size: the lowest expected loss reached within "
@@ -206,7 +229,8 @@ def nqm(
     )
     columns = ["batch_size", "steps", "learning_rate"]
     columns += ["momentum", "effective_learning_rate"] if momenta is not None else []
-    emit(rows, fmt, columns + ["regime", "loss_at_steps", "status", "steps_lower_bound"])
+    shown = _momentum_cells(rows) if fmt == "table" and momenta is not None else rows
+    emit(shown, fmt, columns + ["regime", "loss_at_steps", "status", "steps_lower_bound"])
     if plot_path:
         _plot(plot_path, rows, report, optimizer, target)
 
@@ -239,6 +263,31 @@ def _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batch
         raise InputError(f"--ema-decay must be in [0, 1), got {ema_decay}")
     if min(batches) <= 0:
         raise InputError(f"batch size must be > 0, got {min(batches)}")
+
+
+def _check_memory(need: float, limit_gb: float) -> None:
+    """One line, before any work, when the estimated peak memory is above ``--max-memory``."""
+    if need > limit_gb * 1e9:
+        raise InputError(
+            f"this problem needs about {need / 1e9:.3g} GB of memory, above the limit "
+            f"--max-memory {limit_gb:g} (GB): use fewer coordinates or bins (--dim, or --bins 100 to group "
+            "them), a smaller --lr-grid/--momentum-grid, "
+            f"or raise the limit with --max-memory {math.ceil(need / 1e9)}"
+        )
+
+
+def momentum_text(momentum: float) -> str:
+    """A momentum with 3 significant digits of 1 - momentum (0.99997 is not shown as 1), at least 4 in all."""
+    gap = 1.0 - momentum
+    digits = 4 if gap >= 0.1 or gap <= 0 else max(4, math.ceil(-math.log10(gap)) + 3)
+    return f"{momentum:.{digits}g}"
+
+
+def _momentum_cells(rows: list[dict]) -> list[dict]:
+    """Table rows with the momentum as right-aligned text from :func:`momentum_text` ('-' when absent)."""
+    cells = ["-" if r["momentum"] is None else momentum_text(r["momentum"]) for r in rows]
+    width = max(len("momentum"), *(len(c) for c in cells))
+    return [r | {"momentum": c.rjust(width)} for r, c in zip(rows, cells, strict=True)]
 
 
 def _fmt(value) -> str:

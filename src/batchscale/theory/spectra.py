@@ -123,38 +123,80 @@ def geometric_bins(spectrum: Spectrum, bins: int) -> Spectrum:
 def load_spectrum(path: str | Path, *, noise_scale: float = 1.0, bins: int = 0) -> Spectrum:
     """Read eigenvalues (and optionally noise variances) from ``.npy`` or ``.csv``.
 
-    Column 1 is h_i, an optional column 2 is c_i (else c = h). A CSV may start with a header line.
+    One coordinate per row: column 1 is h_i, an optional column 2 is c_i (else c = h); a 1-D ``.npy`` array
+    is one column. A CSV may start with a header line. Any other shape is refused, never guessed: a table of
+    2 rows x 3 columns could be 3 coordinates written across or a mistake. A ``.npy`` file must hold a plain
+    real-valued array (no objects, no complex numbers, no structured records).
     """
     path = Path(path)
     require(path.exists(), f"spectrum file {str(path)!r} does not exist")
+    require(path.is_file(), f"spectrum file {str(path)!r} is not a regular file")
     if path.suffix == ".npy":
-        data = np.load(path, allow_pickle=False)
+        data = _read_npy(path)
     elif path.suffix == ".csv":
         data = _read_csv(path)
     else:
         raise InputError(f"spectrum file {str(path)!r} must end in .npy or .csv")
     data = np.asarray(data, dtype=float)
     require(data.size > 0, f"spectrum file {str(path)!r} is empty")
-    if data.ndim == 2 and data.shape[0] in (1, 2) and data.shape[1] > 2:
-        data = data.T
-    require(
-        data.ndim in (1, 2) and (data.ndim == 1 or data.shape[1] in (1, 2)),
-        f"spectrum file {str(path)!r} must hold one or two columns, got shape {data.shape}",
-    )
+    if not (data.ndim == 1 or (data.ndim == 2 and data.shape[1] in (1, 2))):
+        across = data.ndim == 2 and data.shape[0] in (1, 2)
+        raise InputError(
+            f"spectrum file {str(path)!r} must hold one or two columns (one coordinate per row: h, then "
+            f"optionally c), got {' x '.join(map(str, data.shape))} values"
+            + ("; if its rows are the columns, transpose it" if across else "")
+        )
     curvature = data if data.ndim == 1 else data[:, 0]
     noise = data[:, 1] if data.ndim == 2 and data.shape[1] == 2 else None
     spectrum = make_spectrum(curvature, noise, noise_scale=noise_scale)
     return geometric_bins(spectrum, bins) if bins else spectrum
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    """A real-valued array from a ``.npy`` file; one line naming the problem for anything else."""
+    name = str(path)
+    with path.open("rb") as file:
+        magic = file.read(6)
+    if magic[:4] == b"PK\x03\x04":
+        raise InputError(f"spectrum file {name!r} is an .npz archive of arrays, not one .npy array")
+    if magic != b"\x93NUMPY":
+        raise InputError(f"spectrum file {name!r} is not a .npy array file (no .npy header)")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError:  # object arrays need pickle, which is never allowed
+        raise InputError(f"spectrum file {name!r} holds Python objects; save a float array") from None
+    except (OSError, EOFError) as exc:  # truncated or damaged
+        raise InputError(f"spectrum file {name!r} cannot be read as .npy: {exc}") from None
+    if data.dtype.kind not in "iuf":
+        raise InputError(f"spectrum file {name!r} holds values of type {data.dtype}; expected real numbers")
+    return data
+
+
 def _read_csv(path: Path) -> np.ndarray:
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
+    """Rows of numbers (a first line that does not start with a number is a header); trailing empty cells
+    are ignored, every row must have the same number of values."""
+    name = str(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise InputError(f"spectrum file {name!r} is not a text CSV file") from None
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
     if rows:
         try:
             float(rows[0][0])
         except ValueError:
             rows = rows[1:]
-    try:
-        return np.array([[float(c) for c in r if c.strip()] for r in rows], dtype=float)
-    except ValueError as exc:
-        raise InputError(f"spectrum file {str(path)!r} has a non-numeric value: {exc}") from None
+    values = []
+    for number, row in enumerate(rows, start=1):
+        while row and not row[-1].strip():
+            row = row[:-1]
+        try:
+            values.append([float(c) for c in row])
+        except ValueError as exc:
+            raise InputError(f"spectrum file {name!r}, data row {number}: not a number: {exc}") from None
+        if len(values[-1]) != len(values[0]):
+            raise InputError(
+                f"spectrum file {name!r}, data row {number}: {len(values[-1])} values, but row 1 has "
+                f"{len(values[0])}"
+            )
+    return np.array(values, dtype=float)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchscale.errors import require
+from batchscale.errors import InputError, require
 
 
 def checked_spectrum(spectrum: Sequence[float]) -> np.ndarray:
@@ -289,12 +289,22 @@ def stability_table(
     require((spectrum is None) != (inputs is None), "give exactly one of spectrum or inputs")
     for b in batch_sizes:
         require(b >= 1, f"batch size must be >= 1, got {b}")
+    # Every step scales as 1/lambda: solve the problem with lambda_1 (or the largest |x_ij|) brought near 1 by
+    # a power of two, which is exact in floating point (the same bits wherever nothing over- or underflows),
+    # and scale the steps back, so spectra near 1e+-308 neither overflow nor lose digits.
     if inputs is not None:
         x = np.asarray(inputs, dtype=float)
+        require(x.ndim == 2 and x.size > 0 and bool(np.isfinite(x).all()), "inputs must be finite")
+        root = _power_of_two_scale(float(np.max(np.abs(x))))
+        x = x * root
+        scale = root * root  # H scales as x^2
         lam_max, beta = float(np.linalg.eigvalsh(x.T @ x / x.shape[0])[-1]), dataset_smoothness(x)
         solve = lambda m: dataset_mean_square_steps(x, m)  # noqa: E731
     else:
         lam = checked_spectrum(spectrum)
+        scale = _power_of_two_scale(float(lam[0]))
+        _require_resolvable(lam, lam * scale)
+        lam = lam * scale
         lam_max, beta = float(lam[0]), gaussian_smoothness(lam)
         solve = lambda m: gaussian_mean_square_steps(lam, m)  # noqa: E731
     ms_critical = mean_square_critical_batch(solve(1).max_stable_step, lam_max)
@@ -304,15 +314,45 @@ def stability_table(
         rows.append(
             StabilityRow(
                 batch_size=int(m),
-                optimal_step=ms.optimal_step,
+                optimal_step=ms.optimal_step * scale,
                 optimal_rate=ms.optimal_rate,
-                max_stable_step=ms.max_stable_step,
-                mbb_step=mbb_optimal_step(m, beta, lam_max),
+                max_stable_step=ms.max_stable_step * scale,
+                mbb_step=mbb_optimal_step(m, beta, lam_max) * scale,
                 mbb_critical_batch=mbb_critical_batch(beta, lam_max),
-                full_batch_limit=full_batch_step_limit(lam_max),
+                full_batch_limit=full_batch_step_limit(lam_max) * scale,
                 ms_critical_batch=ms_critical,
-                beta=beta,
-                lambda_max=lam_max,
+                beta=beta / scale,
+                lambda_max=lam_max / scale,
             )
         )
+    _require_finite_rows(rows)
     return rows
+
+
+def _power_of_two_scale(value: float) -> float:
+    """2^-k with ``value`` * 2^-k in [1, 2): multiplying by it is exact in floating point."""
+    require(math.isfinite(value) and value > 0, f"expected a positive finite value, got {value}")
+    exponent = 1 - math.frexp(value)[1]
+    require(
+        exponent <= 1023,
+        f"{value:.3g} is below float64's normal range: steps of order 1/{value:.3g} cannot be represented",
+    )
+    return math.ldexp(1.0, exponent)
+
+
+def _require_resolvable(lam: np.ndarray, scaled: np.ndarray) -> None:
+    """Eigenvalues below lambda_1 / 2^1022 cannot be held beside lambda_1 in float64's normal range."""
+    if scaled[-1] < np.finfo(float).tiny:
+        raise InputError(
+            f"the eigenvalues span lambda_1 = {lam[0]:.3g} down to {lam[-1]:.3g}, a ratio beyond float64's "
+            "range (at most about 4e307); drop or raise the smallest eigenvalues"
+        )
+
+
+def _require_finite_rows(rows: list[StabilityRow]) -> None:
+    for row in rows:
+        bad = [name for name, value in vars(row).items() if not math.isfinite(value)]
+        if bad:
+            raise InputError(
+                f"{bad[0]} at batch size {row.batch_size} is beyond float64's range; rescale the spectrum"
+            )

@@ -40,7 +40,7 @@ from batchscale.theory.nqm.closed_forms import (
     sgd_stationary_variance,
 )
 from batchscale.theory.nqm.fast_trig import FAST_SINE_LIMIT, SINE_ERROR, fast_sin_cos
-from batchscale.theory.nqm.model import Configs, build_model, expected_loss
+from batchscale.theory.nqm.model import Configs, build_model, expected_loss, largest_stable_learning_rate
 from batchscale.theory.nqm.power_sequences import (
     PowerSequence,
     divided_power,
@@ -59,7 +59,14 @@ from batchscale.theory.nqm.search import (
     StepsResult,
     steps_to_target,
 )
-from batchscale.theory.nqm.tuning import SEARCHES, TunedCurve, decade_grid, tune_steps
+from batchscale.theory.nqm.tuning import (
+    SEARCHES,
+    TunedCurve,
+    decade_grid,
+    memory_estimate,
+    searched_settings,
+    tune_steps,
+)
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -86,10 +93,13 @@ __all__ = [
     "heavy_ball_sequence",
     "information_bound_examples",
     "information_bound_loss",
+    "largest_stable_learning_rate",
+    "memory_estimate",
     "momentum_second_moment",
     "momentum_stationary_moments",
     "power_sequence",
     "power_sequence_pair",
+    "searched_settings",
     "sgd_second_moment",
     "sgd_stationary_variance",
     "steps_lower_bound",

@@ -28,7 +28,7 @@ def information_bound_loss(spectrum: Spectrum, examples) -> np.ndarray:
     n = np.asarray(examples, dtype=float)[..., None]
     h, c, x0 = spectrum.curvature, spectrum.noise, spectrum.init_sq
     # posterior variance x0^2 c / (c + n h^2 x0^2); zero-noise coordinates are solved by one look
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # n h^2 x0 = inf: var 0
         var = np.where(c > 0, x0 * c / (c + n * h**2 * x0), np.where(n > 0, 0.0, x0))
     return 0.5 * var @ (spectrum.counts * h)
 

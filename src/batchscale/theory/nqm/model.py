@@ -235,22 +235,58 @@ def build_model(
     eta = np.where(stable[:, None], eta, 0.5 / h)  # keeps divergent rows finite (never reported)
     eta_h = eta * h
     wave = ()
-    if family == "sgd":
-        coef, seq, rate = (sgd_stationary_variance(h, c, batch, eta),), None, (1.0 - eta_h) ** 2
-        monotone = np.ones_like(eta_h, dtype=bool)  # a^t x0^2 with 0 <= a < 1
-    elif family == "momentum":
-        coef, seq = (
-            momentum_stationary_moments(h, c, batch, eta, param),
-            heavy_ball_power_sequence(eta_h, param),
-        )
-        # real roots 0 <= r2 <= r1 < 1: x0^2 (a_{t+1} - beta a_t)^2 decreases (see the tests)
-        rate, monotone = eta_h, ~(seq.oscillating | seq.negative_base)
-        wave = _momentum_wave(seq, eta_h, param, spectrum.init_sq)
-    else:
-        coef, seq = ema_stationary_moments(h, c, batch, eta, param), ema_power_sequence(eta_h, param)
-        rate, monotone = 1.0 - eta_h, eta_h <= 1.0  # r >= 0: the EMA signal decays
+    # extreme spectra (h or c near 1e+-300) can over- or underflow here, mostly on the divergent rows'
+    # stand-in step 0.5 / h; stable rows must come out finite (checked below)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if family == "sgd":
+            coef, seq, rate = (sgd_stationary_variance(h, c, batch, eta),), None, (1.0 - eta_h) ** 2
+            monotone = np.ones_like(eta_h, dtype=bool)  # a^t x0^2 with 0 <= a < 1
+        elif family == "momentum":
+            coef, seq = (
+                momentum_stationary_moments(h, c, batch, eta, param),
+                heavy_ball_power_sequence(eta_h, param),
+            )
+            # real roots 0 <= r2 <= r1 < 1: x0^2 (a_{t+1} - beta a_t)^2 decreases (see the tests)
+            rate, monotone = eta_h, ~(seq.oscillating | seq.negative_base)
+            wave = _momentum_wave(seq, eta_h, param, spectrum.init_sq)
+        else:
+            coef, seq = ema_stationary_moments(h, c, batch, eta, param), ema_power_sequence(eta_h, param)
+            rate, monotone = 1.0 - eta_h, eta_h <= 1.0  # r >= 0: the EMA signal decays
+    coef = _finite_moments(coef, stable, configs)
     weight = 0.5 * spectrum.counts * h
     return _Model(family, weight, spectrum.init_sq, rate, coef, seq, param, stable, monotone, wave)
+
+
+def _finite_moments(coef: tuple, stable: np.ndarray, configs: Configs) -> tuple:
+    """``coef`` with the divergent rows' non-finite stand-ins set to 0 (they are never reported); one line
+    instead of a silent inf/NaN when a stable setting's stationary moments leave float64's range (overflow,
+    or underflow to 0/0 where eta h_i underflows)."""
+    finite = np.ones_like(stable)
+    for values in coef:
+        finite &= np.isfinite(values).all(axis=1)
+    if finite.all():
+        return coef
+    bad = np.flatnonzero(stable & ~finite)
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"the stationary second moments are beyond float64's range at learning rate "
+            f"{configs.learning_rate[i]:.3g}: the spectrum's eigenvalues or noise variances are too extreme "
+            "(the product of the learning rate and an eigenvalue over- or underflows); rescale them towards 1"
+        )
+    return tuple(np.where(np.isfinite(values), values, 0.0) for values in coef)
+
+
+def largest_stable_learning_rate(spectrum: Spectrum, precond_power: float = 0.0) -> float:
+    r"""Largest stable learning rate of SGD preconditioned by :math:`H^{-p}`: :math:`2 / \max_i h_i^{1-p}`.
+
+    Coordinate i has step :math:`\eta h_i^{-p}` and is stable iff :math:`\eta h_i^{1-p} < 2`
+    (:func:`build_model`); heavy-ball momentum beta widens this to :math:`2 (1 + \beta)`, EMA leaves it.
+    p is ``precond_power``; 0 when the largest :math:`h_i^{1-p}` overflows.
+    """
+    with np.errstate(over="ignore"):
+        top = float(np.max(spectrum.curvature ** (1.0 - precond_power)))
+    return 2.0 / top
 
 
 def _family(configs: Configs) -> str:

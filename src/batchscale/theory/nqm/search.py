@@ -85,7 +85,8 @@ def steps_to_target(
     family = _family(configs)
     n = configs.batch_size.size
     race = None if race is None else np.broadcast_to(np.asarray(race, dtype=np.int64), (n,))
-    best = None if race is None else np.full(int(race.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    groups = None if race is None else int(race.max(initial=-1)) + 1
+    best = None if race is None else np.full(groups, np.iinfo(np.int64).max, dtype=np.int64)
     start = _information_start(spectrum, configs.batch_size, target)
     if above is not None:
         start = np.maximum(start, np.broadcast_to(np.asarray(above, dtype=np.int64), (n,)) + 1)

@@ -156,6 +156,54 @@ def tune_steps(
     )
 
 
+# Peak bytes of tune_steps per (searched setting, bin) (screening every setting at once) and per bin (the
+# race's rounds; momentum's continuous refinement, which probes many steps per batch size), measured with
+# tracemalloc at 20-3000 bins and 20-2000 settings and rounded up (tests/test_theory_nqm.py checks that the
+# estimate bounds the measured peak).
+BYTES_PER_SETTING_BIN = {
+    "sgd": 80,
+    "precond": 96,
+    "ema": 300,
+    "momentum-grid": 400,
+    "momentum-continuous": 400,
+}
+BYTES_PER_BIN = {
+    "sgd": 2000,
+    "precond": 2000,
+    "ema": 4000,
+    "momentum-grid": 8000,
+    "momentum-continuous": 100_000,
+}
+BASE_BYTES = 2_000_000
+BYTES_PER_POWER_LAW_COORDINATE = 64  # power_law_spectrum + geometric_bins: a few float64 arrays of length d
+MIN_SETTINGS = 16  # the exact search evaluates up to SCAN_WIDTH points of one setting at once
+
+
+def searched_settings(lr_points: int, momentum_points: int | None, search: str) -> int:
+    """Settings :func:`tune_steps` screens at once: the grid, or the coarse grid for continuous momentum."""
+    if momentum_points is None:
+        return lr_points
+    if search == "continuous":
+        return min(lr_points, COARSE_LR_POINTS) * min(momentum_points, COARSE_MOMENTUM_POINTS)
+    return lr_points * momentum_points
+
+
+def memory_estimate(
+    bins: int, settings: int, optimizer: str, search: str = "continuous", dim: int = 0
+) -> float:
+    r"""Peak bytes of :func:`tune_steps` (and of building a power-law spectrum of ``dim`` coordinates).
+
+    :math:`(\max(P, 16)\,b + e)\,K + 64\,d + 2\,\mathrm{MB}`: P is ``settings``
+    (:func:`searched_settings`), K is ``bins``, b and e the measured bytes per (setting, bin) and per bin of
+    the optimizer (``BYTES_PER_SETTING_BIN``, ``BYTES_PER_BIN``), d is ``dim`` (0 for a spectrum read from a
+    file). An upper estimate: 1.2-5x the measured peak.
+    """
+    key = f"momentum-{search}" if optimizer == "momentum" else optimizer
+    require(key in BYTES_PER_SETTING_BIN, f"unknown optimizer {optimizer!r}")
+    per_bin = max(settings, MIN_SETTINGS) * BYTES_PER_SETTING_BIN[key] + BYTES_PER_BIN[key]
+    return float(per_bin) * bins + float(BYTES_PER_POWER_LAW_COORDINATE) * dim + BASE_BYTES
+
+
 class _Best(NamedTuple):
     learning_rate: np.ndarray  # (n,)
     momentum: np.ndarray  # (n,)
