@@ -85,7 +85,7 @@ BAD = [
         ["--workload", "linreg", "-W", "dim=0"], "Error: option dim=0 must be an integer >= 1", id="range"
     ),
     pytest.param(["--workload", "linreg", "-W", "depth=3"], "bad options ['depth']", id="unknown-option"),
-    pytest.param(["--workload", "nosuchmod_abc:f"], "does not import", id="user-import"),
+    pytest.param(["--workload", "nosuchmod_abc:f"], "no module named 'nosuchmod_abc'", id="user-import"),
 ]
 
 
@@ -119,19 +119,36 @@ def test_user_workload_through_the_cli(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
-    assert row["name"] == "cli_user_wl:make" and row["description"] == "user workload"
+    assert row["name"] == "cli_user_wl:make" and row["description"] == "user workload"  # no docstring
     assert (row["n_train"], row["outputs"], row["n_params"]) == (9, 3, 5 * 4 + 4 + 4 * 3 + 3)
 
 
-def test_user_factory_exception_is_one_line_exit_2(tmp_path, monkeypatch):
+def test_user_factory_exception_is_one_line_exit_1(tmp_path, monkeypatch):
+    """The user's code raised: exit 1 (not 2, bad input), the factory and its frame named, and the
+    module found in the current folder although that folder is not on sys.path."""
     (tmp_path / "cli_failing_wl.py").write_text(
         "def make(n=3):\n    raise RuntimeError('cannot open data.csv\\nmore detail')\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cli_failing_wl", raising=False)
     result = CliRunner().invoke(cli, ["workloads", "--workload", "cli_failing_wl:make"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert errors == ["Error: workload cli_failing_wl:make failed: RuntimeError: cannot open data.csv"]
+    assert errors == [
+        "Error: workload cli_failing_wl:make failed: RuntimeError: cannot open data.csv "
+        "(at cli_failing_wl.py:2 in make)"
+    ]
+    debug = CliRunner().invoke(cli, ["--debug", "workloads", "--workload", "cli_failing_wl:make"])
+    assert debug.exit_code == 1 and isinstance(debug.exception.__cause__, RuntimeError)
+
+
+def test_wrong_option_type_for_a_user_factory_is_exit_2(tmp_path, monkeypatch):
+    (tmp_path / "cli_typed_wl.py").write_text("def make(hidden: int = 3):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(cli, ["workloads", "--workload", "cli_typed_wl:make", "-W", "hidden=abc"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Error: workload cli_typed_wl:make: option hidden='abc' must be an integer" in result.output
 
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "workloads.md"

@@ -9,11 +9,12 @@ checks that need more than one value belong to the library and raise
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,25 @@ def quick_option(preset: Mapping[str, Any], summary: str) -> Callable:
         return click.option("--quick", is_flag=True, help=QUICK_HELP.format(summary))(wrapper)
 
     return decorate
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: one line saying what was kept and how to go on, exit code 130 (128 + SIGINT)."""
+
+    exit_code = 130
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Interrupted: {self.message}", err=True)
+
+
+@contextlib.contextmanager
+def on_interrupt(message: str) -> Iterator[None]:
+    """Turn a ``KeyboardInterrupt`` inside the block into :class:`Interrupted` with ``message`` (e.g. how
+    to resume), instead of click's bare "Aborted!"."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None
 
 
 def counted(n: float, noun: str) -> str:

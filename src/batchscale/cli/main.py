@@ -1,4 +1,10 @@
-"""Root ``batchscale`` group: lazily loaded subcommands and one-line errors for bad input."""
+"""Root ``batchscale`` group: lazily loaded subcommands and one-line errors.
+
+Exit codes: 0 success; 2 malformed input (a bad option, value, name or file: one ``Error:`` line, before
+any work); 1 an exception raised inside the user's own code (a ``module:function`` workload: one ``Error:``
+line naming it and the frame that raised) or an interrupted run. ``batchscale --debug ...`` lets every
+error propagate with its Python traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import sys
 import click
 
 from batchscale import __version__
-from batchscale.errors import InputError
+from batchscale.cli.common import Interrupted
+from batchscale.errors import EXIT_INPUT, EXIT_USER_CODE, InputError, UserCodeError
 
 # name -> ("module:attribute", short help); a module is imported only when its command runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -44,7 +51,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 class CliInputError(click.ClickException):
     """Printed as a single ``Error: ...`` line with exit code 2 (click's usage-error code)."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
+
+
+class CliUserCodeError(click.ClickException):
+    """The user's code raised: a single ``Error: ...`` line with exit code 1."""
+
+    exit_code = EXIT_USER_CODE
 
 
 class LazyGroup(click.Group):
@@ -80,10 +93,16 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
+        if ctx.params.get("debug"):
+            return super().invoke(ctx)  # every error with its traceback
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            raise CliInputError(str(exc).splitlines()[0] if str(exc) else "bad input") from None
+            raise CliInputError(first_line(exc, "bad input")) from None
+        except UserCodeError as exc:
+            raise CliUserCodeError(first_line(exc, "your code raised")) from None
+        except KeyboardInterrupt:
+            raise Interrupted("stopped by Ctrl-C before the command finished") from None
         except click.BadParameter as exc:
             exc.ctx = None  # a malformed value is one `Error:` line, without the usage header
             raise
@@ -91,8 +110,14 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchscale")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
     """Predict and measure how the minibatch size changes SGD training."""
+
+
+def first_line(exc: BaseException, fallback: str) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else fallback
 
 
 def main(argv: list[str] | None = None) -> None:

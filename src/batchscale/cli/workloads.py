@@ -50,13 +50,18 @@ def workload_row(info: Any, data_dir: Path) -> dict[str, Any]:
 def one_workload_row(name: str, options: dict[str, Any], seed: int, data_dir: Path | None) -> dict[str, Any]:
     """Summary row of ``name`` (registered or package.module:function) built with ``options``; any
     problem (unknown name, bad option, missing files, broken contract) propagates as an InputError."""
-    from batchscale.empirical.workloads import get_workload, list_workloads, workload_summary
+    from batchscale.empirical.workloads import (
+        get_workload,
+        list_workloads,
+        workload_description,
+        workload_summary,
+    )
 
     infos = {info.name: info for info in list_workloads()}
     if data_dir is not None and name in infos and infos[name].needs_files:
         options = {"data_dir": str(data_dir), **options}
     workload = get_workload(name, seed=seed, **options)
-    description = infos[name].description if name in infos else "user workload"
+    description = workload_description(name)
     row = {"name": name, **workload_summary(workload), "status": "ok", "description": description}
     return {**row, "options": options_text(workload.options)}
 

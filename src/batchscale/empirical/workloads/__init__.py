@@ -43,7 +43,6 @@ from batchscale.empirical.workloads.contract import (
     Workload,
     check_model,
     check_workload,
-    one_line,
     per_example_loss,
     to_plain,
     workload_summary,
@@ -61,7 +60,9 @@ from batchscale.empirical.workloads.registry import (
     register_workload,
     registered,
     training_set_size,
+    workload_description,
 )
+from batchscale.empirical.workloads.user import one_line
 
 __all__ = [
     "as_choice", "as_float", "as_fraction", "as_int", "as_ints", "as_tuple", "call_factory", "check_model",
@@ -72,5 +73,6 @@ __all__ = [
     "mnist1d_cnn_workload", "mnist1d_mlp_workload", "mnist1d_samples", "mnist1d_train_size",
     "mnist_cnn_model", "mnist_cnn_workload", "n_train_option", "one_line", "per_example_loss",
     "pooled_channels", "register_workload", "registered", "teacher_student_workload", "tensors", "to_plain",
-    "training_set_size", "Workload", "workload_summary", "WorkloadInfo", "_REGISTRY",
+    "training_set_size", "Workload", "workload_description", "workload_summary", "WorkloadInfo",
+    "_REGISTRY",
 ]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchscale.empirical import models
+from batchscale.empirical.workloads.user import user_code_error
 from batchscale.errors import InputError, require
 
 LossName = Literal["cross_entropy", "mse"]
@@ -99,12 +100,6 @@ def per_example_loss(loss: str, output: torch.Tensor, target: torch.Tensor) -> t
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
 
 
-def one_line(exc: BaseException) -> str:
-    """``'ValueError: first line of the message'``."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def check_workload(name: str, workload: Any) -> Workload:
     """Check a factory's result against the :class:`Workload` contract; :class:`InputError` if broken."""
     require(
@@ -152,7 +147,8 @@ def check_workload(name: str, workload: Any) -> Workload:
 def check_model(name: str, workload: Workload) -> nn.Module:
     """Build ``make_model(0)`` and run it (eval mode) on two training examples: an ``nn.Module`` whose
     output is (N, K) logits with K above every class label (``cross_entropy``) or the targets' shape
-    (``mse``). Any failure is a one-line :class:`InputError`; torch's global RNG is left untouched."""
+    (``mse``). A wrong result is a one-line :class:`InputError`, an exception raised by ``make_model`` or
+    the model a :class:`~batchscale.errors.UserCodeError`; torch's global RNG is left untouched."""
     x, y = workload.x_train[:2], workload.y_train[:2]
     with torch.random.fork_rng(devices=[]):
         try:
@@ -160,7 +156,7 @@ def check_model(name: str, workload: Workload) -> nn.Module:
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"workload {name}: make_model(0) failed: {one_line(exc)}") from exc
+            raise user_code_error(f"workload {name}: make_model(0)", exc) from exc
         require(
             isinstance(model, nn.Module),
             f"workload {name}: make_model(0) returned {type(model).__name__}, not a torch.nn.Module",
@@ -169,9 +165,7 @@ def check_model(name: str, workload: Workload) -> nn.Module:
             with torch.no_grad():
                 out = model.to(x.device).eval()(x)  # eval: a batch-norm model accepts one example
         except Exception as exc:
-            raise InputError(
-                f"workload {name}: the model fails on x_train[:2] {tuple(x.shape)}: {one_line(exc)}"
-            ) from exc
+            raise user_code_error(f"workload {name}: the model on x_train[:2] {tuple(x.shape)}", exc) from exc
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if workload.loss == "cross_entropy":
         classes = int(max(workload.y_train.max(), workload.y_test.max())) + 1

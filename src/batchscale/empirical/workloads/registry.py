@@ -3,7 +3,6 @@ of their options and results, and :func:`get_workload`."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -12,7 +11,9 @@ from typing import Any
 import torch
 
 from batchscale.empirical.device import resolve_device
-from batchscale.empirical.workloads.contract import Workload, check_model, check_workload, one_line, to_plain
+from batchscale.empirical.workloads import user
+from batchscale.empirical.workloads.contract import Workload, check_model, check_workload, to_plain
+from batchscale.empirical.workloads.user import one_line
 from batchscale.errors import InputError, require
 
 
@@ -97,23 +98,8 @@ def known_names() -> str:
 
 
 def import_factory(spec: str) -> Callable[..., Any]:
-    """``'package.module:function'`` -> the function; any failure is a one-line :class:`InputError`."""
-    module_name, _, attr = spec.partition(":")
-    require(
-        bool(module_name) and bool(attr),
-        f"workload {spec!r} is neither a known name ({known_names()}) nor package.module:function",
-    )
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure of user code is bad input
-        message = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(
-            f"workload {spec!r}: module {module_name!r} does not import ({type(exc).__name__}: {message})"
-        ) from None
-    factory = getattr(module, attr, None)
-    require(factory is not None, f"workload {spec!r}: module {module_name!r} has no attribute {attr!r}")
-    require(callable(factory), f"workload {spec!r}: {attr!r} is not callable")
-    return factory
+    """``'package.module:function'`` -> the function (see :func:`.user.import_factory`)."""
+    return user.import_factory(spec, known_names())
 
 
 def factory_arguments(
@@ -135,15 +121,26 @@ def factory_arguments(
     return kwargs
 
 
-def call_factory(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """``factory(**kwargs)``; any exception but an :class:`InputError` becomes a one-line InputError naming
-    the workload (a user factory's bug is bad input to batchscale, not a batchscale traceback)."""
+def call_factory(
+    name: str, factory: Callable[..., Any], kwargs: dict[str, Any], *, builtin: bool = True
+) -> Any:
+    """``factory(**kwargs)``. An :class:`InputError` passes through; any other exception becomes a one-line
+    InputError naming a built-in workload, or a :class:`UserCodeError` naming a user's factory and the
+    frame that raised (``builtin=False``). The original exception is chained as the cause."""
     try:
         return factory(**kwargs)
     except InputError:
         raise
     except Exception as exc:
+        if not builtin:
+            raise user.user_code_error(f"workload {name}", exc) from exc
         raise InputError(f"workload {name} failed: {one_line(exc)}") from exc
+
+
+def workload_description(name: str) -> str:
+    """A registered workload's description, or the first paragraph of a user factory's docstring."""
+    entry = _REGISTRY.get(name)
+    return entry.info.description if entry is not None else user.description(import_factory(name))
 
 
 def get_workload(name: str, *, device: str | torch.device = "cpu", seed: int = 0, **options: Any) -> Workload:
@@ -151,14 +148,17 @@ def get_workload(name: str, *, device: str | torch.device = "cpu", seed: int = 0
 
     ``seed`` is the data seed of the synthetic workloads (``linreg``, ``teacher-student``); model weights
     are seeded separately by ``Workload.make_model(seed)``. Unknown names, bad options or a result that
-    breaks the :class:`Workload` contract raise a one-line :class:`InputError`. ``device`` may also be
+    breaks the :class:`Workload` contract raise a one-line :class:`InputError`; an exception inside a user's
+    factory or model raises :class:`~batchscale.errors.UserCodeError`. ``device`` may also be
     ``"auto"`` (CUDA when available, see :func:`batchscale.empirical.device.resolve_device`).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     entry = registered(name)
     factory = entry.factory if entry is not None else import_factory(name)
     kwargs = factory_arguments(name, factory, seed, options)
-    workload = check_workload(name, call_factory(name, factory, kwargs))
+    if entry is None:  # user code: -W values coerced to (and checked against) the signature's types
+        kwargs = user.checked_options(name, factory, kwargs)
+    workload = check_workload(name, call_factory(name, factory, kwargs, builtin=entry is not None))
     if entry is None:  # user code: also check that its model builds and fits the data
         check_model(name, workload)
     resolved = {**default_options(factory), **kwargs}
