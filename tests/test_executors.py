@@ -45,6 +45,8 @@ def test_task_errors_reach_the_parent():
         (ExecutorConfig(name="dask"), "unknown executor"),
         (ExecutorConfig(workers=0), "--workers"),
         (ExecutorConfig(threads=0), "threads"),
+        (ExecutorConfig(name="local", options=(("adress", "x"),)), "for --executor local; valid: none"),
+        (ExecutorConfig(name="ray", options=(("adress", "x"),)), "--executor ray; valid: address"),
     ],
 )
 def test_bad_executor_configs(config, words):
@@ -59,6 +61,65 @@ def test_missing_extra_names_the_pip_extra(monkeypatch, name, extra):
     monkeypatch.setattr(importlib.util, "find_spec", fake)
     with pytest.raises(InputError, match=rf"batchscale\[{extra}\]"):
         require_extra(name)
+
+
+def test_make_executor_takes_a_name():
+    with make_executor("inline") as executor:
+        assert dict(map_unordered(executor, probe, ["x"]))[0]["pid"] == os.getpid()
+
+
+def test_workers_ignore_ctrl_c_and_an_interrupt_stops_them_at_once():
+    import signal
+    import threading
+    import time
+
+    executor = make_executor(ExecutorConfig(name="local", workers=1))
+    with executor:
+        pid = executor.submit(probe, 1).result()["pid"]
+        os.kill(pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        assert executor.submit(probe, 2).result()["pid"] == pid  # the worker lived on, no traceback
+
+    def interrupted() -> None:
+        try:
+            with make_executor(ExecutorConfig(name="local", workers=1)) as pool:
+                pool.submit(time.sleep, 600)
+                time.sleep(0.5)
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            pass
+
+    thread = threading.Thread(target=interrupted, daemon=True)
+    thread.start()
+    thread.join(timeout=120)  # without terminate() the exit would wait for the 600 s chunk
+    assert not thread.is_alive()
+
+
+SCRIPT = """
+import os
+from batchscale.empirical.executors import make_executor, map_unordered, probe
+{guard}print("top level ran in", os.getpid(), flush=True)
+{indent}with make_executor("local") as executor:
+{indent}    print("task ran in", dict(map_unordered(executor, probe, [0]))[0]["pid"], flush=True)
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_main_guard_falls_back_to_inline(tmp_path, guarded):
+    import subprocess
+    import sys
+
+    guard, indent = ('if __name__ == "__main__":\n    ', "    ") if guarded else ("", "")
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT.format(guard=guard, indent=indent))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    parent = lines[0].split()[-1]
+    task_pid = next(line for line in lines if line.startswith("task ran in")).split()[-1]
+    assert sum(line.startswith("top level ran") for line in lines) == 1  # the script ran once
+    assert (task_pid == parent) is not guarded
+    assert ("no `if __name__" in out.stderr) is not guarded
 
 
 def test_submitit_local_engine_for_real(tmp_path):

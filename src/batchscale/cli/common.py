@@ -363,7 +363,8 @@ class Interrupted(click.ClickException):
     exit_code = 130
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"Interrupted: {self.message}", err=True)
+        after_caret = "\n" if sys.stderr.isatty() else ""  # the terminal echoed ^C on the current line
+        click.echo(f"{after_caret}Interrupted: {self.message}", err=True)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from batchscale.cli.common import (
     emit,
     format_option,
     key_value_option,
+    on_interrupt,
     plot_option,
     progress,
     quick_option,
@@ -257,13 +258,11 @@ def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_c
         progress(f"{label}: {config.workload} ({n_train} train), {what}; store {db}; "
                  f"executor {executor_config.name}")
 
-    try:
+    resume = (f"the trials finished so far are stored in {db}; run the same command again to resume "
+              "(they are reused, not trained again)")
+    with on_interrupt(resume):
         rows, stats = run_sweep(config, store=db, executor=executor_config, n_train=n_train, threads=threads,
                                 progress=progress, on_start=say_start)
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted: the trials finished so far are stored in {db}; run the same command "
-                   "again to resume (they are reused, not trained again)", err=True)
-        raise SystemExit(130) from None
     progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
              f"{stats.reused} reused from {db}")
     return rows

@@ -11,6 +11,12 @@ executors share one small interface (:class:`Executor`): ``submit``, ``submit_ma
 - ``submitit``: one job per chunk (a Slurm job array when several chunks are ready at once) through
   ``submitit.AutoExecutor``; ``cluster=local`` or ``cluster=debug`` run here without Slurm. Extra: ``slurm``.
 - ``ray``: one Ray task per chunk on ``ray.init(address=...)`` (default: a local instance). Extra: ``ray``.
+
+Local pool workers ignore Ctrl-C (SIGINT): the parent alone gets the ``KeyboardInterrupt``, and leaving the
+executor's ``with`` block on it stops the workers at once (queued chunks are cancelled, running ones
+killed; what a worker already streamed back is kept). The pool uses ``spawn``, which re-imports the
+script that started it: from a script whose top-level code is not under ``if __name__ == "__main__":``,
+:func:`make_executor` falls back to the inline executor and warns.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +43,10 @@ EXECUTORS = ("local", "inline", "submitit", "ray")
 # back to the parent before the task ends. Set once per worker process by its initializer; None elsewhere.
 _STREAM: Any = None
 EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}  # executor -> (module, pip extra)
+# -X keys each executor accepts (None: any, checked by the engine itself when the executor starts)
+OPTION_KEYS: dict[str, tuple[str, ...] | None] = {
+    "local": (), "inline": (), "submitit": None, "ray": ("address",),
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,13 @@ class ExecutorConfig:
             raise InputError(f"--workers must be >= 1, got {self.workers}")
         if self.threads < 1:
             raise InputError(f"threads per worker must be >= 1, got {self.threads}")
+        allowed = OPTION_KEYS[self.name]
+        unknown = sorted(k for k, _ in self.options if allowed is not None and k not in allowed)
+        if unknown:
+            valid = ", ".join(allowed) if allowed else "none"
+            raise InputError(
+                f"unknown executor option(s) {', '.join(unknown)} for --executor {self.name}; valid: {valid}"
+            )
         require_extra(self.name)
         return self
 
@@ -223,12 +241,6 @@ class LocalExecutor(Executor):
             self.terminate()
         self.shutdown()
 
-    def terminate(self) -> None:
-        """Stop the workers at once (Ctrl-C): the trials they were training are lost, finished ones were
-        streamed to the parent already."""
-        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
-            process.terminate()
-
     def shutdown(self) -> None:
         """Cancel queued chunks, wait for running ones; meanwhile discard what they stream, so a worker
         blocked on a full stream pipe cannot hang the shutdown."""
@@ -242,6 +254,17 @@ class LocalExecutor(Executor):
         sink.join()
         self._stream.close()
         self._stream = None
+
+    def terminate(self) -> None:
+        """Stop the workers at once (Ctrl-C): the trials they were training are lost, finished ones were
+        streamed to the parent already; queued chunks are cancelled."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())  # no public kill
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
 
     def _discard_stream(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -328,10 +351,38 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
-def make_executor(config: ExecutorConfig) -> Executor:
-    """The executor described by ``config`` (validated first); use it as a context manager."""
+def main_reimports_unguarded() -> bool:
+    """True when ``spawn`` workers would re-run the top level of the script that started this process: it
+    is a file whose text never tests ``__name__ == "__main__"`` (an interactive session has no file)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    return "__main__" not in text
+
+
+def make_executor(config: ExecutorConfig | str) -> Executor:
+    """The executor described by ``config`` (or just its name, e.g. ``"inline"``; validated first); use it
+    as a context manager. ``local`` from a script without an ``if __name__ == "__main__":`` guard falls back
+    to ``inline`` with a warning (spawn would run the script again in every worker)."""
+    if isinstance(config, str):
+        config = ExecutorConfig(name=config)
     config.validate()
     cores = cpu_count()
+    if config.name == "local" and main_reimports_unguarded():
+        warnings.warn(
+            "batchscale: the local process pool re-imports the main script in every worker, and this script "
+            "has no `if __name__ == \"__main__\":` guard; running in this process instead (inline). Put the "
+            "script's top-level code under that guard to use the pool.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return InlineExecutor(config.threads)
     if config.name == "inline":
         return InlineExecutor(config.threads)
     if config.name == "local":
