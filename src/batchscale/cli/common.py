@@ -13,7 +13,6 @@ import contextlib
 import functools
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,21 @@ class FilePath(_Text):
         return str(text)
 
 
+class FolderPath(_Text):
+    """A folder path that is not empty and not an existing file (it need not exist yet)."""
+
+    name = "folder"
+    metavar = "DIR"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        text = os.fspath(value)
+        if not str(text).strip():
+            self.fail("empty; give a folder", param, ctx)
+        if Path(text).exists() and not Path(text).is_dir():
+            self.fail(f"{text!r} is a file, not a folder", param, ctx)
+        return str(text)
+
+
 def prepare_output(path: Path, fail: Callable[[str], Any]) -> None:
     """Create ``path``'s parent folder and check that ``path`` can be written; ``fail(message)`` if not."""
     parent = path.parent
@@ -115,7 +129,7 @@ def plot_option(func: Callable) -> Callable:
         "plot_path",
         type=FilePath(output=True, suffixes=PLOT_SUFFIXES),
         default=None,
-        help="Also write a figure to this file (.png, .pdf or .svg).",
+        help="Also write a figure to this file (.png, .pdf or .svg; its folder is created).",
     )(func)
 
 
@@ -382,11 +396,6 @@ def counted(n: float, noun: str) -> str:
     return f"{n:g} {noun}" if n == 1 else f"{n:g} {noun}s"
 
 
-def echo_err(message: str) -> None:
-    """Write a line to stderr."""
-    sys.stderr.write(message + "\n")
-
-
 def _set_data_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
         os.environ["BATCHSCALE_DATA_DIR"] = value  # read by file-based workloads, inherited by workers
@@ -404,7 +413,7 @@ def workload_options(default: str = "mnist1d-mlp", data_dir: bool = True):
         if data_dir:
             func = click.option(
                 "--data-dir",
-                type=click.Path(file_okay=False),
+                type=FolderPath(),
                 default=None,
                 expose_value=False,
                 callback=_set_data_dir,

@@ -15,6 +15,7 @@ from batchscale.cli.common import (
     FilePath,
     FiniteFloat,
     FloatList,
+    FolderPath,
     IntList,
     Range,
     counted,
@@ -70,7 +71,7 @@ def store_options(func: Callable) -> Callable:
     return click.option(
         "--out",
         "out_dir",
-        type=click.Path(file_okay=False),
+        type=FolderPath(),
         default=DEFAULT_OUT,
         show_default=True,
         help="Output folder (results database, executor logs).",
@@ -156,7 +157,7 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
               "auto = grid, or quasi-random with --tune-momentum.")
 @click.option("--lrs", "n_learning_rates", type=click.IntRange(min=1), default=8, show_default=True,
               help="Learning rates per batch size (per window).")
-@click.option("--lr-factor", type=FiniteFloat(min=1, min_open=True), default=2.0, show_default=True,
+@click.option("--lr-factor", type=FiniteFloat(min=1, min_open=True, max=100), default=2.0, show_default=True,
               help="Ratio of neighbouring learning rates in a window.")
 @click.option("--lr-range", type=Range(), default="0.002:0.25", show_default=True,
               help="LO:HI learning rates searched at the first batch size, times 1 - momentum for "

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from batchscale.cli.common import (
+    FolderPath,
     emit,
     format_option,
     progress,
@@ -69,7 +70,8 @@ def one_workload_row(name: str, options: dict[str, Any], seed: int, data_dir: Pa
 @click.command("workloads")
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FolderPath(),
+    callback=lambda ctx, param, value: None if value is None else Path(value),
     default=None,
     help="Where the file-based workloads (mnist-cnn, fashion-mnist-cnn, cifar10-resnet8) look for their "
     "files [default: $BATCHSCALE_DATA_DIR, else the user data directory].",

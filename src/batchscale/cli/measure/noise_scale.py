@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from batchscale.cli.common import emit, progress
+from batchscale.cli.common import FiniteFloat, emit, progress
 from batchscale.cli.measure.options import (
     build,
     columns_in,
@@ -98,7 +98,7 @@ def parse_methods(text: str) -> list[str]:
 )
 @click.option(
     "--ema-decay",
-    type=click.FloatRange(0.0, 1.0, max_open=True),
+    type=FiniteFloat(0.0, 1.0, max_open=True),
     default=0.98,
     show_default=True,
     help="Decay of the per-step exponential moving averages of those two estimates, kept separately; "
