@@ -141,3 +141,13 @@ def test_counted_nouns():
 
     words = [counted(1, "case"), counted(18, "case"), counted(0.5, "epoch")]
     assert words == ["1 case", "18 cases", "0.5 epochs"]
+
+
+@pytest.mark.parametrize(
+    "args", [["predict", "stability", "--dim", "4"], ["predict", "noise-scale", "--b-simple", "100"]]
+)
+def test_plot_creates_its_folder_and_says_so(tmp_path, args):
+    target = tmp_path / "new" / "figure.png"
+    result = CliRunner().invoke(cli, [*args, "--batch-sizes", "1,8", "--plot", str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.stat().st_size > 0 and f"wrote {target}" in result.stderr

@@ -177,6 +177,7 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
     emit(rows, fmt, columns if fmt == "table" else None)
     if plot_path:
         _plot(plot_path, batches, ratio_s if s_min is None else ratio_s * s_min, None, regimes, b_crit)
+        progress(f"wrote {plot_path}")
 
 
 def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_fraction, fmt, plot_path) -> None:
@@ -224,6 +225,7 @@ def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_frac
     emit(rows, fmt, FIT_TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:
         _plot(plot_path, batches, steps, fitted, analysis.regimes, fit.b_crit)
+        progress(f"wrote {plot_path}")
 
 
 def _fit_columns(fit: Any) -> dict[str, Any]:

@@ -98,6 +98,7 @@ def stability(spectrum, dim, alpha, inputs, n_examples, seed, batch_sizes, form,
     emit(rows, fmt, TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:
         _plot(plot_path, rows, form)
+        progress(f"wrote {plot_path}")
 
 
 def _row(result, form: str, config: dict) -> dict:
