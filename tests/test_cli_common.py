@@ -151,3 +151,16 @@ def test_plot_creates_its_folder_and_says_so(tmp_path, args):
     result = CliRunner().invoke(cli, [*args, "--batch-sizes", "1,8", "--plot", str(target)])
     assert result.exit_code == 0, result.output
     assert target.stat().st_size > 0 and f"wrote {target}" in result.stderr
+
+
+def test_ctrl_c_is_one_line_with_exit_130():
+    from batchscale.cli.common import on_interrupt
+
+    @click.command()
+    def slow():
+        with on_interrupt("the work so far is kept in X; run again to resume"):
+            raise KeyboardInterrupt
+
+    result = CliRunner().invoke(slow, [])
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.stderr.strip() == "Interrupted: the work so far is kept in X; run again to resume"
