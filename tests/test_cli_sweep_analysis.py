@@ -48,6 +48,7 @@ def test_every_row_names_its_curves_critical_batches_with_intervals(capsys):
     text = sweep_cli.regime_summary(rows, ["sgd", "momentum"])
     assert all(f"critical batch, {name}" in text for name in CRITICAL_DEFINITIONS)
     assert "maximal useful batch" in text and "seeds bootstrap" in text
+    assert all(f"  {name}: " in text.split("definitions:")[1] for name in CRITICAL_DEFINITIONS)
     assert "mccandlish" in capsys.readouterr().err
 
 
@@ -90,6 +91,9 @@ def test_figure_shades_each_optimizers_regimes_and_draws_seed_bars(tmp_path, mon
     assert len(strips) == 2
     # error bars (LineCollections) on the steps and on the learning rates of both optimizers
     assert len(steps_ax.collections) >= 2 and len(lr_ax.collections) >= 2
+    legend = [t.get_text() for t in steps_ax.get_legend().get_texts()]
+    assert "sgd: fit S_min (1 + B_crit/B)" in legend and "steps to target (bars: range over seeds)" == (
+        steps_ax.get_ylabel())
     import matplotlib.pyplot as plt
 
     plt.close(saved["fig"])

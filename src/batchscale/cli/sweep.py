@@ -273,7 +273,7 @@ def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critica
     """Each optimizer's curve analysed (batchscale.theory.regimes.analyze_steps_curve, bootstrap over the
     per-seed steps ``seed_steps`` when the rows carry them): regime, speed-up per doubling, and the
     curve's critical batch sizes under every named definition with intervals, added to every row."""
-    from batchscale.theory.regimes import CRITICAL_DEFINITIONS, analyze_steps_curve
+    from batchscale.theory.regimes import analyze_steps_curve
 
     out = []
     for optimizer in optimizers:
@@ -283,11 +283,10 @@ def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critica
                                        critical_fraction=critical_fraction)
         points = dict(zip(analysis.batch_sizes, analysis.rows(), strict=True))
         summary = analysis.summary()
-        for name, estimate in analysis.critical.items():
-            progress(f"{optimizer}: critical batch size ({name}: {CRITICAL_DEFINITIONS[name]}) "
-                     f"{estimate.text()}")
-        progress(f"{optimizer}: maximal useful batch size {analysis.max_useful.text()}; "
-                 f"{analysis.level:.0%} intervals, {analysis.bootstrap} bootstrap")
+        critical = ", ".join(f"{name} {e.text()}" for name, e in analysis.critical.items())
+        progress(f"{optimizer}: critical batch size {critical}; maximal useful batch size "
+                 f"{analysis.max_useful.text()} ({analysis.level:.0%} intervals, {analysis.bootstrap} "
+                 "bootstrap)")
         for row in curve:
             point = points[row["batch_size"]]
             out.append({**row, "regime": point["regime"], "speedup": point["speedup"],
@@ -300,7 +299,7 @@ def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critica
 
 def regime_summary(rows: Sequence[Mapping[str, Any]], optimizers: Sequence[str]) -> str:
     """Per optimizer, one line per critical-batch definition (value [interval]) and the max useful batch."""
-    from batchscale.theory.regimes import CRITICAL_DEFINITIONS, Estimate
+    from batchscale.theory.regimes import CRITICAL_DEFINITIONS, MAX_USEFUL_DEFINITION, Estimate
 
     lines = []
     for optimizer in optimizers:
@@ -313,7 +312,9 @@ def regime_summary(rows: Sequence[Mapping[str, Any]], optimizers: Sequence[str])
         for key, title in [*names, ("max_useful_batch", "maximal useful batch")]:
             estimate = Estimate(row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high"),
                                 bool(row.get(f"{key}_identifiable")), row.get(f"{key}_note", ""))
-            lines.append(f"  {title:30s} {estimate.text()}")
+            lines.append(f"  {title:35s} {estimate.text()}")
+    lines += ["definitions:", *(f"  {name}: {text}" for name, text in CRITICAL_DEFINITIONS.items()),
+              f"  maximal useful: {MAX_USEFUL_DEFINITION}"]
     return "\n".join(lines) + "\n"
 
 
@@ -343,14 +344,24 @@ def _plot_steps(path: str, rows: Sequence[Mapping[str, Any]], config: Any) -> No
             "steps": [math.nan if r["steps"] is None else r["steps"] for r in curve],
             "learning_rate": [math.nan if r["learning_rate"] is None else r["learning_rate"] for r in curve],
             **_seed_ranges(curve),
+            **_fitted(curve),
         }
         regimes[label] = [r["regime"] for r in curve]
     target = f"loss {config.target}"
     if config.target_metric == "error":
         target = f"{1 - config.target:.0%} accuracy"
+    bars = any("steps_low" in c for c in curves.values())
     plot_steps_vs_batch(path, curves, regimes=regimes, title=f"{config.workload}: steps to {target}",
-                        ylabel="steps to target (bars: range over seeds)")
+                        ylabel="steps to target" + (" (bars: range over seeds)" if bars else ""))
     progress(f"wrote {path}")
+
+
+def _fitted(curve: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """The fitted S_min (1 + B_crit/B) at the curve's batch sizes as ``fit_steps`` (none without a fit)."""
+    s_min, b_crit = curve[0].get("fit_s_min"), curve[0].get("fit_b_crit")
+    if s_min is None or b_crit is None:
+        return {}
+    return {"fit_steps": [s_min * (1 + b_crit / r["batch_size"]) for r in curve]}
 
 
 def _seed_ranges(curve: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:

@@ -124,7 +124,8 @@ def plot_steps_vs_batch(
     """Steps to target vs batch size (log-log), with perfect-scaling lines and regimes shaded.
 
     ``curves`` maps a label to ``{"batch_size": [...], "steps": [...]}`` with optional
-    ``"learning_rate"``, ``"steps_err"`` (one-sigma error bars), ``"steps_low"``/``"steps_high"``
+    ``"learning_rate"``, ``"fit_steps"`` (a fitted curve, dotted), ``"steps_err"`` (one-sigma error
+    bars), ``"steps_low"``/``"steps_high"``
     (asymmetric bars, e.g. the range across seeds) and ``"lr_low"``/``"lr_high"`` (the same for the
     learning rate). Left panel: one line per curve and a dashed perfect-scaling line (steps proportional
     to 1/B) through each curve's smallest-batch point. ``regimes``: a list (one label per batch size of
@@ -172,6 +173,9 @@ def _draw_steps_curve(ax: Any, label: str, curve: Mapping[str, Sequence], colour
         ax.errorbar(x, y, yerr=err, fmt="o-", color=colour, label=label, ms=4, capsize=2)
     elif x.size:
         ax.plot(x, y, "o-", color=colour, label=label, ms=4)
+    if curve.get("fit_steps") is not None:
+        fx, fy, _ = _finite_xy(curve["batch_size"], curve["fit_steps"])
+        ax.plot(fx, fy, ":", color=colour, lw=1.5, label=f"{label}: fit S_min (1 + B_crit/B)")
     if x.size:
         # perfect scaling through the smallest-batch point, drawn down to a quarter of the lowest point
         i0 = int(np.argmin(x))
