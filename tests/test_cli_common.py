@@ -62,6 +62,10 @@ def test_finite_float_bounds():
         with pytest.raises(click.BadParameter):
             above_one.convert(bad, None, None)
     assert math.isfinite(FiniteFloat().convert("1e300", None, None))
+    no_limit = FiniteFloat(min=0, min_open=True, allow_inf=True)
+    assert no_limit.convert("inf", None, None) == math.inf
+    with pytest.raises(click.BadParameter):
+        no_limit.convert("nan", None, None)
 
 
 def test_file_paths(tmp_path):

@@ -270,17 +270,22 @@ class LogGrid(_Text):
 
 
 class FiniteFloat(click.FloatRange):
-    """A float within optional bounds (as ``click.FloatRange``) that is also finite (no nan, no inf)."""
+    """A float within optional bounds (as ``click.FloatRange``) that is also finite (no nan, no inf; with
+    ``allow_inf=True``: no nan, for options where inf means "no limit")."""
 
     name = "float"
+
+    def __init__(self, *args: Any, allow_inf: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allow_inf = allow_inf
 
     def _describe_range(self) -> str:
         return "" if self.min is None and self.max is None else super()._describe_range()
 
     def convert(self, value: Any, param, ctx) -> float:
         number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if math.isnan(number) or (math.isinf(number) and not self.allow_inf):
+            self.fail(f"{value!r} is not a {'number' if self.allow_inf else 'finite number'}", param, ctx)
         return number
 
 

@@ -9,6 +9,7 @@ import click
 from batchscale.cli.common import (
     FINITE,
     FilePath,
+    FiniteFloat,
     IntList,
     LogGrid,
     emit,
@@ -120,7 +121,7 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
 )
 @click.option(
     "--max-memory",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=FiniteFloat(min=0.0, min_open=True, allow_inf=True),
     default=4.0,
     show_default=True,
     help="Refuse, before any work, a problem whose estimated peak memory exceeds this many GB "
