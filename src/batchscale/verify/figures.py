@@ -38,7 +38,7 @@ def plot_rows(path: str, rows: Sequence[Row]) -> None:
         path,
         x,
         {"measured / predicted": ratios, "agreement": [1.0] * len(x)},
-        xlabel="row (see the table, in order)",
+        xlabel="row with a finite, non-zero prediction (table order)",
         ylabel="measured / predicted",
         title=f"verify {title}",
         yerr={"measured / predicted": err},
