@@ -64,8 +64,9 @@ def test_noise_scale_with_b_noise_and_during_training(tmp_path):
 
 def test_moments_all_checks_pass():
     rows = run_json("moments", "--sample", "64", "--batch-sizes", "1,8,64", "--draws", "60")
-    assert len(rows) == 2 * 2 * 3 * 2
+    assert len(rows) == 2 * 2 * 3 * 3 - 2 * 1  # forms x samplings x m x quantities; m = M without: 2
     assert {r["pass"] for r in rows} == {"yes"}
+    assert {r["verdict"] for r in rows if r["form"] == "sum"} == {"holds_by_construction"}
     assert {"predicted", "measured", "stderr", "tolerance", "pass"} <= set(rows[0])
 
 
@@ -225,7 +226,7 @@ def test_cosine_and_moments_along_training(tmp_path):
     one_m = ["moments", "--sample", "32", "--batch-sizes", "8", "--draws", "5", "--form", "mean"]
     mom = run_json(*one_m, "--sampling", "with", *train)
     assert [(r["step"], r["quantity"]) for r in mom] == [
-        (s, q) for s in (0, 2, 4) for q in ("mean_along_-G", "trace_cov")
+        (s, q) for s in (0, 2, 4) for q in ("mean_along_-G", "trace_cov", "mean_all_directions")
     ]
     assert "step" not in run_json(*one_m)[0]  # a single measurement keeps the plain table
 

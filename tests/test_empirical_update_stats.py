@@ -15,16 +15,22 @@ import pytest
 import torch
 from torch import nn
 
-from batchscale.empirical.gradients import gradient_statistics
+from batchscale.empirical.gradients import GradientStatistics, batch_gradient, gradient_statistics
 from batchscale.empirical.update_stats import (
+    GramStatistics,
+    _moment_checks,
     accumulated_update,
     accumulation,
     allocation_peak_bytes,
+    exact_cosine_m1,
+    gaussian_cosine,
     gradient_cosine,
+    mean_all_directions_check,
     predicted_cosine,
     predicted_update_mean,
     predicted_update_trace_cov,
     saved_tensor_meter,
+    subset_cosine,
     update_moments,
 )
 from batchscale.empirical.workloads import get_workload, per_example_loss
@@ -105,7 +111,7 @@ def test_measured_update_moments_match_prediction_on_linreg():
         draws=200,
         seed=3,
     )
-    assert len(checks) == 2 * 2 * 4 * 2  # forms x samplings x m x quantities
+    assert len(checks) == 2 * 2 * 4 * 3 - 2  # forms x samplings x m x quantities, less 2 for m = M without
     failed = [c.as_row() for c in checks if not c.passed]
     assert not failed, failed
     full = [
@@ -144,7 +150,9 @@ def test_measured_update_moments_match_the_closed_form_on_linreg():
         seed=1,
     )
     for c in checks:
-        if c.quantity == "mean_along_-G":
+        if c.quantity == "mean_all_directions":
+            assert c.passed, c.as_row()
+        elif c.quantity == "mean_along_-G":
             assert abs(c.measured - lr * np.linalg.norm(g_pop)) <= z * (c.stderr + lr * g_se), c.as_row()
         else:
             expected = lr**2 * tr_pop / c.batch_size
@@ -268,3 +276,180 @@ def test_accumulation_with_batch_norm_in_training_mode_is_a_real_check():
     assert verdicts == {16: "fail", 64: "pass"}
     plain = accumulation(mlp(torch.float32), cross_entropy, x, y, batch_size=64, micro_batches=[16], lr=0.1)
     assert {r.verdict for r in plain} == {"holds_by_construction"}
+
+
+def gram_of(g: np.ndarray) -> GramStatistics:
+    """Gram statistics of per-example gradients ``g`` (M, P), by hand."""
+    mean = g.mean(0)
+    d = g - mean
+    return GramStatistics(d, d @ mean, float(mean @ mean))
+
+
+def cosine_by_enumeration(g: np.ndarray, m: int, sampling: str) -> float:
+    mean = g.mean(0)
+    values = [
+        float(g[list(b)].mean(0) @ mean / (np.linalg.norm(g[list(b)].mean(0)) * np.linalg.norm(mean)))
+        for b in enumerate_batches(len(g), m, sampling)
+    ]
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("sampling", ["with", "without"])
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_subset_cosine_equals_enumeration(sampling, m):
+    """E[cos(g_B, G)] over every equally likely minibatch of 7 skewed gradients vs the Gram Monte Carlo."""
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal((7, 4)) * np.array([3.0, 1.0, 0.3, 0.1]) + 0.4
+    g[0] *= 6  # one heavy example: far from Gaussian
+    exact = cosine_by_enumeration(g, m, sampling)
+    value, se = subset_cosine(gram_of(g), m, sampling, samples=40000, seed=m)
+    assert abs(value - exact) <= 4 * se
+    if m == 1:
+        assert exact_cosine_m1(gram_of(g)) == pytest.approx(exact, rel=1e-12)
+
+
+def test_gaussian_cosine_equals_sampling_the_gaussian_directly():
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((30, 5)) + 0.3
+    stats = gram_of(g)
+    sigma = np.cov(g.T, bias=True)
+    ((value, se),) = gaussian_cosine(stats, [0.2], samples=20000, seed=3)
+    xi = rng.multivariate_normal(np.zeros(5), 0.2 * sigma, size=200000)
+    mean = g.mean(0)
+    direct = ((mean + xi) @ mean / (np.linalg.norm(mean + xi, axis=1) * np.linalg.norm(mean))).mean()
+    assert abs(value - direct) <= 4 * se + 0.002
+
+
+def heavy_linreg_population(n=64, seed=0):
+    """Least squares with heavy-tailed (t, 2 degrees of freedom) inputs: skewed per-example gradients."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_t(2.0, size=(n, 3)))
+    y = x @ torch.tensor([1.0, -0.5, 0.2], dtype=torch.float64) + torch.from_numpy(rng.standard_normal(n))
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.zero_()
+    return model, x, y[:, None]
+
+
+def mse(out, y):
+    return ((out - y) ** 2).sum(1)
+
+
+def test_cosine_check_fails_without_the_finite_population_factor():
+    """m/M = 24/64: the prediction for sampling with replacement (no factor (M - m)/(M - 1)) is set
+    beside minibatches drawn without replacement: the check must fail; the right prediction passes."""
+    model, x, y = gaussian_linreg_population()
+    stats = gradient_statistics(model, mse, x, y)
+    kwargs = {"stats": stats, "batch_sizes": [24], "sampling": "without", "draws": 400, "seed": 1}
+    (right,) = gradient_cosine(model, mse, x, y, **kwargs)
+    assert right.verdict == "pass", right.as_row()
+
+    def with_replacement(gram, m, sampling, **kw):
+        return subset_cosine(gram, m, "with", **kw)
+
+    (wrong,) = gradient_cosine(model, mse, x, y, **kwargs, predictor=with_replacement)
+    assert wrong.measured == right.measured  # the same draws
+    assert wrong.verdict == "fail", (wrong.as_row(), right.as_row())
+
+
+def gaussian_linreg_population(n=64, dim=20, seed=0):
+    """Least squares with standard normal inputs in 20 dimensions: light tails, many directions."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    y = x @ torch.ones(dim, dtype=torch.float64) + torch.randn(n, generator=gen, dtype=torch.float64)
+    model = nn.Linear(dim, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.zero_()
+    return model, x, y[:, None]
+
+
+def test_moments_check_fails_on_a_with_without_replacement_mix_up():
+    """m/M = 8/64 (= 0.125): minibatches drawn without replacement beside the with-replacement
+    prediction of tr Cov (c(m) = 1/m instead of (M - m)/(m (M - 1)), 11% too large) must fail, with
+    enough draws; the right prediction passes on the same draws."""
+    model, x, y = gaussian_linreg_population()
+    stats = gradient_statistics(model, mse, x, y)
+    kwargs = {"stats": stats, "batch_sizes": [8], "lr": 0.1, "forms": ["mean"], "samplings": ["without"]}
+    kwargs |= {"draws": 800, "seed": 3}
+    right = {c.quantity: c for c in update_moments(model, mse, x, y, **kwargs)}
+    wrong = {c.quantity: c for c in update_moments(model, mse, x, y, **kwargs, predict_sampling="with")}
+    assert right["trace_cov"].verdict == "pass", right["trace_cov"].as_row()
+    assert wrong["trace_cov"].verdict == "fail", wrong["trace_cov"].as_row()
+    assert wrong["trace_cov"].measured == right["trace_cov"].measured
+
+
+def test_mean_in_all_directions_catches_an_error_orthogonal_to_g():
+    """A mean prediction wrong by a vector orthogonal to G (as long as the mean itself) passes the
+    along-G row but fails the all-directions row; the right prediction passes both."""
+    model = mlp(torch.float64)
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(64, 6, generator=gen, dtype=torch.float64), torch.randint(3, (64,), generator=gen)
+    stats = gradient_statistics(model, cross_entropy, x, y)
+    updates = torch.stack(
+        [
+            -0.1 * batch_gradient(model, cross_entropy, x[i], y[i])
+            for i in torch.randint(64, (200, 4), generator=gen)
+        ]
+    )  # (200, P)
+    g = stats.mean_gradient
+    dev = updates + 0.1 * g
+    right = mean_all_directions_check(
+        dev, form="mean", sampling="with", m=4, z=4, seed=0, by_construction=False
+    )
+    assert right.verdict == "pass", right.as_row()
+    ortho = torch.randn(g.shape, generator=gen, dtype=torch.float64)
+    ortho -= (ortho @ g) / (g @ g) * g
+    shift = ortho / ortho.norm() * 0.1 * g.norm()  # |shift| = |E dw|, shift . G = 0
+    planted = mean_all_directions_check(
+        dev - shift, form="mean", sampling="with", m=4, z=4, seed=0, by_construction=False
+    )
+    assert planted.verdict == "fail", planted.as_row()
+    along = (updates - shift) @ (-g / g.norm())
+    assert abs(float(along.mean()) - float(0.1 * g.norm())) <= 4 * float(along.std() / math.sqrt(200))
+
+
+def test_rows_that_hold_by_construction_say_so():
+    model, x, y = heavy_linreg_population()
+    stats = gradient_statistics(model, mse, x, y)
+    checks = update_moments(model, mse, x, y, stats=stats, batch_sizes=[4, 64], lr=0.1, draws=20)
+    for c in checks:
+        whole = c.sampling == "without" and c.batch_size == 64
+        assert (c.verdict == "holds_by_construction") == (c.form == "sum" or whole), c.as_row()
+
+
+def test_heavy_tailed_gradients_keep_the_false_failure_rate_near_nominal():
+    """Per-example gradients with t(2) components: at m = 1 a few examples carry most of tr(Sigma), so
+    100 draws often miss them and the draws' own standard error is far too small (a 4-sigma rule on it
+    fails ~14% of honest runs). With the population's standard error the rate stays at the nominal
+    6e-5 or below: no failure in 400 honest runs."""
+    rng = np.random.default_rng(0)
+    g = rng.standard_t(2, size=(256, 3)) * rng.standard_normal((256, 1)) + 0.3  # (M, P)
+    mean = g.mean(0)
+    tr = float(((g - mean) ** 2).sum(1).mean())
+    stats = GradientStatistics(
+        "exact",
+        256,
+        256,
+        float(mean @ mean),
+        tr,
+        float((g**2).sum(1).mean()),
+        tr / float(mean @ mean),
+        (0.0, 0.0),
+        torch.from_numpy(mean),
+    )
+    gram = gram_of(g)
+    failures = naive = 0
+    for rep in range(400):
+        updates = torch.from_numpy(-0.1 * g[rng.integers(0, 256, size=100)])  # (D, P) at m = 1
+        (check,) = [
+            c
+            for c in _moment_checks(
+                updates, stats=stats, gram=gram, lr=0.1, form="mean", sampling="with", m=1, z=4, seed=rep
+            )
+            if c.quantity == "trace_cov"
+        ]
+        failures += check.verdict == "fail"
+        values = ((updates + 0.1 * torch.from_numpy(mean)) ** 2).sum(1)
+        naive += abs(float(values.mean()) - check.predicted) > 4 * float(values.std() / 10)
+    assert failures == 0
+    assert naive >= 10  # the draws' own standard error alone would fail often

@@ -599,7 +599,7 @@ def cosine_along_training(
     progress: Progress = _quiet,
 ) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
     """``measure cosine``: :func:`~batchscale.empirical.update_stats.gradient_cosine` at each checkpoint."""
-    from batchscale.empirical.update_stats import gradient_cosine
+    from batchscale.empirical.update_stats import gradient_cosine, gram_statistics
 
     require(z > 0, f"--z must be positive, got {z}")
     ms = list(batch_sizes) if batch_sizes else powers_of_two_up_to(setup.population)
@@ -607,6 +607,7 @@ def cosine_along_training(
 
     def measure_at(step: int, stats: Any) -> list:
         pairs = []
+        gram = gram_statistics(setup.model, setup.loss_fn, setup.x, setup.y)  # the prediction's statistics
         for s in choices(sampling, SAMPLINGS):
             progress(f"step {step}: {draws} minibatches ({s} replacement) for each of {len(ms)} sizes")
             checks = gradient_cosine(
@@ -620,6 +621,7 @@ def cosine_along_training(
                 draws=draws,
                 seed=training.seed,
                 z=z,
+                gram=gram,
             )
             for c in checks:
                 row = {k: v for k, v in c.as_row().items() if k != "form"} | {"b_simple": stats.b_simple}
