@@ -266,11 +266,7 @@ CASES = [
     pytest.param([*USER, "no_such_module_abc:f"], EXIT_INPUT, (), id="user-no-module"),
     pytest.param([*USER, ":f"], EXIT_INPUT, (), id="user-empty-module"),
     pytest.param([*USER, "corpus_wl:boom"], EXIT_USER_CODE, (), id="user-factory-raises"),
-    pytest.param(
-        ["measure", "noise-scale", "--workload", "corpus_wl:dropout", "--method", "exact"], EXIT_INPUT,
-        (owner("measure", "a Dropout model under --method exact ends in a vmap RuntimeError traceback"),),
-        id="dropout-exact",
-    ),
+    # a Dropout model is no longer bad input: measure evaluates it in a stated eval mode (test_cli_measure)
     # the root group
     pytest.param(["no-such-command"], EXIT_INPUT, (), id="unknown-command"),
     pytest.param(["--bogus"], EXIT_INPUT, (), id="unknown-root-option"),
