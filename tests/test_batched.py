@@ -7,6 +7,7 @@ decay to 0 at max_steps; torch.optim optimizers), without any engine code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -83,6 +84,10 @@ def twin_parameters(workload: Workload, config: TrainConfig, steps: int) -> list
     w, total = config.warmup_steps, config.max_steps
     if config.schedule == "warmup_linear_decay":
         factor = lambda t: (t + 1) / w if t < w else (total - t) / (total - w)  # noqa: E731
+    elif config.schedule == "warmup_cosine_decay":
+        factor = lambda t: (t + 1) / w if t < w else (1 + math.cos(math.pi * (t - w) / (total - w))) / 2  # noqa: E731
+    elif config.schedule == "warmup_constant":
+        factor = lambda t: min(1.0, (t + 1) / w)  # noqa: E731
     else:
         factor = lambda t: 1.0  # noqa: E731
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -126,6 +131,10 @@ CASES = {
                   schedule="warmup_linear_decay", warmup_steps=5, max_steps=30),
     "warmup-decay": dict(optimizer="momentum", momentum=0.9, learning_rate=0.1,
                          schedule="warmup_linear_decay", warmup_steps=5, max_steps=30),
+    "warmup-cosine": dict(optimizer="nesterov", momentum=0.9, learning_rate=0.1, weight_decay=0.01,
+                          schedule="warmup_cosine_decay", warmup_steps=6, max_steps=30),
+    "warmup-constant": dict(optimizer="adamw", learning_rate=0.01, weight_decay=0.1,
+                            schedule="warmup_constant", warmup_steps=10, max_steps=30),
     "drop-last": dict(optimizer="sgd", learning_rate=0.2, drop_last=True, batch_size=16),
 }
 

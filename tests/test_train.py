@@ -69,6 +69,38 @@ def test_lr_factor_warmup_then_linear_decay():
     assert lr_factor(7, "constant", 4, 12) == 1.0
 
 
+@pytest.mark.parametrize("warmup, total", [(4, 12), (1, 30), (7, 8)])
+def test_warmup_schedules_equal_torch_lr_schedulers(warmup, total):
+    """warmup_constant = LinearLR(1/W -> 1 over W - 1 steps); warmup_cosine_decay = that, then
+    CosineAnnealingLR(T_max = T - W) (SequentialLR at milestone W); warmup_linear_decay's warm-up too."""
+    from torch.optim import lr_scheduler
+
+    def torch_factors(make):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule = make(opt)
+        factors = []
+        for _ in range(total):
+            factors.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        return factors
+
+    def warm(opt):
+        return lr_scheduler.LinearLR(opt, start_factor=1 / warmup, total_iters=max(1, warmup - 1))
+
+    def cosine(opt):
+        decay = lr_scheduler.CosineAnnealingLR(opt, T_max=total - warmup)
+        return lr_scheduler.SequentialLR(opt, [warm(opt), decay], milestones=[warmup])
+
+    ours = {s: [lr_factor(t, s, warmup, total) for t in range(total)]
+            for s in ("warmup_constant", "warmup_cosine_decay", "warmup_linear_decay")}
+    assert ours["warmup_constant"] == pytest.approx(torch_factors(warm), rel=1e-12)
+    assert ours["warmup_cosine_decay"] == pytest.approx(torch_factors(cosine), rel=1e-9, abs=1e-12)
+    assert ours["warmup_linear_decay"][:warmup] == ours["warmup_constant"][:warmup]
+    if total - warmup > 2:  # not the same decay (with one or two decay steps both are 1, then 1/2)
+        assert ours["warmup_cosine_decay"] != pytest.approx(ours["warmup_linear_decay"])
+
+
 def test_evaluation_schedule_is_dense_then_geometric():
     steps = [0]
     while steps[-1] < 1000:
@@ -232,3 +264,37 @@ def test_a_trial_past_a_group_mates_steps_to_target_is_pruned():
     done.result = replace(done.result, steps=30)
     assert behind_group(0, 33, 0.21, [track([(20, 0.35), (33, 0.21)]), done])  # cannot beat 30 steps
     assert not behind_group(0, 30, 0.21, [track([(20, 0.35), (30, 0.21)]), done])  # not yet past it
+
+
+# --- seeds: stacked together, pruned apart ---------------------------------------------------------------
+
+
+def test_a_leader_of_another_seed_never_prunes():
+    slow, fast = track([(20, 0.85), (40, 0.80)]), track([(20, 0.50), (40, 0.24)])
+    assert behind_group(0, 40, 0.80, [slow, fast])  # same seed: pruned
+    fast.config = replace(fast.config, seed=1)
+    assert not behind_group(0, 40, 0.80, [slow, fast])  # another seed's leader: not a group-mate
+    done = track([(20, 0.40), (30, 0.19)], "complete")
+    done.config, done.result = replace(done.config, seed=1), replace(done.result, steps=30)
+    assert not behind_group(0, 33, 0.21, [track([(20, 0.35), (33, 0.21)]), done])
+
+
+@pytest.mark.parametrize("strategy", ["batched", "sequential"])
+def test_seeds_stack_together_and_each_seed_is_pruned_only_by_its_own(strategy):
+    """Three seeds of one configuration form one group (one stack); with pruning on, each seed's results
+    equal those of that seed run alone. Seed 2 has only the slow rate: alone it is never pruned, so a
+    rule that let seed 0's fast trial prune it would fail here."""
+    from batchscale.empirical.engine import group_trials
+
+    slow, fast = 0.005, 0.05
+    configs = [config(learning_rate=lr, seed=s, max_steps=600) for s, lrs in ((0, (fast, slow)),
+               (1, (slow, fast)), (2, (slow,))) for lr in lrs]
+    assert len(group_trials(configs)) == 1
+    together = run_trials(configs, workloads=WORKLOADS, prune=True, strategy=strategy)
+    for seed in (0, 1, 2):
+        mine = [c for c in configs if c.seed == seed]
+        alone = run_trials(mine, workloads=WORKLOADS, prune=True, strategy=strategy)
+        got = [(r.status, r.steps, r.stop_step) for r in together if r.config.seed == seed]
+        assert got == [(r.status, r.steps, r.stop_step) for r in alone], seed
+    pruned = [r.status for r in together].count("pruned")  # sequential: a slow trial run first is kept
+    assert pruned == (2 if strategy == "batched" else 1) and together[-1].status != "pruned"

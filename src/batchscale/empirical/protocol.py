@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: pruning compares a trial only with trials of its own seed
 DIVERGENCE_FACTOR = 10.0  # diverged when the test loss exceeds this multiple of its initial value
 EVAL_GROWTH = 1.1  # evaluations at steps 0, 1, 2, ..., 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, ...
 REFINE_FRACTION = 0.01  # re-evaluate every ceil(1% of the step) when resolving a crossing

@@ -50,14 +50,21 @@ from batchscale.errors import InputError, require
 def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int) -> float:
     """Multiplier of the learning rate at update ``step`` (0-based: the first update is step 0).
 
-    ``constant``: 1. ``warmup_linear_decay``: (step + 1) / warmup during the first ``warmup_steps``
-    updates, then linear decay (max_steps - step) / (max_steps - warmup), reaching 1/(max_steps - warmup)
-    at the last update.
+    ``constant``: 1. Every other schedule warms up linearly, (step + 1) / W during the first
+    W = ``warmup_steps`` updates (``torch.optim.lr_scheduler.LinearLR(start_factor=1/W,
+    total_iters=W-1)``), then: ``warmup_constant``: 1; ``warmup_linear_decay``: (T - step) / (T - W),
+    reaching 1/(T - W) at the last update (T = ``max_steps``); ``warmup_cosine_decay``:
+    (1 + cos(pi (step - W) / (T - W))) / 2 (``CosineAnnealingLR(T_max=T-W)`` after the warm-up).
     """
     if schedule == "constant":
         return 1.0
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "warmup_constant":
+        return 1.0
+    if schedule == "warmup_cosine_decay":
+        since = min(step - warmup_steps, max_steps - warmup_steps)  # updates since the warm-up ended
+        return 0.5 * (1.0 + math.cos(math.pi * since / (max_steps - warmup_steps)))
     return max(0.0, (max_steps - step) / (max_steps - warmup_steps))
 
 
@@ -315,12 +322,15 @@ def behind_group(trial: int, step: int, metric: float, group: Sequence[Track]) -
     :data:`PRUNE_NEAR`, or met it) keeps a leader that learns fast early and then stalls on a noise
     floor above the target (high rates at small batch sizes) from pruning the trials that would reach it.
     A trial still short of the target at a step past a group-mate's steps-to-target is pruned outright:
-    it can no longer be the fastest (at any step).
+    it can no longer be the fastest (at any step). Only trials of the same seed count as group-mates
+    (seeds of one configuration share a stack but are separate experiments: a seed's answer must not
+    depend on how another seed's trials went).
     See ``docs/training.md``.
     """
+    seed = group[trial].config.seed
     for j, track in enumerate(group):
         ended = track.result.status if track.result is not None else None
-        if j == trial or ended in ("diverged", "pruned", "incomplete"):
+        if j == trial or track.config.seed != seed or ended in ("diverged", "pruned", "incomplete"):
             continue
         if ended == "complete" and track.result.steps is not None and track.result.steps < step:
             return True  # j met the target in fewer steps than this trial has already taken

@@ -24,7 +24,7 @@ from batchscale.errors import InputError, require
 from batchscale.vocabulary import LOSS_FORMS, check_choice
 
 OPTIMIZERS: tuple[str, ...] = tuple(REGISTRY)
-SCHEDULES: tuple[str, ...] = ("constant", "warmup_linear_decay")
+SCHEDULES: tuple[str, ...] = ("constant", "warmup_constant", "warmup_linear_decay", "warmup_cosine_decay")
 TARGET_METRICS: tuple[str, ...] = ("error", "loss")
 STATUSES: tuple[str, ...] = ("complete", "incomplete", "diverged", "pruned")
 
@@ -48,10 +48,13 @@ class TrainConfig:
         beta1, beta2, eps: Adam's / AdamW's coefficients; None means torch's defaults 0.9, 0.999, 1e-8
             (other optimizers take none of them).
         loss_form: ``mean`` or ``sum`` of the per-example losses of the batch.
-        schedule: ``constant`` or ``warmup_linear_decay`` (linear warm-up over ``warmup_steps`` updates,
-            then linear decay to 0 at ``max_steps``); see :func:`batchscale.empirical.train.lr_factor`.
-        warmup_steps: length of the warm-up (``warmup_linear_decay`` only).
-        weight_decay: L2 coefficient added to the gradient (torch.optim's ``weight_decay``).
+        schedule: ``constant``, or a linear warm-up over ``warmup_steps`` updates followed by a constant
+            rate (``warmup_constant``), a linear decay to 0 at ``max_steps`` (``warmup_linear_decay``) or
+            a cosine decay to 0 at ``max_steps`` (``warmup_cosine_decay``); see
+            :func:`batchscale.empirical.train.lr_factor`.
+        warmup_steps: length of the warm-up (not used by ``constant``).
+        weight_decay: L2 coefficient added to the gradient (torch.optim's ``weight_decay``; decoupled
+            for ``adamw``).
         seed: model initialisation and batch order.
         data_seed: passed to ``get_workload(seed=...)`` (data generation and train/test split).
         max_steps: the run stops after this many updates.
