@@ -263,6 +263,12 @@ def test_big_problems_are_refused_before_any_work_with_how_to_override(args):
     assert "nqm:" not in result.stderr  # refused before the problem was built
 
 
+def test_a_nan_memory_limit_is_refused():
+    result = run(*SMALL, "--batch-sizes", "4", "--max-memory", "nan")
+    (error,) = error_lines(result)
+    assert result.exit_code == 2 and "--max-memory" in error
+
+
 def test_a_raised_limit_lets_the_problem_run():
     result = run(*SMALL, "--batch-sizes", "4", "--max-memory", "inf", "--format", "json")
     assert rows_of(result)[0]["status"] == "ok"

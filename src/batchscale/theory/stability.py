@@ -294,7 +294,8 @@ def stability_table(
     # and scale the steps back, so spectra near 1e+-308 neither overflow nor lose digits.
     if inputs is not None:
         x = np.asarray(inputs, dtype=float)
-        require(x.ndim == 2 and x.size > 0 and bool(np.isfinite(x).all()), "inputs must be finite")
+        require(x.ndim == 2 and x.size > 0, "inputs must be a non-empty (n, d) matrix")
+        require(bool(np.isfinite(x).all()), "inputs must be finite")
         root = _power_of_two_scale(float(np.max(np.abs(x))))
         x = x * root
         scale = root * root  # H scales as x^2
