@@ -8,7 +8,12 @@ from ``git show`` as a separate module next to the current one; both use the cur
 Repeats are interleaved (the order alternates); the table gives medians of ms per step and the ratio
 before / after from the same run.
 
-Run: ``.venv/bin/python benchmarks/bench_stacked_step.py [--before bccefd6] [--steps 2000] [--repeats 5]``.
+``--case seeds`` instead times 3 seeds of one learning-rate sweep (``--copies`` rates each, the current
+engine): one stack of 3 x copies (how seeds run: extra copies of one StackedRun) against 3 separate stacks
+of ``copies`` run one after the other (their ms per step summed), interleaved the same way.
+
+Run: ``.venv/bin/python benchmarks/bench_stacked_step.py [--before bccefd6] [--steps 2000] [--repeats 5]``
+or ``... --case seeds --copies 8 --batch-sizes 1,16,128``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,28 @@ def ms_per_step(module, workload: Workload, configs: list[TrainConfig], steps: i
     return (time.perf_counter() - start) / steps * 1e3
 
 
+def seeds_case(workload: Workload, args: argparse.Namespace) -> None:
+    """3 seeds x ``copies`` rates: one stack of all of them vs one stack per seed."""
+    print("| optimizer | batch size | rates per seed | 3 seeds, one stack (ms/step) "
+          "| 3 stacks, summed (ms/step) | separate / stacked |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for optimizer in args.optimizers.split(","):
+        for b in (int(v) for v in args.batch_sizes.split(",")):
+            for k in (int(v) for v in args.copies.split(",")):
+                base = TrainConfig(workload="mnist1d-like", batch_size=b, optimizer=optimizer,
+                                   momentum=0.9 if optimizer != "sgd" else 0.0, target=None, max_steps=10**6)
+                per_seed = [[replace(base, seed=s, learning_rate=1e-4 * 2**i) for i in range(k)]
+                            for s in range(3)]
+                steps = max(50, args.steps // max(1, b // 8))
+                times: dict[str, list[float]] = {"stacked": [], "separate": []}
+                for r in range(args.repeats):
+                    for name in ("stacked", "separate") if r % 2 == 0 else ("separate", "stacked"):
+                        stacks = [sum(per_seed, [])] if name == "stacked" else per_seed
+                        times[name].append(sum(ms_per_step(after, workload, c, steps) for c in stacks))
+                t0, t1 = statistics.median(times["stacked"]), statistics.median(times["separate"])
+                print(f"| {optimizer} | {b} | {k} | {t0:.3f} | {t1:.3f} | {t1 / t0:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="bccefd6", help="git commit of the 'before' batched.py")
@@ -71,8 +98,13 @@ def main() -> None:
     parser.add_argument("--copies", default="1,8")
     parser.add_argument("--batch-sizes", default="1,16,128,1024")
     parser.add_argument("--optimizers", default="sgd,momentum")
+    parser.add_argument("--case", choices=["before-after", "seeds"], default="before-after")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.case == "seeds":
+        print(f"torch {torch.__version__}, 1 thread; medians of {args.repeats} interleaved repeats")
+        seeds_case(mnist1d_like(), args)
+        return
     before = load_before(args.before)
     workload = mnist1d_like()
     print(f"torch {torch.__version__}, 1 thread; before = {args.before}; medians of {args.repeats} "
