@@ -42,6 +42,13 @@ def load_before(commit: str):
     """The module ``batchscale.empirical.batched`` as of ``commit``."""
     source = subprocess.run(["git", "show", f"{commit}:src/batchscale/empirical/batched.py"], cwd=ROOT,
                             check=True, capture_output=True, text=True).stdout
+    # names an older batched.py imports that moved to empirical/optimizers.py (same values)
+    from batchscale.empirical import optimizers, train, trials
+
+    beta1 = optimizers.ADAM_DEFAULT_BETA1
+    train.__dict__.setdefault("adam_beta1", lambda momentum: momentum if momentum > 0 else beta1)
+    trials.__dict__.setdefault("ADAM_BETA2", optimizers.ADAM_DEFAULT_BETA2)
+    trials.__dict__.setdefault("ADAM_EPS", optimizers.ADAM_DEFAULT_EPS)
     path = Path(tempfile.mkdtemp()) / "batched_before.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("batched_before", path)
