@@ -138,3 +138,28 @@ def test_ray_local_instance_for_real():
     with make_executor(ExecutorConfig(name="ray", workers=2)) as executor:
         out = dict(map_unordered(executor, probe, [1, 2], timeout=2.0))
     assert sorted(r["payload"] for r in out.values()) == [1, 2]
+
+
+def test_a_workload_registered_in_the_session_falls_back_to_inline():
+    """A notebook or ``python -c`` session registers a workload whose factory lives in __main__: spawn
+    workers could not build it, so the local executor runs inline and says so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, warnings\n"
+        "from batchscale.empirical.executors import make_executor, InlineExecutor, LocalExecutor\n"
+        "print(type(make_executor('local')).__name__)\n"
+        "from batchscale.empirical.workloads import register_workload\n"
+        "def mine(): pass\n"
+        "register_workload('from-session', mine, 'a notebook workload')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    print(type(make_executor('local')).__name__, '|', caught[0].message)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    before, after = out.stdout.splitlines()
+    assert before == "LocalExecutor"
+    assert after.startswith("InlineExecutor | batchscale: workload(s) from-session were registered")

@@ -16,7 +16,8 @@ Local pool workers ignore Ctrl-C (SIGINT): the parent alone gets the ``KeyboardI
 executor's ``with`` block on it stops the workers at once (queued chunks are cancelled, running ones
 killed; what a worker already streamed back is kept). The pool uses ``spawn``, which re-imports the
 script that started it: from a script whose top-level code is not under ``if __name__ == "__main__":``,
-:func:`make_executor` falls back to the inline executor and warns.
+:func:`make_executor` falls back to the inline executor and warns; likewise when a workload was
+registered from the session itself (a notebook cell), which the workers could not import.
 """
 
 from __future__ import annotations
@@ -366,23 +367,41 @@ def main_reimports_unguarded() -> bool:
     return "__main__" not in text
 
 
+def session_workloads() -> list[str]:
+    """Workloads registered from the interactive session or script itself (a notebook cell, ``python -c``):
+    spawn workers start a fresh interpreter that never ran that code, so they cannot build them."""
+    registry = getattr(sys.modules.get("batchscale.empirical.workloads"), "_REGISTRY", {})
+    return [name for name, entry in registry.items()
+            if getattr(entry.factory, "__module__", "") == "__main__"]
+
+
+def _fall_back(why: str, threads: int) -> InlineExecutor:
+    message = f"batchscale: {why}; running in this process instead (inline)."
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return InlineExecutor(threads)
+
+
 def make_executor(config: ExecutorConfig | str) -> Executor:
     """The executor described by ``config`` (or just its name, e.g. ``"inline"``; validated first); use it
     as a context manager. ``local`` from a script without an ``if __name__ == "__main__":`` guard falls back
-    to ``inline`` with a warning (spawn would run the script again in every worker)."""
+    to ``inline`` with a warning (spawn would run the script again in every worker), and so does ``local``
+    when a workload was registered from the session itself (a notebook): the workers could not build it."""
     if isinstance(config, str):
         config = ExecutorConfig(name=config)
     config.validate()
     cores = cpu_count()
     if config.name == "local" and main_reimports_unguarded():
-        warnings.warn(
-            "batchscale: the local process pool re-imports the main script in every worker, and this script "
-            "has no `if __name__ == \"__main__\":` guard; running in this process instead (inline). Put the "
-            "script's top-level code under that guard to use the pool.",
-            RuntimeWarning,
-            stacklevel=2,
+        return _fall_back(
+            "the local process pool re-imports the main script in every worker, and this script has no "
+            "`if __name__ == \"__main__\":` guard (put its top-level code under one to use the pool)",
+            config.threads,
         )
-        return InlineExecutor(config.threads)
+    if config.name == "local" and session_workloads():
+        return _fall_back(
+            f"workload(s) {', '.join(session_workloads())} were registered from this session (__main__), "
+            "which the local pool's workers cannot import (define them in a module to use the pool)",
+            config.threads,
+        )
     if config.name == "inline":
         return InlineExecutor(config.threads)
     if config.name == "local":
