@@ -105,7 +105,9 @@ def verify(
     rows = []
     for name in names:
         progress(f"verify {name}")
+        began = time.monotonic()
         rows += CLAIMS[name].function()(options)
+        progress(f"verify {name}: {time.monotonic() - began:.1f} s")
     wall = time.monotonic() - start
     emit(as_output(rows, fmt), fmt, TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:
