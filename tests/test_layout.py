@@ -216,3 +216,26 @@ def test_only_verify_imports_both_theory_and_empirical():
 def test_the_join_check_can_fail():
     source = "import batchscale.theory.moments\ndef f():\n    from batchscale.empirical import train\n"
     assert imported_layers(source) == {"theory", "empirical"}
+
+
+TRAINING_LOOPS = ("batchscale.empirical.train", "batchscale.empirical.engine", "batchscale.empirical.batched",
+                  "batchscale.empirical.optimizers")
+
+
+def cli_training_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """CLI modules that import a training loop directly (any import that can run, at any depth)."""
+    return {name: targets & set(TRAINING_LOOPS) for name, targets in graph.items()
+            if name.startswith("batchscale.cli") and targets & set(TRAINING_LOOPS)}
+
+
+def test_the_cli_imports_no_training_loop():
+    """The CLI parses, calls and formats: it reaches training only through library functions (sweeps,
+    measurements, verify), never by importing the training loop, the engine or the optimizers itself."""
+    files = module_files(SRC)
+    assert set(TRAINING_LOOPS) <= set(files)
+    assert cli_training_imports(import_graph(files)) == {}
+
+
+def test_the_training_loop_check_can_fail():
+    graph = {"batchscale.cli.rogue": {"batchscale.empirical.train"}, "batchscale.cli.fine": {"json"}}
+    assert cli_training_imports(graph) == {"batchscale.cli.rogue": {"batchscale.empirical.train"}}
