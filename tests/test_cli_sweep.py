@@ -22,7 +22,7 @@ TINY_STEPS = [
     "--max-extensions", "1", "--executor", "inline",
 ]
 REQUIRED = {"batch_size", "steps", "learning_rate", "momentum", "optimizer", "regime", "status", "n_trials",
-            "at_edge", "config", "sweep"}
+            "at_edge", "config", "sweep", "seed_steps", "seed_learning_rates", "steps_low", "steps_high"}
 
 
 def invoke(args):
@@ -51,6 +51,10 @@ def test_tiny_steps_sweep_json_plot_and_resume(tmp_path):
         assert row["config"]["learning_rate"] == row["learning_rate"]
         assert row["regime"] in ("perfect_scaling", "diminishing_returns", "maximal_parallelism", "undecided")
     assert {r["momentum"] for r in rows if r["optimizer"] == "momentum"} == {0.9}
+    for row in rows:  # three seeds by default: the median, its range and every seed's own best rate
+        assert row["sweep"]["seeds"] == [0, 1, 2] and len(row["seed_learning_rates"]) == 3
+        assert sorted(s if s is not None else float("inf") for s in row["seed_steps"])[1] == row["steps"]
+        assert row["steps_low"] <= row["steps"] <= (row["steps_high"] or float("inf"))
     assert rows[0]["sweep"]["workload"] == "digits-mlp" and rows[0]["sweep"]["executor"]["name"] == "inline"
     assert plot.stat().st_size > 1000
 
@@ -189,7 +193,7 @@ def test_tiny_grid_with_divergence_and_heatmap(tmp_path):
 KILL_ARGS = [
     "sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "8..32", "--optimizers", "sgd,momentum",
     "--lrs", "4", "--lr-range", "0.02:0.8", "--target", "0.15", "--max-steps", "1500", "--eval-subset", "0",
-    "--max-extensions", "1", "--threads", "1", "--format", "json",
+    "--max-extensions", "1", "--threads", "1", "--format", "json", "--n-seeds", "1",
 ]
 KEYS = ("optimizer", "batch_size", "steps", "learning_rate", "momentum", "status", "n_trials", "at_edge")
 
@@ -201,12 +205,12 @@ def run_cli(args, **kwargs):
     )
 
 
-def stored_rows(db: Path) -> list[tuple[str, str, float]]:
+def stored_rows(db: Path) -> list[tuple[str, str, float, str]]:
     if not db.exists():
         return []
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return connection.execute("SELECT trial_id, session, finished_at FROM trials").fetchall()
+        return connection.execute("SELECT trial_id, session, finished_at, status FROM trials").fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
@@ -240,7 +244,9 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path):
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
-    before = {trial_id: (session, finished) for trial_id, session, finished in stored_rows(killed_db)}
+    # a pruned trial is re-run without pruning when it could still win (its row replaced): not a re-training
+    before = {trial_id: (session, finished) for trial_id, session, finished, status in stored_rows(killed_db)
+              if status != "pruned"}
     assert before, "no rows were written before the kill"
 
     for pid in workers:  # orphaned pool workers notice the dead parent and exit by themselves
@@ -253,7 +259,7 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path):
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert f"{len(before)} reused" in err or "reused" in err
-    after = {trial_id: (session, finished) for trial_id, session, finished in stored_rows(killed_db)}
+    after = {trial_id: (session, finished) for trial_id, session, finished, _ in stored_rows(killed_db)}
     assert all(after[k] == v for k, v in before.items()), "rows of the killed run were re-trained"
     assert len(after) > len(before)
 

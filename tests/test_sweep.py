@@ -103,8 +103,8 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
     chain = steps_chain(config, "sgd")
     first = next(chain).configs
     second = chain.send({t.trial_id(): synthetic(t) for t in first}).configs
-    rates = sorted(t.learning_rate for t in second)
-    assert len(rates) == 8
+    rates = sorted({t.learning_rate for t in second})
+    assert len(rates) == 8 and len(second) == 8 * len(config.seeds)
     assert all(math.isclose(b / a, 2.0, rel_tol=1e-3) for a, b in zip(rates, rates[1:], strict=False))
     best_first = min((synthetic(t).steps or math.inf, t.learning_rate) for t in first)[1]
     assert math.isclose(math.sqrt(rates[3] * rates[4]), 2 * best_first, rel_tol=1e-3)
@@ -113,7 +113,8 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
 
 
 def test_trials_pruned_against_a_trial_that_later_diverged_are_retried():
-    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1,), optimizers=("sgd",), max_extensions=0)
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1,), optimizers=("sgd",), max_extensions=0,
+                              seeds=(0,))
     chain = steps_chain(config, "sgd")
     first = next(chain)
     assert first.prune
@@ -163,10 +164,10 @@ def test_pruned_optimum_is_recovered_by_default():
     assert [(r["steps"], r["learning_rate"]) for r in rows] == [
         (r["steps"], r["learning_rate"]) for r in unpruned
     ]
-    for row in rows:
+    for row, plain in zip(rows, unpruned, strict=True):
         assert 1 / 1.5 < row["learning_rate"] / optimal_lr(row["batch_size"]) < 1.5, row
         assert row["n_verified"] >= 1 and row["n_pruned"] == 0
-        assert row["config"]["max_steps"] < config.max_steps  # the winner came from the verification
+        assert row["trial_id"] == plain["trial_id"] and row["seed_steps"] == plain["seed_steps"]
     # the planted failure: without the re-runs the same world reports slower rates
     wrong, _ = drive_pruned(replace(config, verify_pruned=False))
     assert any(w["steps"] > r["steps"] for w, r in zip(wrong, rows, strict=True))
@@ -251,18 +252,19 @@ def test_tiny_real_sweep_reuses_the_store(tmp_path):
     config = StepsSweepConfig(
         workload="digits-mlp", workload_options={}, batch_sizes=(16, 32), optimizers=("sgd",),
         lr_range=(0.05, 0.8), n_learning_rates=4, max_extensions=1, target=0.15, max_steps=1500,
-        eval_subset=None,
+        eval_subset=None, seeds=(0,),
     )
     path = tmp_path / "runs.sqlite"
     with open_store(path) as store, make_executor(ExecutorConfig(name="inline")) as executor:
         rows, stats = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
         assert stats.trained > 0 and stats.reused == 0
-        assert store.count() == stats.trained
+        assert store.count() <= stats.trained  # a pruned trial re-run without pruning replaces its row
     assert all(r["status"] == "complete" for r in rows), rows
     with open_store(path) as store, make_executor(ExecutorConfig(name="inline")) as executor:
         again, stats2 = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
-    assert stats2.trained == 0 and stats2.reused == stats.trained
-    assert again == rows
+    assert stats2.trained == 0 and stats2.reused > 0
+    keys = ("batch_size", "steps", "learning_rate", "trial_id", "seed_steps", "seed_learning_rates", "status")
+    assert [[r[k] for k in keys] for r in again] == [[r[k] for k in keys] for r in rows]
 
 
 def test_run_chains_with_nothing_to_do(tmp_path):
@@ -279,7 +281,7 @@ def test_local_pool_streams_each_trial_to_the_store_as_it_ends(tmp_path):
     config = StepsSweepConfig(
         workload="digits-mlp", workload_options={}, batch_sizes=(16,), optimizers=("sgd",),
         lr_range=(0.01, 3.0), n_learning_rates=5, max_extensions=0, target=0.15, max_steps=1500,
-        eval_subset=None, prune=False,
+        eval_subset=None, prune=False, seeds=(0,),
     )
     with open_store(tmp_path / "r.sqlite") as store, make_executor(ExecutorConfig(workers=1)) as executor:
         rows, stats = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
@@ -341,3 +343,49 @@ def test_training_set_size_checks_options_and_names():
 def test_configs_refuse_values_trials_would_refuse_later(config):
     with pytest.raises(InputError):
         config.validate(10_000)
+
+
+def seeded(config: TrainConfig) -> TrialResult:
+    """The synthetic world with a seed-dependent optimum (lr* x 2^(seed - 1)) and speed (1 + seed / 10)."""
+    optimum = optimal_lr(config.batch_size) * 2.0 ** (config.seed - 1)
+    distance = math.log2(config.learning_rate / optimum)
+    steps = math.ceil(min_steps(config.batch_size) * (1 + config.seed / 10) * (1 + distance**2 / 4))
+    if distance > 3:
+        return TrialResult(config, "diverged", None, None, None, None)
+    if distance < -5 or steps > config.max_steps:
+        return TrialResult(config, "incomplete", None, 0.5, 1.0, 0.5)
+    return TrialResult(config, "complete", steps, 0.19, 0.5, 0.19)
+
+
+def test_rows_report_the_median_the_seed_range_and_each_seeds_own_best_rate():
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4, 8), optimizers=("sgd",), seeds=(0, 1, 2))
+    asked: list[TrainConfig] = []
+
+    def objective(trial):
+        asked.append(trial)
+        return seeded(trial)
+
+    rows, _ = drive(steps_chain(config, "sgd"), objective)
+    for row in rows:  # recomputed with plain loops over every trial the chain asked for
+        trials = [t for t in asked if t.batch_size == row["batch_size"]]
+        rates = sorted({t.learning_rate for t in trials})
+        steps = {(lr, s): seeded(next(t for t in trials if t.learning_rate == lr and t.seed == s)).steps
+                 for lr in rates for s in config.seeds}
+        per_seed = [steps[(row["learning_rate"], s)] for s in config.seeds]
+        assert row["seed_steps"] == per_seed and row["steps"] == sorted(per_seed)[1]
+        assert (row["steps_low"], row["steps_high"]) == (min(per_seed), max(per_seed))
+        medians = {lr: sorted(steps[(lr, s)] or math.inf for s in config.seeds)[1] for lr in rates}
+        assert medians[row["learning_rate"]] == min(medians.values())
+        own = [min(rates, key=lambda lr, s=s: (steps[(lr, s)] or math.inf, lr)) for s in config.seeds]
+        assert row["seed_learning_rates"] == own
+        assert own[0] < own[1] < own[2]  # the planted seed dependence is seen
+        assert row["lr_seed_spread"] == own[2] / own[0]
+
+
+def test_seeds_of_one_configuration_stack_in_one_chunk():
+    from batchscale.empirical.sweep import chunks_of
+
+    base = TrainConfig(workload="digits-mlp", batch_size=8, learning_rate=0.1)
+    configs = [replace(base, learning_rate=lr, seed=s) for lr in (0.1, 0.2) for s in (0, 1, 2)]
+    assert chunks_of(configs) == [configs]
+    assert len(chunks_of([*configs, replace(base, batch_size=16)])) == 2

@@ -164,8 +164,9 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
               "momentum/nesterov (later batch sizes: a window around a linear-scaling guess).")
 @click.option("--max-extensions", type=click.IntRange(min=0), default=3, show_default=True,
               help="Times a batch size's window is extended past an edge holding the optimum.")
-@click.option("--n-seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Seeds per point (seed, seed+1, ...); a point's steps are the median.")
+@click.option("--n-seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeds per point (seed, seed+1, ...), stacked in one model; a point's steps are the "
+              "median, with the min..max over seeds and each seed's own best rate.")
 @click.option("--target", type=FINITE, default=0.2, show_default=True,
               help="Target test metric (error 0.2 = 80% accuracy).")
 @click.option("--target-metric", type=click.Choice(["error", "loss"]), default="error", show_default=True,

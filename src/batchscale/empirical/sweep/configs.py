@@ -59,7 +59,7 @@ class StepsSweepConfig:
     lr_range: tuple[float, float] = (0.002, 0.25)
     max_extensions: int = 3
     n_extend: int = 3
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 0
     target_metric: str = "error"
     target: float = 0.2

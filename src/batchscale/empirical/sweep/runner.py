@@ -100,10 +100,11 @@ def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def chunks_of(configs: Sequence[TrainConfig]) -> list[list[TrainConfig]]:
-    """Split trials into stackable chunks: same :meth:`TrainConfig.group_key` and seed."""
+    """Split trials into stackable chunks: same :meth:`TrainConfig.group_key` (seeds of one configuration
+    stack as extra copies; the engine's pruning compares trials of one seed only)."""
     groups: dict[tuple, list[TrainConfig]] = {}
     for trial in configs:
-        groups.setdefault((trial.group_key(), trial.seed), []).append(trial)
+        groups.setdefault(trial.group_key(), []).append(trial)
     return list(groups.values())
 
 

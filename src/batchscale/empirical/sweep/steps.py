@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchscale.empirical.executors import Executor, ExecutorConfig
@@ -22,6 +22,7 @@ from batchscale.empirical.sweep.space import (
     log_grid,
     point_outcomes,
     quasi_random_points,
+    steps_or_inf,
 )
 from batchscale.empirical.trials import TrainConfig, TrialResult
 
@@ -70,6 +71,7 @@ class BatchSearch:
     extensions: int = 0
     retries: int = 0
     verified: set[str] = field(default_factory=set)
+    completed: set[Point] = field(default_factory=set)  # best points whose stopped seeds were completed
 
     @property
     def tune_momentum(self) -> bool:
@@ -147,19 +149,51 @@ class BatchSearch:
         return [t for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
 
     def verify_round(self, best_steps: int) -> Round:
-        """Pruned trials again, without pruning, with a budget of the best steps found.
+        """The pruned trials that could still win, trained again without pruning.
 
         Pruning compares early, noisy metrics, so it can stop the trial that would have been fastest.
-        Re-run with ``max_steps`` = the best steps so far, a pruned trial either beats (or ties) the best
-        or stops at the budget, so the batch size's optimum no longer depends on pruning.
+        A trial of seed s can still win when it was pruned before step max(S, S_s), S the best point's
+        (median) steps and S_s seed s's own best steps (any step when seed s reached nothing yet); later,
+        it has already lost. The limits only fall as results come in, so a trial passed over once never
+        needs a re-run later. It is re-run as it was (same trial, same budget) without pruning, so its
+        result is the one an unpruned sweep gets, and neither the batch size's optimum nor any seed's own
+        best rate depends on pruning. (Same trial ids: a resumed sweep finds the re-runs and asks for
+        nothing new.)
         """
-        configs = [  # a trial pruned at or after step S has already lost: nothing to verify
-            replace(t.config, max_steps=max(1, best_steps))
+        own = self.seed_best_steps()
+        limits = {seed: max(best_steps, own[seed]) for seed in self.config.seeds}
+        configs = [
+            t.config
             for t in self.pruned()
-            if t.config.trial_id() not in self.verified and (t.stop_step is None or t.stop_step < best_steps)
+            if t.config.trial_id() not in self.verified
+            and (t.stop_step is None or t.stop_step < limits[t.config.seed])
         ]
         self.verified.update(t.config.trial_id() for t in self.pruned())
-        return Round(tuple(configs), prune=False)
+        return Round(tuple(configs), prune=False, redo_pruned=True)
+
+    def complete_round(self, best: Outcome) -> Round:
+        """The best point's pruned seeds trained again without pruning, so that its per-seed steps are the
+        ones an unpruned sweep reports. (The median cannot move: such a seed is slower than it.)"""
+        stopped = [t.config for t in self.results[best.point].values() if t.status == "pruned"]
+        return Round(tuple(stopped), prune=False, redo_pruned=True)
+
+    def seed_best_steps(self) -> dict[int, float]:
+        """Each seed's fewest steps to the target over the points tried (inf if it reached nothing)."""
+        best = {seed: math.inf for seed in self.config.seeds}
+        for trials in self.results.values():
+            for seed, trial in trials.items():
+                best[seed] = min(best.get(seed, math.inf), steps_or_inf(trial))
+        return best
+
+    def seed_winners(self) -> dict[int, tuple[Point, float] | None]:
+        """Each seed's own best point and its steps (ties: the smaller rate); None if it reached nothing."""
+        out: dict[int, tuple[Point, float] | None] = {}
+        for seed in self.config.seeds:
+            scored = [(steps_or_inf(trials[seed]), p.learning_rate, p.momentum, p)
+                      for p, trials in self.results.items() if seed in trials]
+            reached = [s for s in scored if math.isfinite(s[0])]
+            out[seed] = None if not reached else (min(reached)[3], min(reached)[0])
+        return out
 
     def absorb(self, round_: Round, results: Mapping[str, TrialResult]) -> None:
         """File a finished round's results under their points and seeds (a re-run replaces the old)."""
@@ -205,6 +239,11 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
             if (config.verify_pruned and best is not None
                     and any(t.config.trial_id() not in search.verified for t in search.pruned())):
                 round_ = search.verify_round(int(math.ceil(best.steps)))
+                if round_.configs:
+                    continue
+            if config.verify_pruned and best is not None and best.point not in search.completed:
+                search.completed.add(best.point)
+                round_ = search.complete_round(best)
                 if round_.configs:
                     continue
             if not edges or search.extensions >= config.max_extensions:
@@ -257,8 +296,35 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
         "max_steps": search.max_steps,
         "trial_id": None if best is None else best.trials[0].config.trial_id(),
         "config": None if best is None else best.trials[0].config.to_dict(),
+        **seed_fields(search, best),
     }
     return row
+
+
+def seed_fields(search: BatchSearch, best: Outcome | None) -> dict[str, Any]:
+    """What the seeds say about a batch size.
+
+    ``seed_steps``: the winning point's steps per seed (in ``seeds`` order; None for a seed that missed
+    the target); ``steps_low``/``steps_high``: their min..max (``steps_interval`` names it; high None
+    when a seed missed); ``seed_learning_rates``: each seed's own best rate (None: reached nothing);
+    ``lr_seed_spread``: the largest over the smallest of them.
+    """
+    seeds = search.config.seeds
+    by_seed = {} if best is None else {t.config.seed: steps_or_inf(t) for t in best.trials}
+    steps = [by_seed.get(seed, math.inf) for seed in seeds]
+    finite = [s for s in steps if math.isfinite(s)]
+    winners = search.seed_winners()
+    rates = [None if winners[s] is None else winners[s][0].learning_rate for s in seeds]
+    known = [r for r in rates if r is not None]
+    return {
+        "seeds": list(seeds),
+        "seed_steps": [int(s) if math.isfinite(s) else None for s in steps],
+        "steps_low": min(finite) if finite else None,
+        "steps_high": max(finite) if finite and len(finite) == len(steps) else None,
+        "steps_interval": "min..max over seeds",
+        "seed_learning_rates": rates,
+        "lr_seed_spread": max(known) / min(known) if known else None,
+    }
 
 
 def steps_sweep_chains(config: StepsSweepConfig) -> dict[str, Chain]:
