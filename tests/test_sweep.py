@@ -99,7 +99,8 @@ def test_optimum_left_on_an_edge_is_reported():
 
 
 def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
-    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4, 8), optimizers=("sgd",), max_extensions=0)
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4, 8), optimizers=("sgd",), max_extensions=0,
+                              refine_levels=0)
     chain = steps_chain(config, "sgd")
     first = next(chain).configs
     second = chain.send({t.trial_id(): synthetic(t) for t in first}).configs
@@ -281,7 +282,7 @@ def test_local_pool_streams_each_trial_to_the_store_as_it_ends(tmp_path):
     config = StepsSweepConfig(
         workload="digits-mlp", workload_options={}, batch_sizes=(16,), optimizers=("sgd",),
         lr_range=(0.01, 3.0), n_learning_rates=5, max_extensions=0, target=0.15, max_steps=1500,
-        eval_subset=None, prune=False, seeds=(0,),
+        eval_subset=None, prune=False, seeds=(0,), refine_levels=0,
     )
     with open_store(tmp_path / "r.sqlite") as store, make_executor(ExecutorConfig(workers=1)) as executor:
         rows, stats = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
@@ -389,3 +390,18 @@ def test_seeds_of_one_configuration_stack_in_one_chunk():
     configs = [replace(base, learning_rate=lr, seed=s) for lr in (0.1, 0.2) for s in (0, 1, 2)]
     assert chunks_of(configs) == [configs]
     assert len(chunks_of([*configs, replace(base, batch_size=16)])) == 2
+
+
+def test_refinement_finds_a_rate_between_the_grid_points():
+    """The window's rates sit half a factor 2 either side of the optimum (6.25 % slower there); the
+    sqrt(2) level lands on the optimum (a 5.9 % change), the 2^(1/4) level changes nothing (< 5 %)."""
+    opt, m = optimal_lr(4), min_steps(4)
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4,), optimizers=("sgd",), seeds=(0,),
+                              lr_range=(opt * 2**-3.5, opt * 2**3.5), n_learning_rates=8)
+    (row,), _ = drive(steps_chain(config, "sgd"))
+    assert math.isclose(row["learning_rate"], opt, rel_tol=1e-3)
+    assert row["steps"] == math.ceil(m * (1 + math.log2(row["learning_rate"] / opt) ** 2 / 4))
+    assert row["lr_refine_levels"] == 2 and row["lr_refine_change"] == 0
+    assert math.isclose(row["lr_refine_factor"], 2**0.25)
+    (coarse,), _ = drive(steps_chain(replace(config, refine_levels=0), "sgd"))  # the planted failure
+    assert coarse["steps"] > 1.05 * row["steps"] and coarse["lr_refine_change"] is None

@@ -164,6 +164,12 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
               "momentum/nesterov (later batch sizes: a window around a linear-scaling guess).")
 @click.option("--max-extensions", type=click.IntRange(min=0), default=3, show_default=True,
               help="Times a batch size's window is extended past an edge holding the optimum.")
+@click.option("--lr-refine", "refine_levels", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Refine the best rate between its neighbours at factors lr-factor^(1/2), ^(1/4), ... "
+              "for at most this many levels (0: off).")
+@click.option("--lr-refine-tolerance", "refine_tolerance", type=click.FloatRange(0, 1, min_open=True,
+              max_open=True), default=0.05, show_default=True,
+              help="Stop refining once one more level changes the best steps by less than this (relative).")
 @click.option("--n-seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Seeds per point (seed, seed+1, ...), stacked in one model; a point's steps are the "
               "median, with the min..max over seeds and each seed's own best rate.")
@@ -194,7 +200,8 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @plot_option
 @format_option()
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
-          n_learning_rates, lr_factor, lr_range, max_extensions, n_seeds, target, target_metric, max_steps,
+          n_learning_rates, lr_factor, lr_range, max_extensions, refine_levels, refine_tolerance, n_seeds,
+          target, target_metric, max_steps,
           budget_factor, no_prune, verify_pruned, eval_subset, loss_form, critical_fraction, out_dir,
           db_path,
           executor_name, workers, threads, executor_option, device, seed, plot_path, fmt):
@@ -222,6 +229,8 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         lr_factor=lr_factor,
         lr_range=lr_range,
         max_extensions=max_extensions,
+        refine_levels=refine_levels,
+        refine_tolerance=refine_tolerance,
         seeds=tuple(range(seed, seed + n_seeds)),
         data_seed=seed,
         target_metric=target_metric,

@@ -44,6 +44,9 @@ class StepsSweepConfig:
             depend on pruning: the answer equals the ``prune=False`` answer. The cost: the re-run trials
             train for up to S steps each (measured in benchmarks/bench_sweep.py; see docs/sweep.md).
             False keeps the pruning rule's answer (faster, but it can report a slower rate).
+        refine_levels, refine_tolerance: after the window search, refine the best rate between its
+            neighbours at factors lr_factor^(1/2), ^(1/4), ... until one more level changes the best steps
+            by less than ``refine_tolerance`` (relative), at most ``refine_levels`` levels (0: off).
     """
 
     workload: str = "mnist1d-mlp"
@@ -67,6 +70,8 @@ class StepsSweepConfig:
     budget_factor: float | None = 2.0
     prune: bool = True
     verify_pruned: bool = True
+    refine_levels: int = 3
+    refine_tolerance: float = 0.05
     eval_subset: int | None = 800
     loss_form: str = "mean"
     drop_last: bool = False
@@ -100,6 +105,9 @@ class StepsSweepConfig:
         require(self.n_learning_rates >= 2, f"need at least 2 learning rates, got {self.n_learning_rates}")
         require(self.lr_factor > 1, f"the learning-rate factor must be > 1, got {self.lr_factor}")
         require(self.max_extensions >= 0, f"max extensions must be >= 0, got {self.max_extensions}")
+        require(self.refine_levels >= 0, f"refinement levels must be >= 0, got {self.refine_levels}")
+        require(0 < self.refine_tolerance < 1,
+                f"the refinement tolerance must be in (0, 1), got {self.refine_tolerance}")
         require(self.n_extend >= 1, f"extension size must be >= 1, got {self.n_extend}")
         require(self.max_steps >= 1, f"max steps must be >= 1, got {self.max_steps}")
         require(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from batchscale.empirical.sweep.space import (
     log_grid,
     point_outcomes,
     quasi_random_points,
+    round_sig,
     steps_or_inf,
 )
 from batchscale.empirical.trials import TrainConfig, TrialResult
@@ -72,6 +73,9 @@ class BatchSearch:
     retries: int = 0
     verified: set[str] = field(default_factory=set)
     completed: set[Point] = field(default_factory=set)  # best points whose stopped seeds were completed
+    refine_levels: int = 0  # refinement levels run (see :func:`refine`)
+    refine_change: float | None = None  # relative change of the best steps at the last level
+    refine_factor: float | None = None  # rate factor of the last level
 
     @property
     def tune_momentum(self) -> bool:
@@ -228,36 +232,76 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
     previous: tuple[int, float, float] | None = None  # (batch size, best lr, best steps)
     for batch_size in config.batch_sizes:
         search = _new_batch_search(config, optimizer, batch_size, previous)
-        round_ = search.round_for(search.initial_points())
-        while True:
-            results = yield round_
-            search.absorb(round_, results)
-            best, edges, _ = search.summary()
-            if best is None and search.retries < 2 and search.count("pruned"):
-                round_ = search.retry_round()
-                continue
-            if (config.verify_pruned and best is not None
-                    and any(t.config.trial_id() not in search.verified for t in search.pruned())):
-                round_ = search.verify_round(int(math.ceil(best.steps)))
-                if round_.configs:
-                    continue
-            if config.verify_pruned and best is not None and best.point not in search.completed:
-                search.completed.add(best.point)
-                round_ = search.complete_round(best)
-                if round_.configs:
-                    continue
-            if not edges or search.extensions >= config.max_extensions:
-                break
+        best, edges = yield from settle(search, search.round_for(search.initial_points()))
+        while edges and search.extensions < config.max_extensions:
             search.extensions += 1
             round_ = search.round_for(search.extension_points(edges))
             if not round_.configs:
                 break
+            best, edges = yield from settle(search, round_)
+        if best is not None and not edges:
+            best = yield from refine(search, best)
         rows.append(_steps_row(search))
         if best is not None:
             previous = (batch_size, best.point.learning_rate, best.steps)
         elif previous is not None:
             previous = (batch_size, previous[1] * batch_size / previous[0], math.inf)
     return rows
+
+
+Settle = Generator[Round, dict[str, TrialResult], tuple[Outcome | None, tuple[str, ...]]]
+
+
+def settle(search: BatchSearch, round_: Round) -> Settle:
+    """Run ``round_`` and the rounds its results call for (retries when pruning left nothing reaching
+    the target; verification and completion of pruned trials); return (best outcome, its edges)."""
+    config = search.config
+    while True:
+        results = yield round_
+        search.absorb(round_, results)
+        best, edges, _ = search.summary()
+        if best is None and search.retries < 2 and search.count("pruned"):
+            round_ = search.retry_round()
+            continue
+        if (config.verify_pruned and best is not None
+                and any(t.config.trial_id() not in search.verified for t in search.pruned())):
+            round_ = search.verify_round(int(math.ceil(best.steps)))
+            if round_.configs:
+                continue
+        if config.verify_pruned and best is not None and best.point not in search.completed:
+            search.completed.add(best.point)
+            round_ = search.complete_round(best)
+            if round_.configs:
+                continue
+        return best, edges
+
+
+def refine(search: BatchSearch, best: Outcome) -> Generator[Round, dict[str, TrialResult], Outcome]:
+    """Refine the best learning rate between its factor-``lr_factor`` neighbours.
+
+    Level k tries best_lr x f_k^(+-1), f_k = lr_factor^(1/2^k) (sqrt(2) then 2^(1/4) for the default
+    factor 2), around the best point so far; it stops once one more level changes the best steps by less
+    than ``refine_tolerance`` (relative: (S_before - S_after) / S_before) or after ``refine_levels``
+    levels. The change of the last level is the row's ``lr_refine_change`` (the tolerance reached).
+    Momentum is not refined (a tuned momentum keeps its quasi-random search)."""
+    config = search.config
+    if search.tune_momentum:
+        return best
+    while search.refine_levels < config.refine_levels:
+        search.refine_levels += 1
+        factor = config.lr_factor ** (0.5**search.refine_levels)
+        lr, momentum = best.point.learning_rate, best.point.momentum
+        points = [Point(round_sig(lr / factor), momentum), Point(round_sig(lr * factor), momentum)]
+        before = best.steps
+        round_ = search.round_for(points)
+        if round_.configs:
+            settled, _ = yield from settle(search, round_)
+            best = settled if settled is not None else best
+        search.refine_change = (before - best.steps) / before
+        search.refine_factor = factor
+        if search.refine_change < config.refine_tolerance:
+            break
+    return best
 
 
 def _new_batch_search(
@@ -296,6 +340,9 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
         "max_steps": search.max_steps,
         "trial_id": None if best is None else best.trials[0].config.trial_id(),
         "config": None if best is None else best.trials[0].config.to_dict(),
+        "lr_refine_levels": search.refine_levels,
+        "lr_refine_factor": search.refine_factor,
+        "lr_refine_change": search.refine_change,
         **seed_fields(search, best),
     }
     return row
