@@ -37,7 +37,8 @@ def test_cli_choices_are_the_vocabulary():
                 assert tuple(param.type.choices) == words[param.name], (command.name, param.name)
                 seen.add(param.name)
     assert {"forms", "samplings"} <= seen and seen & {"per", "pers"}
-    assert (tuple(derive_cli.FORM_TEXT), tuple(derive_cli.SAMPLING_TEXT), tuple(derive_cli.PER_TEXT)) == (
+    texts = derive_cli.options
+    assert (tuple(texts.FORM_TEXT), tuple(texts.SAMPLING_TEXT), tuple(texts.PER_TEXT)) == (
         LOSS_FORMS,
         SAMPLINGS,
         PERS,
