@@ -21,14 +21,14 @@ def moment_checks(workload):
 
 
 def test_theory_moments_pass(moment_checks):
-    checks, grad_norm, trace_cov, population = moment_checks
-    rows = moments.moment_rows(checks, grad_norm, trace_cov, population, {}, "digits-mlp")
-    assert len(rows) == 8  # 2 forms x 2 samplings x 2 quantities
+    checks, grad_norm, trace_cov, population, n_params = moment_checks
+    rows = moments.moment_rows(checks, grad_norm, trace_cov, population, {}, "digits-mlp", n_params=n_params)
+    assert len(rows) == 12  # 2 forms x 2 samplings x 3 quantities (along -G, all directions, trace)
     assert {r.verdict for r in rows} == {"pass"}, [r.reason for r in rows if r.verdict != "pass"]
 
 
 def test_planted_no_finite_population_factor_fails(moment_checks):
-    checks, grad_norm, trace_cov, population = moment_checks
+    checks, grad_norm, trace_cov, population, _ = moment_checks
 
     def with_replacement_always(check, grad_norm, trace_cov, population):
         return moments.predicted_values(
@@ -39,6 +39,16 @@ def test_planted_no_finite_population_factor_fails(moment_checks):
     verdicts = {(r.quantity, r.config["sampling"]): r.verdict for r in rows}
     assert verdicts[("trace_cov", "without")] == "fail"  # c(48) = 16/63: a 4x smaller covariance
     assert verdicts[("trace_cov", "with")] == "pass"
+
+
+def test_a_mean_off_in_some_direction_fails_the_all_directions_row(moment_checks):
+    """The Hotelling row as a normal deviate: a T^2 far past the F critical value must fail."""
+    checks, grad_norm, trace_cov, population, n_params = moment_checks
+    hotelling = next(c for c in checks if c.quantity == "mean_all_directions")
+    assert moments.all_directions_deviate(hotelling, n_params) < 4  # the real one passes
+    planted = dataclasses.replace(hotelling, measured=50 * hotelling.tolerance)
+    rows = moments.moment_rows([planted], grad_norm, trace_cov, population, {}, "w", n_params=n_params)
+    assert rows[0].verdict == "fail"
 
 
 def test_theory_coefficients_are_the_textbook_ones():

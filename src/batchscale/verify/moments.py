@@ -38,6 +38,20 @@ def coefficients(form: str, sampling: str, population: int, batch_size: int) -> 
     return float(moments.mean.subs(ones)), float(moments.covariance.subs(ones))
 
 
+def all_directions_deviate(check: Any, n_params: int) -> float:
+    """The Hotelling T^2 of the all-directions mean check as its equivalent normal deviate |z|: the z whose
+    two-sided normal tail equals the F test's p-value (R = min(16, D - 2, P) directions, D draws), so the
+    declared z-score tolerance means the same level as the measurement's own critical value."""
+    from scipy import stats as scipy_stats
+
+    from batchscale.empirical.update_stats import N_DIRECTIONS
+
+    draws = check.draws
+    r = max(1, min(N_DIRECTIONS, draws - 2, n_params))
+    p_value = float(scipy_stats.f.sf(check.measured * (draws - r) / (r * (draws - 1)), r, draws - r))
+    return float(scipy_stats.norm.isf(max(p_value, 1e-300) / 2))
+
+
 def predicted_values(check: Any, grad_norm: float, trace_cov: float, population: int) -> float:
     """The theory's value of a measured quantity (mean along -G, or tr Cov) at the check's setting."""
     a, b = coefficients(check.form, check.sampling, population, check.batch_size)
@@ -54,11 +68,20 @@ def moment_rows(
     config: dict[str, Any],
     workload: str,
     predict: Callable[[Any, float, float, int], float] = predicted_values,
+    n_params: int = 10**6,
 ) -> list[Row]:
     rows = []
     for c in checks:
-        floor = max(0.0, c.tolerance - Z * c.stderr) / Z  # the float-rounding part of the empirical tolerance
         cfg = {**config, "form": c.form, "sampling": c.sampling, "batch_size": c.batch_size, "draws": c.draws}
+        if c.quantity == "mean_all_directions":  # deviation from the predicted mean along random directions
+            rows.append(make_row(
+                CLAIM, c.quantity, workload, 0.0, all_directions_deviate(c, n_params), stderr=1.0, n_seeds=1,
+                config=cfg, by_construction=c.by_construction,
+                note=f"Hotelling T^2 = {c.measured:.4g} as a normal deviate; {c.form} form, {c.sampling} "
+                f"replacement, m={c.batch_size} of M={population}",
+            ))
+            continue
+        floor = max(0.0, c.tolerance - Z * c.stderr) / Z  # the float-rounding part of the empirical tolerance
         rows.append(
             make_row(
                 CLAIM,
@@ -98,7 +121,8 @@ def measure(workload: Any, seed: int, population: int, batch_sizes: list[int], d
         seed=seed,
         z=Z,
     )
-    return checks, stats.grad_norm_sq**0.5, stats.trace_cov, int(x.shape[0])
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return checks, stats.grad_norm_sq**0.5, stats.trace_cov, int(x.shape[0]), n_params
 
 
 def run(opts: Options) -> list[Row]:
@@ -109,5 +133,6 @@ def run(opts: Options) -> list[Row]:
     draws = DRAWS[opts.quick]
     config = opts.config(CLAIM, name, workload_options=workload.options, population=population, lr=LR)
     opts.say(f"moments: {draws} minibatches per m in {batch_sizes}, M={population}, both forms and samplings")
-    checks, grad_norm, trace_cov, population = measure(workload, opts.seed, population, batch_sizes, draws)
-    return moment_rows(checks, grad_norm, trace_cov, population, config, name)
+    checks, grad_norm, trace_cov, population, n_params = measure(
+        workload, opts.seed, population, batch_sizes, draws)
+    return moment_rows(checks, grad_norm, trace_cov, population, config, name, n_params=n_params)
