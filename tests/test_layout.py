@@ -71,7 +71,9 @@ def test_the_check_can_fail():
     assert first_offender(["json", "batchscale.empirical.device"], "torch") == "batchscale.empirical.device"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["verify", "--help"], ["verify", "list"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [["--help"], ["verify", "--help"], ["verify", "list"], ["reproduce", "list"]], ids=" ".join
+)
 def test_cli_startup_imports_neither_torch_nor_sympy(args):
     code = (
         "import sys; from click.testing import CliRunner; from batchscale.cli.main import cli; "
@@ -187,7 +189,7 @@ def test_the_cycle_check_can_fail(tmp_path):
     assert find_cycle(import_graph(module_files(package))) == ["pkg.a", "pkg.b", "pkg.a"]
 
 
-# Modules outside batchscale.verify that still join theory and empirical (to move into verify).
+# Modules outside batchscale.verify / batchscale.reproduce that still join theory and empirical (to move).
 JOINS_TO_MOVE = {"cli/sweep.py"}
 
 
@@ -203,13 +205,13 @@ def imported_layers(source: str) -> set[str]:
     return {layer for layer in layers if any(n.startswith(f"batchscale.{layer}") for n in names)}
 
 
-def test_only_verify_imports_both_theory_and_empirical():
+def test_only_verify_and_reproduce_import_both_theory_and_empirical():
     joins = {
         path.relative_to(SRC).as_posix()
         for path in SRC.rglob("*.py")
         if imported_layers(path.read_text()) == {"theory", "empirical"}
     }
-    assert {j for j in joins if not j.startswith("verify/")} <= JOINS_TO_MOVE
+    assert {j for j in joins if not j.startswith(("verify/", "reproduce/"))} <= JOINS_TO_MOVE
     assert any(j.startswith("verify/") for j in joins)
 
 

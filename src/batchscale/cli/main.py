@@ -41,6 +41,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "batchscale.cli.verify:verify",
         "Check each claim: theory's prediction vs a measurement, with a verdict.",
     ),
+    "reproduce": (
+        "batchscale.cli.reproduce:reproduce",
+        "Rerun a paper's central result: a report with a verdict per statement.",
+    ),
     "workloads": (
         "batchscale.cli.workloads:workloads",
         "List the built-in workloads with their sizes and parameter counts.",
