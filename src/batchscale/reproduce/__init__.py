@@ -44,7 +44,7 @@ PAPERS: dict[str, Paper] = {
               "noisy quadratic model: steps vs batch for SGD, momentum, preconditioning, schedules", None),
         Paper("ma2018", "Ma, Bassily & Belkin 2018, arXiv 1712.06559",
               "least squares: optimal and largest stable step vs batch, the critical batch m*, vs training",
-              None),
+              "batchscale.reproduce.ma2018"),
         Paper("zhang2024", "Zhang et al. 2024, arXiv 2410.21676",
               "the authors' released steps-to-goal table: critical batch per model (three definitions) and "
               "its power law in model size", "batchscale.reproduce.zhang2024"),
