@@ -88,7 +88,7 @@ def plot_accumulation_memory(path: str, results: Sequence[Any]) -> None:
         },
         xlabel="micro-batch size",
         ylabel="MiB per micro-batch",
-        title="Activation memory vs micro-batch",
+        title="Memory per micro-batch",
         logx=True,
         logy=True,
     )
