@@ -17,7 +17,6 @@ from batchscale.cli.common import (
     plot_option,
     progress,
 )
-from batchscale.errors import InputError
 
 OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
 
@@ -155,82 +154,20 @@ def nqm(
     momentum) is tuned for the fewest steps to reach --target; each row carries the Shallue et al.
     regime and an information lower bound on the steps.
     """
-    import numpy as np
-
-    from batchscale.theory import nqm as model
-    from batchscale.theory.regimes import analyze_steps_curve
-    from batchscale.theory.spectra import load_spectrum, power_law_spectrum
+    from batchscale.theory.nqm_curve import nqm_steps
 
     _check_optimizer_options(click.get_current_context(), optimizer)
-    batches = batch_sizes
-    lrs = model.decade_grid(*lr_grid)
-    momenta = None
-    if optimizer == "momentum":
-        momenta = 1.0 - model.decade_grid(*momentum_grid)
-    _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
-    settings = model.searched_settings(lrs.size, None if momenta is None else momenta.size, lr_search)
-    if spectrum_path is not None:
-        spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)
-        need = model.memory_estimate(spectrum.bins, settings, optimizer, lr_search)
-        _check_memory(need, max_memory)
-    else:
-        need = model.memory_estimate(min(bins, dim) if bins else dim, settings, optimizer, lr_search, dim)
-        _check_memory(need, max_memory)
-        spectrum = power_law_spectrum(dim, alpha, noise_scale=noise, bins=bins)
-    initial = spectrum.initial_loss()
-    if not target < initial:
-        raise InputError(
-            f"target {target} is not below the initial loss {initial:.4g}: every batch needs 0 steps"
-        )
-    progress(
-        f"nqm: {spectrum.dim} coordinates in {spectrum.bins} bins, initial loss {initial:.4g}, "
-        f"target {target}, {optimizer}, {lr_search} search over {len(batches)} batch sizes"
+    result = nqm_steps(
+        dim=dim, alpha=alpha, bins=bins, spectrum_path=spectrum_path, noise=noise, target=target,
+        batch_sizes=batch_sizes, optimizer=optimizer, lr_search=lr_search, lr_grid=lr_grid,
+        momentum_grid=momentum_grid, precond_power=precond_power, ema_decay=ema_decay, max_steps=max_steps,
+        max_memory=max_memory, progress=progress,
     )
-    curve = model.tune_steps(
-        spectrum,
-        batches,
-        target,
-        lr_grid=lrs,
-        momentum_grid=momenta,
-        search=lr_search,
-        precond_power=precond_power if optimizer == "precond" else 0.0,
-        ema_decay=ema_decay if optimizer == "ema" else 0.0,
-        max_steps=max_steps,
-    )
-    if not np.isfinite(curve.loss_at_steps).any():
-        limit = model.largest_stable_learning_rate(spectrum, precond_power if optimizer == "precond" else 0.0)
-        raise InputError(
-            f"every learning rate of the grid diverges at every batch size: the smallest, {lrs.min():.3g}, "
-            f"is not below {limit:.3g} = 2 / max_i h_i^(1-p), the stability limit without momentum; "
-            "lower --lr-grid"
-        )
-    if not (curve.status == model.OK).any():
-        raise InputError(
-            f"target {target} is unreachable at every batch size: the lowest expected loss reached within "
-            f"{max_steps} steps over the learning-rate grid is {float(curve.loss_at_steps.min()):.4g}"
-        )
-    steps = [s if s >= 0 else math.inf for s in curve.steps.tolist()]
-    report = analyze_steps_curve(batches, steps)  # the sweeps' fitted-curve logic (regimes, max useful)
-    rows = curve.rows()
-    for row, regime in zip(rows, report.regimes, strict=True):
-        row["regime"] = regime
-        if momenta is not None:
-            ok = row["momentum"] is not None
-            row["effective_learning_rate"] = row["learning_rate"] / (1 - row["momentum"]) if ok else None
-        if row["status"] != "ok":
-            progress(
-                f"batch size {row['batch_size']}: target {target} unreachable within {max_steps} steps "
-                f"(lowest loss reached {row['loss_at_steps']:.4g})"
-            )
-    progress(
-        f"critical batch size (McCandlish B_crit) {report.b_crit.text()}, maximal useful batch size "
-        f"{report.max_useful.text()} (fitted-curve rule); {report.level:.0%} intervals from a "
-        f"{report.bootstrap} bootstrap of the steps' deviation from the fitted curve (rms log "
-        f"{_fmt(report.fit.rms_log_residual if report.fit else None)}: model misfit plus the search's error)"
-    )
+    rows, report = result.rows, result.analysis
+    momentum = optimizer == "momentum"
     columns = ["batch_size", "steps", "learning_rate"]
-    columns += ["momentum", "effective_learning_rate"] if momenta is not None else []
-    shown = _momentum_cells(rows) if fmt == "table" and momenta is not None else rows
+    columns += ["momentum", "effective_learning_rate"] if momentum else []
+    shown = _momentum_cells(rows) if fmt == "table" and momentum else rows
     emit(shown, fmt, columns + ["regime", "loss_at_steps", "status", "steps_lower_bound"])
     if plot_path:
         _plot(plot_path, rows, report, optimizer, target)
@@ -248,35 +185,6 @@ def _check_optimizer_options(ctx: click.Context, optimizer: str) -> None:
             progress(f"note: {flag} is ignored: it applies to --optimizer {owner} only, not {optimizer}")
 
 
-def _check_options(target, bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
-    """Range checks that belong to the command's own options."""
-    if not (math.isfinite(target) and target > 0):
-        raise InputError(f"target loss must be > 0, got {target}")
-    if bins < 0:
-        raise InputError(f"--bins must be >= 0, got {bins}")
-    if dim < 1:
-        raise InputError(f"--dim must be >= 1, got {dim}")
-    if max_steps < 1:
-        raise InputError(f"--max-steps must be >= 1, got {max_steps}")
-    if not math.isfinite(precond_power):
-        raise InputError(f"--precond-power must be finite, got {precond_power}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise InputError(f"--ema-decay must be in [0, 1), got {ema_decay}")
-    if min(batches) <= 0:
-        raise InputError(f"batch size must be > 0, got {min(batches)}")
-
-
-def _check_memory(need: float, limit_gb: float) -> None:
-    """One line, before any work, when the estimated peak memory is above ``--max-memory``."""
-    if need > limit_gb * 1e9:
-        raise InputError(
-            f"this problem needs about {need / 1e9:.3g} GB of memory, above the limit "
-            f"--max-memory {limit_gb:g} (GB): use fewer coordinates or bins (--dim, or --bins 100 to group "
-            "them), a smaller --lr-grid/--momentum-grid, "
-            f"or raise the limit with --max-memory {math.ceil(need / 1e9)}"
-        )
-
-
 def momentum_text(momentum: float) -> str:
     """A momentum with 3 significant digits of 1 - momentum (0.99997 is not shown as 1), at least 4 in all."""
     gap = 1.0 - momentum
@@ -289,10 +197,6 @@ def _momentum_cells(rows: list[dict]) -> list[dict]:
     cells = ["-" if r["momentum"] is None else momentum_text(r["momentum"]) for r in rows]
     width = max(len("momentum"), *(len(c) for c in cells))
     return [r | {"momentum": c.rjust(width)} for r, c in zip(rows, cells, strict=True)]
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else str(value) if isinstance(value, int) else f"{value:.4g}"
 
 
 def _plot(path, rows, report, optimizer, target) -> None:

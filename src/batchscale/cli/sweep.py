@@ -280,31 +280,11 @@ def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_c
 
 
 def _with_regimes(rows: list[dict[str, Any]], optimizers: Sequence[str], critical_fraction: float):
-    """Each optimizer's curve analysed (batchscale.theory.regimes.analyze_steps_curve, bootstrap over the
-    per-seed steps ``seed_steps`` when the rows carry them): regime, speed-up per doubling, and the
-    curve's critical batch sizes under every named definition with intervals, added to every row."""
-    from batchscale.theory.regimes import analyze_steps_curve
+    """Regime and critical-batch columns added to every row (:func:`batchscale.verify.sweeps.with_regimes`,
+    which the Python API's ``sweep_steps`` calls too), the critical batch sizes said on stderr."""
+    from batchscale.verify.sweeps import with_regimes
 
-    out = []
-    for optimizer in optimizers:
-        curve = [r for r in rows if r["optimizer"] == optimizer]
-        seeds = [r.get("seed_steps") or [r["steps"]] for r in curve]
-        analysis = analyze_steps_curve([r["batch_size"] for r in curve], seeds,
-                                       critical_fraction=critical_fraction)
-        points = dict(zip(analysis.batch_sizes, analysis.rows(), strict=True))
-        summary = analysis.summary()
-        critical = ", ".join(f"{name} {e.text()}" for name, e in analysis.critical.items())
-        progress(f"{optimizer}: critical batch size {critical}; maximal useful batch size "
-                 f"{analysis.max_useful.text()} ({analysis.level:.0%} intervals, {analysis.bootstrap} "
-                 "bootstrap)")
-        for row in curve:
-            point = points[row["batch_size"]]
-            out.append({**row, "regime": point["regime"], "speedup": point["speedup"],
-                        "speedup_low": point["speedup_low"], "speedup_high": point["speedup_high"],
-                        "critical_batch_size": analysis.critical["mccandlish"].value,
-                        "critical_batch_definition": "mccandlish",
-                        "max_useful_batch_size": analysis.max_useful.value, **summary})
-    return out
+    return with_regimes(rows, optimizers, critical_fraction, progress=progress)
 
 
 def regime_summary(rows: Sequence[Mapping[str, Any]], optimizers: Sequence[str]) -> str:

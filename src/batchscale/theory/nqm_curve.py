@@ -1,0 +1,186 @@
+"""The tuned steps-to-target curve of the noisy quadratic model with its regimes: what ``batchscale predict
+nqm`` computes (:func:`nqm_steps`) and ``batchscale.predict_nqm`` returns (:func:`predict_nqm`)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchscale.errors import InputError, require
+
+Progress = Callable[[str], None]
+
+
+def quiet(message: str) -> None:
+    """Progress reporter that says nothing."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def reporter(progress: bool | Progress) -> Progress:
+    """``True``: lines on stderr; ``False``: silent; a callable: called with each line."""
+    if callable(progress):
+        return progress
+    return _stderr if progress else quiet
+
+
+def check_nqm_options(target, bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
+    """Range checks of ``predict nqm``'s own options (one-line :class:`InputError`)."""
+    if not (math.isfinite(target) and target > 0):
+        raise InputError(f"target loss must be > 0, got {target}")
+    if bins < 0:
+        raise InputError(f"--bins must be >= 0, got {bins}")
+    if dim < 1:
+        raise InputError(f"--dim must be >= 1, got {dim}")
+    if max_steps < 1:
+        raise InputError(f"--max-steps must be >= 1, got {max_steps}")
+    if not math.isfinite(precond_power):
+        raise InputError(f"--precond-power must be finite, got {precond_power}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise InputError(f"--ema-decay must be in [0, 1), got {ema_decay}")
+    if min(batches) <= 0:
+        raise InputError(f"batch size must be > 0, got {min(batches)}")
+
+
+def check_nqm_memory(need: float, limit_gb: float) -> None:
+    """One line, before any work, when the estimated peak memory is above ``--max-memory``."""
+    if need > limit_gb * 1e9:
+        raise InputError(
+            f"this problem needs about {need / 1e9:.3g} GB of memory, above the limit "
+            f"--max-memory {limit_gb:g} (GB): use fewer coordinates or bins (--dim, or --bins 100 to group "
+            "them), a smaller --lr-grid/--momentum-grid, "
+            f"or raise the limit with --max-memory {math.ceil(need / 1e9)}"
+        )
+
+
+@dataclass(frozen=True)
+class NqmCurve:
+    """Rows of ``predict nqm`` (one per batch size, regime included) and the curve's analysis
+    (:class:`batchscale.theory.regimes.CurveAnalysis`: critical and maximal useful batch sizes)."""
+
+    rows: list[dict[str, Any]]
+    analysis: Any
+
+
+def nqm_steps(
+    *,
+    dim: int = 10_000,
+    alpha: float = 1.0,
+    bins: int = 100,
+    spectrum_path: str | None = None,
+    noise: float = 1.0,
+    target: float = 0.01,
+    batch_sizes: Sequence[int],
+    optimizer: str = "sgd",
+    lr_search: str = "continuous",
+    lr_grid: tuple[float, float, int] = (-5.0, 0.5, 100),
+    momentum_grid: tuple[float, float, int] = (-3.0, 0.0, 20),
+    precond_power: float = 0.5,
+    ema_decay: float = 0.9,
+    max_steps: int = 10**7,
+    max_memory: float = 4.0,
+    progress: Progress = quiet,
+) -> NqmCurve:
+    """What ``batchscale predict nqm`` computes (its options, same names): the tuned steps to ``target``
+    per batch size in the noisy quadratic model, each row with its Shallue et al. regime from
+    :func:`batchscale.theory.regimes.analyze_steps_curve` (and, for momentum, the effective learning
+    rate LR / (1 - momentum))."""
+    import numpy as np
+
+    from batchscale.theory import nqm as model
+    from batchscale.theory.regimes import analyze_steps_curve
+    from batchscale.theory.spectra import load_spectrum, power_law_spectrum
+
+    batches = list(batch_sizes)
+    require(len(batches) > 0, "batch_sizes is empty")
+    lrs = model.decade_grid(*lr_grid)
+    momenta = None
+    if optimizer == "momentum":
+        momenta = 1.0 - model.decade_grid(*momentum_grid)
+    check_nqm_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
+    settings = model.searched_settings(lrs.size, None if momenta is None else momenta.size, lr_search)
+    if spectrum_path is not None:
+        spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)
+        need = model.memory_estimate(spectrum.bins, settings, optimizer, lr_search)
+        check_nqm_memory(need, max_memory)
+    else:
+        need = model.memory_estimate(min(bins, dim) if bins else dim, settings, optimizer, lr_search, dim)
+        check_nqm_memory(need, max_memory)
+        spectrum = power_law_spectrum(dim, alpha, noise_scale=noise, bins=bins)
+    initial = spectrum.initial_loss()
+    if not target < initial:
+        raise InputError(
+            f"target {target} is not below the initial loss {initial:.4g}: every batch needs 0 steps"
+        )
+    progress(
+        f"nqm: {spectrum.dim} coordinates in {spectrum.bins} bins, initial loss {initial:.4g}, "
+        f"target {target}, {optimizer}, {lr_search} search over {len(batches)} batch sizes"
+    )
+    curve = model.tune_steps(
+        spectrum,
+        batches,
+        target,
+        lr_grid=lrs,
+        momentum_grid=momenta,
+        search=lr_search,
+        precond_power=precond_power if optimizer == "precond" else 0.0,
+        ema_decay=ema_decay if optimizer == "ema" else 0.0,
+        max_steps=max_steps,
+    )
+    if not np.isfinite(curve.loss_at_steps).any():
+        limit = model.largest_stable_learning_rate(spectrum, precond_power if optimizer == "precond" else 0.0)
+        raise InputError(
+            f"every learning rate of the grid diverges at every batch size: the smallest, {lrs.min():.3g}, "
+            f"is not below {limit:.3g} = 2 / max_i h_i^(1-p), the stability limit without momentum; "
+            "lower --lr-grid"
+        )
+    if not (curve.status == model.OK).any():
+        raise InputError(
+            f"target {target} is unreachable at every batch size: the lowest expected loss reached within "
+            f"{max_steps} steps over the learning-rate grid is {float(curve.loss_at_steps.min()):.4g}"
+        )
+    steps = [s if s >= 0 else math.inf for s in curve.steps.tolist()]
+    report = analyze_steps_curve(batches, steps)  # the sweeps' fitted-curve logic (regimes, max useful)
+    rows = curve.rows()
+    for row, regime in zip(rows, report.regimes, strict=True):
+        row["regime"] = regime
+        if momenta is not None:
+            ok = row["momentum"] is not None
+            row["effective_learning_rate"] = row["learning_rate"] / (1 - row["momentum"]) if ok else None
+        if row["status"] != "ok":
+            progress(
+                f"batch size {row['batch_size']}: target {target} unreachable within {max_steps} steps "
+                f"(lowest loss reached {row['loss_at_steps']:.4g})"
+            )
+    fit = report.fit.rms_log_residual if report.fit else None
+    progress(
+        f"critical batch size (McCandlish B_crit) {report.b_crit.text()}, maximal useful batch size "
+        f"{report.max_useful.text()} (fitted-curve rule); {report.level:.0%} intervals from a "
+        f"{report.bootstrap} bootstrap of the steps' deviation from the fitted curve (rms log "
+        f"{'-' if fit is None else f'{fit:.4g}'}: model misfit plus the search's error)"
+    )
+    return NqmCurve(rows, report)
+
+
+def predict_nqm(
+    batch_sizes: Sequence[int] = tuple(2**k for k in range(2, 22)),
+    *,
+    progress: bool | Progress = False,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """The rows of ``batchscale predict nqm --format json`` (same defaults; ``options`` are its options
+    with underscores: ``dim``, ``alpha``, ``bins``, ``spectrum_path``, ``noise``, ``target``, ``optimizer``,
+    ``lr_search``, ``lr_grid=(lo, hi, n)``, ``momentum_grid``, ``precond_power``, ``ema_decay``,
+    ``max_steps``, ``max_memory``): per batch size the tuned steps to the target loss, the learning rate,
+    the regime, the loss reached, the status and the information lower bound on the steps."""
+    return nqm_steps(batch_sizes=batch_sizes, progress=reporter(progress), **options).rows
+
+
+__all__ = [
+    "NqmCurve", "check_nqm_memory", "check_nqm_options", "nqm_steps", "predict_nqm", "quiet", "reporter",
+]
