@@ -141,21 +141,27 @@ def test_predict_nqm_bad_input_is_one_line():
         batchscale.predict_nqm([4, 8], dim=100, bins=0, target=1e6)
 
 
-SWEEP = {"batch_sizes": (8, 16), "optimizers": ("sgd",), "n_learning_rates": 2, "max_steps": 300,
-         "target": 0.3, "max_extensions": 0, "eval_subset": 0}
+SWEEP = {"batch_sizes": (8, 16), "optimizers": ("sgd",), "n_seeds": 1, "n_learning_rates": 2,
+         "max_steps": 300, "target": 0.3, "max_extensions": 0, "refine_levels": 0, "eval_subset": None}
 
 
 def test_sweep_steps_rows_are_the_commands(tmp_path):
     rows = batchscale.sweep_steps("digits-mlp", **SWEEP, executor="inline", store=tmp_path / "api.sqlite")
     out = json.loads(cli_json([
         "sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "8,16", "--optimizers", "sgd",
-        "--lrs", "2", "--max-steps", "300", "--target", "0.3", "--max-extensions", "0", "--eval-subset", "0",
+        "--n-seeds", "1", "--lrs", "2", "--max-steps", "300", "--target", "0.3", "--max-extensions", "0",
+        "--lr-refine", "0", "--eval-subset", "0",
         "--executor", "inline", "--out", str(tmp_path / "cli")]))
     api = json.loads(render_json(rows))
     for row in [*out, *api]:  # where it ran differs; everything else must not
         del row["sweep"]["db"]
     assert api == out
     assert {"regime", "critical_batch_size", "speedup", "max_useful_batch_size"} <= set(rows[0])
+
+
+def test_sweep_steps_refuses_an_unknown_setting_before_training():
+    with pytest.raises(InputError, match="unknown sweep setting.*n_lrs"):
+        batchscale.sweep_steps("digits-mlp", n_lrs=3)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,8 +179,9 @@ def test_unguarded_script_runs_the_sweep_in_process_once_and_says_so(tmp_path):
     out = run_script(tmp_path, """
         import batchscale
         print("top level ran")
-        rows = batchscale.sweep_steps("digits-mlp", batch_sizes=(8,), optimizers=("sgd",), n_learning_rates=2,
-                                      max_steps=100, target=0.5, max_extensions=0, eval_subset=0)
+        rows = batchscale.sweep_steps("digits-mlp", batch_sizes=(8,), optimizers=("sgd",), n_seeds=1,
+                                      n_learning_rates=2, max_steps=100, target=0.5, max_extensions=0,
+                                      refine_levels=0, eval_subset=None)
         print("rows", len(rows), rows[0]["sweep"]["executor"]["name"])
     """)
     assert out.returncode == 0, out.stderr

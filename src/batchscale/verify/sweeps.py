@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from batchscale.errors import require
 from batchscale.theory.nqm_curve import Progress, quiet, reporter
 
 
@@ -56,30 +57,17 @@ def choose_executor(executor: str) -> tuple[str, str | None]:
     return "local", None
 
 
+COMMAND_ONLY = ("workload", "workload_options", "batch_sizes", "optimizers", "seeds", "data_seed", "device")
+
+
 def sweep_steps(
     workload: str = "digits-mlp",
     *,
     workload_options: Mapping[str, Any] | None = None,
-    batch_sizes: Sequence[int] = (4, 8, 16, 32, 64, 128, 256),
-    optimizers: Sequence[str] = ("sgd",),
-    momentum: float = 0.9,
-    tune_momentum: bool = False,
-    momentum_range: tuple[float, float] = (0.01, 0.5),
-    search: str = "auto",
-    n_learning_rates: int = 8,
-    lr_factor: float = 2.0,
-    lr_range: tuple[float, float] = (0.002, 0.25),
-    max_extensions: int = 3,
-    n_seeds: int = 1,
+    batch_sizes: Sequence[int] = tuple(2**k for k in range(12)),
+    optimizers: Sequence[str] = ("sgd", "momentum"),
+    n_seeds: int = 3,
     seed: int = 0,
-    target: float = 0.2,
-    target_metric: str = "error",
-    max_steps: int = 200_000,
-    budget_factor: float = 2.0,
-    prune: bool = True,
-    verify_pruned: bool = True,
-    eval_subset: int = 800,
-    loss_form: str = "mean",
     critical_fraction: float = 0.2,
     store: str | Path | None = None,
     executor: str = "auto",
@@ -87,23 +75,34 @@ def sweep_steps(
     threads: int = 1,
     device: str = "cpu",
     progress: bool | Progress = False,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
-    """The rows of ``batchscale sweep steps --format json`` for the same settings (same option names with
-    underscores; ``prune=False`` is ``--no-prune``): per optimizer and batch size the fewest steps to the
-    target with the learning rate tuned, the regime, the speed-up per doubling and the curve's critical
-    batch sizes with intervals (:func:`with_regimes`), and the sweep's configuration under ``"sweep"``.
+    """The rows of ``batchscale sweep steps --format json`` for the same settings: per optimizer and batch
+    size the fewest steps to the target with the learning rate tuned (median over seeds ``seed``,
+    ``seed + 1``, ...), the regime, the speed-up per doubling and the curve's critical batch sizes with
+    intervals (:func:`with_regimes`), and the sweep's configuration under ``"sweep"``.
 
+    ``settings`` are any other fields of :class:`batchscale.empirical.sweep.StepsSweepConfig` with its
+    defaults, which are the command's: ``target``, ``target_metric``, ``max_steps``, ``n_learning_rates``
+    (``--lrs``), ``lr_range``, ``lr_factor``, ``max_extensions``, ``refine_levels``, ``eval_subset`` (None:
+    all), ``prune`` (False: ``--no-prune``), ``budget_factor``, ``loss_form``, ``momentum``, ...
     ``store``: the SQLite results file (re-running resumes from it); None: a temporary file, deleted after.
     ``executor``: ``inline`` (this process), ``local`` (process pool), ``submitit``, ``ray`` or ``auto``
     (the local pool, or inline with a note when this is a script without an ``if __name__ ==
-    "__main__":`` guard; a notebook or an interactive session can use the pool). Note the command sets
-    ``n_samples=20000`` for ``mnist1d-mlp`` by default; here options are exactly ``workload_options``.
+    "__main__":`` guard; a notebook or an interactive session can use the pool). The command sets
+    ``n_samples=20000`` for ``mnist1d-mlp`` by default; here the options are exactly ``workload_options``.
     """
+    from dataclasses import fields
+
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.executors import ExecutorConfig
     from batchscale.empirical.sweep import StepsSweepConfig, run_steps_sweep
     from batchscale.empirical.workloads import get_workload, training_set_size
 
+    known = sorted(f.name for f in fields(StepsSweepConfig) if f.name not in COMMAND_ONLY)
+    unknown = sorted(set(settings) - set(known))
+    require(not unknown, f"unknown sweep setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    require(n_seeds >= 1, f"n_seeds must be >= 1, got {n_seeds}")
     say = reporter(progress)
     name, why = choose_executor(executor)
     if why:
@@ -114,25 +113,10 @@ def sweep_steps(
         workload_options=options,
         batch_sizes=tuple(batch_sizes),
         optimizers=tuple(optimizers),
-        momentum=momentum,
-        tune_momentum=tune_momentum,
-        one_minus_momentum_range=tuple(momentum_range),
-        search=search,
-        n_learning_rates=n_learning_rates,
-        lr_factor=lr_factor,
-        lr_range=tuple(lr_range),
-        max_extensions=max_extensions,
         seeds=tuple(range(seed, seed + n_seeds)),
         data_seed=seed,
-        target_metric=target_metric,
-        target=target,
-        max_steps=max_steps,
-        budget_factor=budget_factor or None,
-        prune=prune,
-        verify_pruned=verify_pruned,
-        eval_subset=eval_subset or None,
-        loss_form=loss_form,
         device=str(resolve_device(device)),
+        **settings,
     )
     with tempfile.TemporaryDirectory(prefix="batchscale-") as tmp:
         db = Path(store) if store is not None else Path(tmp) / "runs.sqlite"
