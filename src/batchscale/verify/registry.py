@@ -109,14 +109,12 @@ CLAIMS: dict[str, Claim] = {
             "diminishing returns, no benefit.",
             (SHALLUE, ZHANG_NQM),
             "regimes",
-            needs="a seeded steps-to-target sweep with intervals and a fitted S(B)",
         ),
         _claim(
             "noise-scale",
             "B_simple measured along training predicts the critical batch of a measured sweep.",
             (MCCANDLISH, ZHANG_CBS),
             "noise_scale",
-            needs="B_simple along training joined to a seeded sweep's fitted critical batch",
         ),
         _claim(
             "nqm-transfer",

@@ -79,6 +79,25 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("regimes", "critical_batch"): Tolerance(
         2, "factor", "a batch size read off a fitted S(B) over a grid of powers of two"
     ),
+    ("regimes", "momentum_over_sgd_critical_batch"): Tolerance(
+        1,
+        "factor",
+        "one-sided: momentum's 95% interval must lie wholly above SGD's (the ratio's interval above 1); "
+        "overlapping intervals are inconclusive, SGD's interval above momentum's fails",
+    ),
+    ("regimes", "regime_order"): Tolerance(
+        0,
+        "absolute",
+        "a yes/no read off labels each decided by the bootstrap interval of the fitted speed-up: "
+        "undecided labels make it inconclusive, never a pass",
+    ),
+    ("regimes", "lr_slope"): Tolerance(
+        0.3,
+        "absolute",
+        "each seed's best rate is read off a grid of rates a factor <= 2 apart: over a half of the grid "
+        "(an 8x range of B) one grid step in one rate moves the slope by up to ~0.2; the model's "
+        "B_noise = B_crit holds only to a factor of a few",
+    ),
     ("noise-scale", "b_simple_over_b_crit"): Tolerance(
         10, "factor", "McCandlish et al. find B_simple within about an order of magnitude of B_crit"
     ),
