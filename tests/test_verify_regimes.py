@@ -114,3 +114,15 @@ def test_model_lr_slope_against_finite_differences():
 def test_halves_cover_the_grid():
     assert halves(BATCH) == {"small": [0, 1, 2, 3], "large": [3, 4, 5, 6]}
     assert halves((1, 2, 3, 4)) == {"small": [0, 1], "large": [2, 3]}
+
+
+def test_a_db_that_cannot_be_written_is_refused_before_any_training(tmp_path):
+    from click.testing import CliRunner
+
+    from batchscale.cli.main import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["verify", "regimes", "--quick", "--db", str(blocker / "runs.sqlite")])
+    assert result.exit_code == 2, result.output
+    assert "Error" in result.output and "Traceback" not in result.output

@@ -58,9 +58,10 @@ def list_claims() -> None:
 @click.option("--quick", is_flag=True, help="Small settings: each claim in seconds to a minute.")
 @click.option(
     "--db",
-    type=FilePath(),
+    type=FilePath(output=True),
     default=None,
-    help="Results store for the claims that run sweeps (re-runs reuse it, interrupted runs resume).",
+    help="Results store for the claims that run sweeps (regimes, noise-scale) [default: "
+    "batchscale-out/runs.sqlite]; re-runs reuse it, interrupted runs resume.",
 )
 @click.option(
     "--report",
