@@ -191,7 +191,8 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
               help="Mean or sum of the per-example losses of a batch.")
 @click.option("--critical-fraction", type=FiniteFloat(min=0, min_open=True), default=0.2, show_default=True,
-              help="Regimes: perfect scaling while examples-to-target stay within (1 + this) of the first.")
+              help="Critical batch (examples_overhead, zhang2024): examples to target this fraction above "
+              "their minimum (resp. the smallest batch's).")
 @quick_option(QUICK_STEPS, "digits-mlp, batch 4..256, 6 rates, target 10% error, 4000 steps max")
 @store_options
 @executor_options
