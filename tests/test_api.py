@@ -7,10 +7,14 @@ row from a notebook is the row the command prints.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +201,39 @@ def test_guarded_script_keeps_the_pool(tmp_path):
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "('local', None) ('inline', None)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# docs/api.md runs as written
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+
+
+def doc_session(text: str) -> list[tuple[str, str | None]]:
+    """The ``python`` blocks of a page in order, each with the ``text`` block right after it (its printed
+    output) or None."""
+    blocks = re.findall(r"```(python|text)\n(.*?)```", text, re.S)
+    session: list[tuple[str, str | None]] = []
+    for kind, body in blocks:
+        if kind == "python":
+            session.append((body, None))
+        elif session and session[-1][1] is None:
+            session[-1] = (session[-1][0], body)
+    return session
+
+
+def test_doc_session_parser_pairs_code_with_its_output():
+    text = "```python\nprint(1)\n```\n\n```text\n1\n```\n```python\nx = 2\n```\n```text\nfree\n```\n"
+    assert doc_session(text) == [("print(1)\n", "1\n"), ("x = 2\n", "free\n")]
+
+
+def test_docs_api_session_prints_what_the_page_shows():
+    session = doc_session(DOC.read_text())
+    assert len(session) >= 6 and all(expected is not None for _, expected in session)
+    namespace: dict = {}
+    for code, expected in session:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, str(DOC), "exec"), namespace)
+        assert out.getvalue() == expected, code
