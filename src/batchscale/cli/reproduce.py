@@ -35,7 +35,8 @@ def list_papers() -> None:
               help="Folder for report.md, figures and their data [default: reproduction-PAPER].")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds per measured point [default: the paper's own, >= 3 where it decides].")
-@click.option("--db", type=FilePath(), default=None, help="Results store for papers that train (resumable).")
+@click.option("--db", type=FilePath(), default=None,
+              help="Results store for papers that run sweeps (none of the built papers uses it yet).")
 @click.option("--workload", default=None, help="Workload for papers that train (built-in name).")
 @format_option()
 @seed_option

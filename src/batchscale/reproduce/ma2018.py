@@ -120,6 +120,8 @@ def reproduce(options: Options) -> Reproduction:
         from batchscale.errors import InputError
 
         raise InputError(f"ma2018 runs on least squares only (--workload linreg), not {options.workload!r}")
+    if options.db is not None:
+        options.say("ma2018: --db ignored (its runs take seconds and are not stored)")
     vopts = resolve(quick=quick, seed=options.seed, seeds=options.seeds, device="cpu",
                     progress=options.progress,
                     workload="linreg", workload_options=WORKLOAD_OPTIONS[quick])

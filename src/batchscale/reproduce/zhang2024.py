@@ -177,6 +177,10 @@ def reproduce(options: Options) -> Reproduction:
     """Fit every model's curve, the power laws, the verdicts; write the figures and their data."""
     from batchscale.verify.registry import package_versions
 
+    unused = [flag for flag, v in (("--seeds", options.seeds), ("--db", options.db),
+                                   ("--workload", options.workload)) if v is not None]
+    if unused:
+        options.say(f"zhang2024 uses the authors' data only: {', '.join(unused)} ignored")
     table = load_table()
     n_boot = N_BOOTSTRAP[options.quick]
     options.say(f"zhang2024: {len(table.models)} models from the authors' table, {n_boot} resamples")
