@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from batchscale.cli.common import (
+    FilePath,
     FiniteFloat,
     device_option,
     format_option,
@@ -28,7 +29,7 @@ from batchscale.cli.common import (
               help="Measure B_simple at step 0 and this many more points of the run.")
 @click.option("--max-examples", type=click.IntRange(min=16), default=4096, show_default=True,
               help="Measure on at most this many seeded training examples.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--report", "report_path", type=FilePath(output=True, suffixes=(".md",)), default=None,
               help="Also write the advice as a Markdown file.")
 @device_option
 @seed_option
