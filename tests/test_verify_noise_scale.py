@@ -64,3 +64,18 @@ def test_b_simple_of_run_skips_the_start_and_bad_checkpoints():
     ]
     assert b_simple_of_run(rows) == pytest.approx(20.0)
     assert math.isnan(b_simple_of_run(rows[:1]))
+
+
+def test_no_b_simple_is_inconclusive_never_pass(curves):
+    rows = noise_scale_rows([], curves, {}, "synthetic")
+    assert rows[0].verdict == "inconclusive"
+
+
+def test_no_reached_batch_measures_nothing():
+    from types import SimpleNamespace
+
+    from batchscale.verify.noise_scale import measure_b_simple
+    from batchscale.verify.registry import resolve
+
+    sweep = SimpleNamespace(rows=[{"optimizer": "sgd", "batch_size": 4, "steps": None}], n_seeds=3)
+    assert measure_b_simple(resolve(quick=True), sweep)[0] == []

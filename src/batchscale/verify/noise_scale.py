@@ -121,6 +121,8 @@ def measure_b_simple(opts: Options, sweep: Any) -> tuple[list[float], dict[str, 
     )
 
     sgd = [r for r in sweep.rows if r["optimizer"] == "sgd" and r.get("steps") is not None]
+    if not sgd:  # SGD reached the target at no batch size: nothing to train to
+        return [], {"measure_batch": None, "b_simple": []}
     wanted = MEASURE_BATCH[opts.quick]
     row = min(sgd, key=lambda r: (abs(math.log(r["batch_size"] / wanted)), r["batch_size"]))
     batch, lr, steps = int(row["batch_size"]), float(row["learning_rate"]), int(math.ceil(row["steps"]))
