@@ -55,3 +55,38 @@ def test_advise_bad_input_is_one_line_before_training():
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("Error:")
     assert "step" not in result.output
+
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+from batchscale.empirical import Workload
+
+
+def make(n_train: int = 600, seed: int = 0) -> Workload:
+    """A user's model outside the package: LayerNorm has no fast per-example path."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + 100, 8, generator=g)
+    y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
+
+    def model(s):
+        torch.manual_seed(s)
+        return nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 3))
+
+    return Workload("user", model, x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+'''
+
+
+def test_advise_on_a_user_model_without_fast_path_uses_two_batch(tmp_path, monkeypatch):
+    (tmp_path / "advise_user_models.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["advise", "--workload", "advise_user_models:make", "-W", "n_train=600", "--budget-steps", "4",
+            "--checkpoints", "1", "--format", "json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["method"] == "two-batch" and out["n_train"] == 600
+    low, high = out["interval"]
+    assert low < out["critical_batch_size"] < high  # two-batch: a real bootstrap interval, not a point
+    assert [row["method"] for row in out["measurements"]] == ["two-batch", "two-batch"]
