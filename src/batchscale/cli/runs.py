@@ -53,7 +53,7 @@ def _records(db_path: str, status: str | None = None) -> list[Any]:
 def _timestamp(value: float | None) -> str | None:
     if value is None:
         return None
-    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(value, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def summary_row(record: Any) -> dict[str, Any]:
