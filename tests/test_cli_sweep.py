@@ -121,13 +121,17 @@ GRID_TINY = ["sweep", "grid", "--workload", "digits-mlp", "--batch-sizes", "32",
         ([*TINY_STEPS, "--eval-subset", "-1"], "--eval-subset"),
         ([*TINY_STEPS, "--optimizers", "momentum", "--momentum", "0"], "needs --momentum > 0"),
         ([*TINY_STEPS, "--workload-option", "n_samples=10"], "bad options"),
+        ([*TINY_STEPS, "--decay", "cosine"], "--budget-factor 0"),
+        ([*TINY_STEPS, "--budget-factor", "0", "--warmup-fraction", "1"], "warm-up fraction"),
+        ([*TINY_STEPS, "--weight-decay", "-0.1"], "weight decay"),
         ([*GRID_TINY, "--plot", "z.txt"], "--plot"),
         ([*GRID_TINY, "--optimizer", "momentum", "--momentum", "0"], "needs --momentum > 0"),
         ([*GRID_TINY, "--eval-subset", "-1"], "--eval-subset"),
         ([*GRID_TINY, "--epochs", "inf"], "--epochs"),
     ],
     ids=["plot-bmp", "plot-empty", "critical-negative", "target-2", "target-negative", "loss-target-negative",
-         "eval-subset-negative", "momentum-0", "unknown-workload-option", "grid-plot-txt", "grid-momentum-0",
+         "eval-subset-negative", "momentum-0", "unknown-workload-option", "decay-with-budget",
+         "warmup-fraction-1", "weight-decay-negative", "grid-plot-txt", "grid-momentum-0",
          "grid-eval-subset", "grid-epochs-inf"],
 )
 def test_bad_options_fail_before_the_store_exists(tmp_path, args, words):
@@ -301,3 +305,20 @@ def test_quick_sweep_default_equals_no_prune(tmp_path, seed):
     default, _ = answers(invoke([*args, "--db", str(tmp_path / "a.sqlite")]))
     no_prune, _ = answers(invoke([*args, "--no-prune", "--db", str(tmp_path / "b.sqlite")]))
     assert default == no_prune
+
+
+def test_recipe_options_reach_every_trial(tmp_path):
+    """--warmup-fraction, --decay, --weight-decay: in every row's trial config and in its sweep config."""
+    args = ["sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "32", "--optimizers", "sgd",
+            "--lrs", "2", "--lr-range", "0.1:0.4", "--target", "0.3", "--max-steps", "400", "--eval-subset",
+            "0", "--max-extensions", "0", "--lr-refine", "0", "--n-seeds", "1", "--executor", "inline",
+            "--budget-factor", "0", "--warmup-fraction", "0.1", "--decay", "linear", "--weight-decay", "1e-4",
+            "--format", "json", "--db", str(tmp_path / "r.sqlite")]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "complete", row
+    assert (row["config"]["schedule"], row["config"]["warmup_steps"], row["config"]["weight_decay"]) == (
+        "warmup_linear_decay", 40, 1e-4)
+    assert (row["sweep"]["warmup_fraction"], row["sweep"]["decay"], row["sweep"]["budget_factor"]) == (
+        0.1, "linear", None)

@@ -222,6 +222,14 @@ def test_edges_of():
         ({"batch_sizes": (1, 4096)}, "larger than the training set"),
         ({"search": "grid", "tune_momentum": True}, "quasi-random"),
         ({"n_learning_rates": 1}, "at least 2"),
+        ({"warmup_fraction": 1.0, "budget_factor": None}, "warm-up fraction"),
+        ({"warmup_fraction": math.nan, "budget_factor": None}, "warm-up fraction"),
+        ({"decay": "step", "budget_factor": None}, "unknown decay 'step'"),
+        ({"weight_decay": -1e-4}, "weight decay"),
+        ({"weight_decay": math.inf}, "weight decay"),
+        ({"decay": "cosine"}, "--budget-factor 0"),
+        ({"warmup_fraction": 0.1}, "--budget-factor 0"),
+        ({"target_fraction": 1.0}, "target fraction"),
     ],
 )
 def test_bad_sweep_configs(kwargs, words):
@@ -405,3 +413,46 @@ def test_refinement_finds_a_rate_between_the_grid_points():
     assert math.isclose(row["lr_refine_factor"], 2**0.25)
     (coarse,), _ = drive(steps_chain(replace(config, refine_levels=0), "sgd"))  # the planted failure
     assert coarse["steps"] > 1.05 * row["steps"] and coarse["lr_refine_change"] is None
+
+
+@pytest.mark.parametrize(
+    "warmup, decay, horizon, expected",
+    [
+        (0.0, "none", 1000, ("constant", 0)),
+        (0.1, "none", 1000, ("warmup_constant", 100)),
+        (0.0, "linear", 1000, ("warmup_linear_decay", 0)),
+        (0.25, "cosine", 10, ("warmup_cosine_decay", 2)),  # round(2.5) = 2
+        (0.99, "cosine", 10, ("warmup_cosine_decay", 9)),  # below the horizon, as TrainConfig needs
+    ],
+)
+def test_recipe_maps_onto_the_engines_schedules(warmup, decay, horizon, expected):
+    config = StepsSweepConfig(warmup_fraction=warmup, decay=decay, budget_factor=None)
+    assert config.schedule_of(horizon) == expected
+
+
+def test_recipe_enters_every_trial_and_its_id():
+    """Warm-up, decay and weight decay reach every trial the chain asks for (so they are in the trial
+    ids, and a sweep with another recipe reuses nothing); the defaults leave configs and ids unchanged."""
+    base = StepsSweepConfig(batch_sizes=(4, 8, 16), optimizers=("sgd",), max_steps=20_000, budget_factor=None,
+                            seeds=(0,))
+    recipe = replace(base, warmup_fraction=0.05, decay="cosine", weight_decay=1e-4).validate()
+    asked: list[TrainConfig] = []
+
+    def record(config):
+        asked.append(config)
+        return synthetic(config)
+
+    rows, _ = drive(steps_chain(recipe, "sgd"), record)
+    assert asked and all(r["status"] == "complete" for r in rows)
+    assert {(t.schedule, t.warmup_steps, t.weight_decay, t.max_steps) for t in asked} == {
+        ("warmup_cosine_decay", 1000, 1e-4, 20_000)}
+    plain = [replace(t, schedule="constant", warmup_steps=0, weight_decay=0.0) for t in asked]
+    assert not {t.trial_id() for t in asked} & {t.trial_id() for t in plain}
+    default_trials: list[TrainConfig] = []
+    drive(steps_chain(base, "sgd"), lambda c: default_trials.append(c) or synthetic(c))
+    # the defaults: the same TrainConfig as one built without any recipe field (today's trial ids)
+    assert all(t == TrainConfig(**{k: v for k, v in t.to_dict().items()
+                                   if k not in ("schedule", "warmup_steps", "weight_decay")})
+               for t in default_trials)
+    assert not {"warmup_fraction", "decay", "weight_decay", "target_fraction"} & set(base.to_dict())
+    assert recipe.to_dict()["decay"] == "cosine" and recipe.to_dict()["weight_decay"] == 1e-4

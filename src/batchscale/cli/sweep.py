@@ -190,6 +190,14 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
               help="Evaluate on the first N test examples (0: all).")
 @click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
               help="Mean or sum of the per-example losses of a batch.")
+@click.option("--warmup-fraction", type=FINITE, default=0.0, show_default=True,
+              help="Linear warm-up over round(F x max steps) updates of every trial, 0 <= F < 1. Any "
+              "warm-up or decay needs --budget-factor 0, so the horizon is --max-steps for every trial.")
+@click.option("--decay", type=click.Choice(["none", "linear", "cosine"]), default="none", show_default=True,
+              help="After the warm-up: constant rate (none), or linear/cosine decay to 0 at --max-steps "
+              "(the horizon; steps to target under decay depend on it). Needs --budget-factor 0.")
+@click.option("--weight-decay", type=FINITE, default=0.0, show_default=True,
+              help="L2 weight decay of every trial (torch.optim's weight_decay), >= 0.")
 @click.option("--critical-fraction", type=FiniteFloat(min=0, min_open=True), default=0.2, show_default=True,
               help="Critical batch (examples_overhead, zhang2024): examples to target this fraction above "
               "their minimum (resp. the smallest batch's).")
@@ -203,7 +211,8 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
           n_learning_rates, lr_factor, lr_range, max_extensions, refine_levels, refine_tolerance, n_seeds,
           target, target_metric, max_steps,
-          budget_factor, no_prune, verify_pruned, eval_subset, loss_form, critical_fraction, out_dir,
+          budget_factor, no_prune, verify_pruned, eval_subset, loss_form, warmup_fraction, decay,
+          weight_decay, critical_fraction, out_dir,
           db_path,
           executor_name, workers, threads, executor_option, device, seed, plot_path, fmt):
     """Steps to target vs batch size, learning rate tuned.
@@ -213,6 +222,11 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     rates centred on a linear-scaling guess from the previous optimum, extended while the best rate sits
     on an edge. Every trial is stored in --db as it ends; re-running the same command skips finished
     trials.
+
+    A training recipe (--warmup-fraction, --decay, --weight-decay) applies to every trial and is part of
+    its stored id. A schedule is a function of its horizon: with a warm-up or decay every trial runs
+    over the same horizon --max-steps (so --budget-factor 0 is required), and the steps to target
+    under a decay depend on that horizon: choose --max-steps as the real run's length.
     """
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.sweep import StepsSweepConfig, run_steps_sweep
@@ -243,6 +257,9 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         eval_subset=eval_subset or None,
         loss_form=loss_form,
         device=str(resolve_device(device)),
+        warmup_fraction=warmup_fraction,
+        decay=decay,
+        weight_decay=weight_decay,
     )
     executor_config = _executor_config(executor_name, workers, threads, out_dir, executor_option)
     db = _db_path(out_dir, db_path)

@@ -11,6 +11,11 @@ from batchscale.empirical.trials import OPTIMIZERS, canonical_options
 from batchscale.errors import require
 
 SEARCHES = ("auto", "grid", "quasi-random")
+DECAYS = ("none", "linear", "cosine")
+# Recipe and auto-target fields: left out of :meth:`StepsSweepConfig.to_dict` at these defaults, so a
+# sweep without them writes the same JSON as before they existed.
+OPTIONAL_DEFAULTS: dict[str, Any] = {"warmup_fraction": 0.0, "decay": "none", "weight_decay": 0.0,
+                                     "target_fraction": None}
 STATUS_FOUND = "complete"
 STATUS_UNREACHABLE = "unreachable"
 
@@ -47,6 +52,14 @@ class StepsSweepConfig:
         refine_levels, refine_tolerance: after the window search, refine the best rate between its
             neighbours at factors lr_factor^(1/2), ^(1/4), ... until one more level changes the best steps
             by less than ``refine_tolerance`` (relative), at most ``refine_levels`` levels (0: off).
+        warmup_fraction, decay, weight_decay: the training recipe of every trial (see
+            :meth:`schedule_of`): a linear warm-up over round(warmup_fraction x max_steps) updates, then a
+            constant rate (``decay="none"``) or a linear / cosine decay to 0 at the trial's max_steps;
+            L2 ``weight_decay``. A schedule is a function of the horizon max_steps, so any schedule
+            needs ``budget_factor=None``: every trial then has the same horizon ``max_steps``.
+        target_fraction: None, or ``--target auto``: a reference run (see
+            :mod:`batchscale.empirical.sweep.target`) sets the target this fraction of the way from the
+            initial metric to the best metric reached (``target`` is then replaced by the chosen value).
     """
 
     workload: str = "mnist1d-mlp"
@@ -76,10 +89,34 @@ class StepsSweepConfig:
     loss_form: str = "mean"
     drop_last: bool = False
     device: str = "cpu"
+    warmup_fraction: float = 0.0
+    decay: str = "none"
+    weight_decay: float = 0.0
+    target_fraction: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
         object.__setattr__(self, "batch_sizes", tuple(sorted({int(b) for b in self.batch_sizes})))
+        for name in ("warmup_fraction", "weight_decay"):  # 0 and 0.0 give one trial id
+            if isinstance(getattr(self, name), int):
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    def schedule_of(self, max_steps: int) -> tuple[str, int]:
+        """(``TrainConfig.schedule``, ``warmup_steps``) of a trial with horizon ``max_steps``.
+
+        W = min(round(warmup_fraction x max_steps), max_steps - 1); ``decay`` none gives ``constant``
+        (W = 0) or ``warmup_constant``, linear ``warmup_linear_decay``, cosine ``warmup_cosine_decay``.
+        """
+        if self.decay == "none" and self.warmup_fraction == 0:
+            return "constant", 0
+        warmup = min(round(self.warmup_fraction * max_steps), max_steps - 1)
+        schedule = {"none": "warmup_constant", "linear": "warmup_linear_decay",
+                    "cosine": "warmup_cosine_decay"}[self.decay]
+        return schedule, warmup
+
+    def has_schedule(self) -> bool:
+        """Whether trials use a warm-up or a decay (anything but a constant rate)."""
+        return self.schedule_of(self.max_steps)[0] != "constant"
 
     def resolved_search(self) -> str:
         """``grid`` or ``quasi-random`` (``auto`` resolved)."""
@@ -117,12 +154,33 @@ class StepsSweepConfig:
         _check_momentum(self.momentum, () if self.tune_momentum else self.optimizers)
         _check_target(self.target_metric, self.target)
         _check_eval_subset(self.eval_subset)
+        self._validate_recipe()
+        require(self.target_fraction is None
+                or (math.isfinite(self.target_fraction) and 0 < self.target_fraction < 1),
+                f"the target fraction must be in (0, 1), got {self.target_fraction}")
         return self
 
+    def _validate_recipe(self) -> None:
+        require(math.isfinite(self.warmup_fraction) and 0 <= self.warmup_fraction < 1,
+                f"the warm-up fraction must be in [0, 1), got {self.warmup_fraction}")
+        require(self.decay in DECAYS, f"unknown decay {self.decay!r}; expected one of {', '.join(DECAYS)}")
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        require(
+            self.budget_factor is None or not self.has_schedule(),
+            "a warm-up or decay schedule runs over the trial's max steps, which --budget-factor changes "
+            "from one batch size to the next; use --budget-factor 0 (every trial's horizon is then "
+            "--max-steps)",
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form; ``workload_options`` as a dict."""
+        """JSON-able form; ``workload_options`` as a dict; the recipe and auto-target fields only when
+        they differ from their defaults (:data:`OPTIONAL_DEFAULTS`)."""
         d = asdict(self)
         d["workload_options"] = dict(self.workload_options)
+        for name, default in OPTIONAL_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
 

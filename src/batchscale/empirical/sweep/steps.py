@@ -37,7 +37,9 @@ def optimizer_momentum(config: StepsSweepConfig, optimizer: str) -> float:
 
 def trial_config(config: StepsSweepConfig, optimizer: str, batch_size: int, point: Point, seed: int,
                  max_steps: int) -> TrainConfig:
-    """The :class:`TrainConfig` of one trial of the steps sweep."""
+    """The :class:`TrainConfig` of one trial of the steps sweep (its schedule: see
+    :meth:`StepsSweepConfig.schedule_of`)."""
+    schedule, warmup_steps = config.schedule_of(max_steps)
     return TrainConfig(
         workload=config.workload,
         workload_options=config.workload_options,
@@ -46,6 +48,9 @@ def trial_config(config: StepsSweepConfig, optimizer: str, batch_size: int, poin
         optimizer=optimizer,
         momentum=point.momentum,
         loss_form=config.loss_form,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        weight_decay=config.weight_decay,
         seed=seed,
         data_seed=config.data_seed,
         max_steps=max_steps,
