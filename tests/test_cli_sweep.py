@@ -322,3 +322,30 @@ def test_recipe_options_reach_every_trial(tmp_path):
         "warmup_linear_decay", 40, 1e-4)
     assert (row["sweep"]["warmup_fraction"], row["sweep"]["decay"], row["sweep"]["budget_factor"]) == (
         0.1, "linear", None)
+
+
+def test_target_auto_lies_between_initial_and_best_and_is_reused(tmp_path):
+    """--target auto on digits-mlp (tiny): the chosen target sits between the reference run's initial and
+    best metric at the stated fraction, every row's sweep config carries it, and a re-run trains nothing."""
+    args = ["sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "32,64", "--optimizers", "sgd",
+            "--lrs", "2", "--lr-range", "0.1:0.4", "--target", "auto", "--target-fraction", "0.8",
+            "--max-steps", "300", "--eval-subset", "0", "--max-extensions", "0", "--lr-refine", "0",
+            "--n-seeds", "1", "--executor", "inline", "--format", "json", "--db", str(tmp_path / "r.sqlite")]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    auto = rows[0]["auto_target"]
+    assert auto["best_metric"] < auto["target"] < auto["initial_metric"]
+    expected = auto["initial_metric"] - 0.8 * (auto["initial_metric"] - auto["best_metric"])
+    assert auto["target"] == pytest.approx(expected, rel=1e-3)
+    assert all(r["sweep"]["target"] == auto["target"] == r["config"]["target"] for r in rows if r["config"])
+    assert all(r["sweep"]["auto_target"] == auto for r in rows)
+    assert "target auto: error" in result.stderr
+    again = invoke(args)
+    assert again.exit_code == 0 and " 0 trials trained" in again.stderr, again.stderr
+    assert [r["auto_target"] for r in json.loads(again.stdout)] == [auto] * len(rows)
+
+
+def test_target_fraction_needs_target_auto(tmp_path):
+    one_line_error(invoke([*TINY_STEPS, "--target-fraction", "0.5", "--db", str(tmp_path / "r.sqlite")]),
+                   "--target auto")

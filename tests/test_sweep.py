@@ -19,11 +19,13 @@ from batchscale.empirical.sweep import (
     GridSweepConfig,
     Point,
     StepsSweepConfig,
+    choose_target,
     edges_of,
     grid_chain,
     grid_window,
     last_metric,
     quasi_random_points,
+    reference_trials,
     run_chains,
     run_steps_sweep,
     steps_chain,
@@ -456,3 +458,29 @@ def test_recipe_enters_every_trial_and_its_id():
                for t in default_trials)
     assert not {"warmup_fraction", "decay", "weight_decay", "target_fraction"} & set(base.to_dict())
     assert recipe.to_dict()["decay"] == "cosine" and recipe.to_dict()["weight_decay"] == 1e-4
+
+
+def reference_result(config: TrainConfig, initial: float, final: float | None) -> TrialResult:
+    status = "diverged" if final is None else "complete"
+    return TrialResult(config, status, None, final, None, final, history=((0, initial, 2.3),))
+
+
+def test_auto_target_is_the_stated_fraction_of_the_way_to_the_best():
+    """M0 = median of the step-0 metrics, M* = best over rates of the median over seeds (a diverged seed
+    counts as inf), target = M0 - f (M0 - M*): here 0.9 - 0.75 x (0.9 - 0.3) = 0.45."""
+    config = StepsSweepConfig(batch_sizes=(8, 16), optimizers=("sgd", "momentum"), n_learning_rates=3,
+                              seeds=(0, 1, 2), target_fraction=0.75, max_steps=500)
+    trials = reference_trials(config)
+    assert len(trials) == 9 and {(t.optimizer, t.batch_size, t.target, t.max_steps) for t in trials} == {
+        ("sgd", 8, None, 500)}
+    rates = sorted({t.learning_rate for t in trials})
+    finals = {rates[0]: (0.5, 0.5, 0.5), rates[1]: (0.3, 0.2, 0.4), rates[2]: (0.01, None, None)}
+    initials = {0: 0.9, 1: 0.88, 2: 0.95}
+    results = [reference_result(t, initials[t.seed], finals[t.learning_rate][t.seed]) for t in trials]
+    auto = choose_target(config, results)
+    assert (auto.initial_metric, auto.best_metric, auto.best_learning_rate) == (0.9, 0.3, rates[1])
+    assert auto.target == pytest.approx(0.45) and auto.relative_gap == pytest.approx(0.25)
+    assert auto.best_metric < auto.target < auto.initial_metric
+    flat = [reference_result(t, 0.9, 0.9) for t in trials]  # nothing learned: no target to choose
+    with pytest.raises(InputError, match="improved on the initial"):
+        choose_target(config, flat)

@@ -59,6 +59,17 @@ GRID_COLUMNS = [
 ]
 
 
+class TargetType(click.ParamType):
+    """A finite number, or ``auto``."""
+
+    name = "number|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return FINITE.convert(value, param, ctx)
+
+
 def store_options(func: Callable) -> Callable:
     """``--out``, ``--db``."""
     func = click.option(
@@ -173,8 +184,14 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @click.option("--n-seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Seeds per point (seed, seed+1, ...), stacked in one model; a point's steps are the "
               "median, with the min..max over seeds and each seed's own best rate.")
-@click.option("--target", type=FINITE, default=0.2, show_default=True,
-              help="Target test metric (error 0.2 = 80% accuracy).")
+@click.option("--target", type=TargetType(), default="0.2", show_default=True,
+              help="Target test metric (error 0.2 = 80% accuracy), or auto: a reference run (first "
+              "optimizer, smallest batch size, first rate window x seeds, each --max-steps updates without "
+              "a target) finds the best final metric M* and the initial M0, and the target is "
+              "M0 - f x (M0 - M*), f = --target-fraction (see docs/sweep.md).")
+@click.option("--target-fraction", type=FiniteFloat(min=0, max=1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="With --target auto: how far from the initial metric to the best "
+              "reached the target sits (0.9: 10% of that range above the best).")
 @click.option("--target-metric", type=click.Choice(["error", "loss"]), default="error", show_default=True,
               help="Metric the target applies to.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=200_000, show_default=True,
@@ -210,7 +227,7 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @format_option()
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
           n_learning_rates, lr_factor, lr_range, max_extensions, refine_levels, refine_tolerance, n_seeds,
-          target, target_metric, max_steps,
+          target, target_fraction, target_metric, max_steps,
           budget_factor, no_prune, verify_pruned, eval_subset, loss_form, warmup_fraction, decay,
           weight_decay, critical_fraction, out_dir,
           db_path,
@@ -228,9 +245,14 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     over the same horizon --max-steps (so --budget-factor 0 is required), and the steps to target
     under a decay depend on that horizon: choose --max-steps as the real run's length.
     """
-    from batchscale.empirical.device import resolve_device
-    from batchscale.empirical.sweep import StepsSweepConfig, run_steps_sweep
+    from dataclasses import replace
 
+    from batchscale.empirical.device import resolve_device
+    from batchscale.empirical.sweep import StepsSweepConfig, resolved_sweep_config, run_steps_sweep
+
+    if target != "auto" and _given("target_fraction"):
+        raise click.BadParameter("applies to --target auto only", param_hint="--target-fraction")
+    auto = target == "auto"
     config = StepsSweepConfig(
         workload=workload,
         workload_options=_resolved_workload(workload, workload_option),
@@ -249,7 +271,8 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         seeds=tuple(range(seed, seed + n_seeds)),
         data_seed=seed,
         target_metric=target_metric,
-        target=target,
+        target=StepsSweepConfig.target if auto else target,
+        target_fraction=target_fraction if auto else None,
         max_steps=max_steps,
         budget_factor=budget_factor or None,
         prune=not no_prune,
@@ -269,12 +292,22 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     _report_edges(rows)
     sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db),
                     "critical_fraction": critical_fraction}
+    sweep_config = resolved_sweep_config(sweep_config, rows)
+    config = replace(config, target=sweep_config["target"])
     out = [{**row, "sweep": sweep_config} for row in rows]
     if plot_path:
         _plot_steps(plot_path, rows, config)
     if fmt == "table":
         click.echo(regime_summary(rows, config.optimizers))
     emit(out, fmt, columns=STEPS_COLUMNS if fmt == "table" else None)
+
+
+def _given(name: str) -> bool:
+    """Whether the user gave parameter ``name`` (command line or environment), not its default."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
 def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_config: Any, db: Path,

@@ -96,7 +96,7 @@ def sweep_steps(
 
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.executors import ExecutorConfig
-    from batchscale.empirical.sweep import StepsSweepConfig, run_steps_sweep
+    from batchscale.empirical.sweep import StepsSweepConfig, resolved_sweep_config, run_steps_sweep
     from batchscale.empirical.workloads import get_workload, training_set_size
 
     known = sorted(f.name for f in fields(StepsSweepConfig) if f.name not in COMMAND_ONLY)
@@ -130,6 +130,7 @@ def sweep_steps(
     rows = with_regimes(rows, config.optimizers, critical_fraction, progress=say)
     sweep_config = {**config.to_dict(), "executor": executor_config.to_dict(), "db": str(db),
                     "critical_fraction": critical_fraction}
+    sweep_config = resolved_sweep_config(sweep_config, rows)  # target_fraction: the chosen target
     return [{**row, "sweep": sweep_config} for row in rows]
 
 

@@ -21,7 +21,8 @@ optimizers run side by side, one 1-thread worker each.
 
 Modules: :mod:`.configs` (the two frozen configs and their checks), :mod:`.space` (search points,
 rate windows, Halton points, the best point over seeds), :mod:`.steps` (the steps-to-target search),
-:mod:`.grid` (the grid), :mod:`.rounds` (what a chain yields), :mod:`.runner` (store, chunks, executor).
+:mod:`.grid` (the grid), :mod:`.rounds` (what a chain yields), :mod:`.runner` (store, chunks, executor),
+:mod:`.target` (``--target auto``: the target from a reference run).
 Every public name is re-exported here.
 """
 
@@ -70,14 +71,22 @@ from batchscale.empirical.sweep.space import (
 from batchscale.empirical.sweep.steps import (
     BatchSearch,
     optimizer_momentum,
+    reference_trials,
     run_steps_sweep,
     steps_chain,
     steps_sweep_chains,
     trial_config,
 )
+from batchscale.empirical.sweep.target import (
+    AutoTarget,
+    choose_target,
+    resolve_target,
+    resolved_sweep_config,
+)
 from batchscale.vocabulary import steps_per_epoch
 
 __all__ = [
+    "AutoTarget",
     "BatchSearch",
     "Chain",
     "GridSweepConfig",
@@ -90,6 +99,7 @@ __all__ = [
     "STATUS_UNREACHABLE",
     "StepsSweepConfig",
     "best_outcome",
+    "choose_target",
     "chunks_of",
     "edges_of",
     "failure_edges",
@@ -103,6 +113,9 @@ __all__ = [
     "package_versions",
     "point_outcomes",
     "quasi_random_points",
+    "reference_trials",
+    "resolve_target",
+    "resolved_sweep_config",
     "round_sig",
     "run_chains",
     "run_grid_sweep",

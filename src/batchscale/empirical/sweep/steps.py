@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchscale.empirical.executors import Executor, ExecutorConfig
@@ -25,6 +25,7 @@ from batchscale.empirical.sweep.space import (
     round_sig,
     steps_or_inf,
 )
+from batchscale.empirical.sweep.target import resolve_target
 from batchscale.empirical.trials import TrainConfig, TrialResult
 
 
@@ -379,6 +380,15 @@ def seed_fields(search: BatchSearch, best: Outcome | None) -> dict[str, Any]:
     }
 
 
+def reference_trials(config: StepsSweepConfig) -> list[TrainConfig]:
+    """The reference run's trials of ``--target auto`` (:mod:`.target`): first optimizer, smallest batch
+    size, first window x seeds, ``max_steps`` each, no target."""
+    optimizer, batch_size = config.optimizers[0], config.batch_sizes[0]
+    search = BatchSearch(config, optimizer, batch_size, config.max_steps, center=0.0, first=True)
+    return [replace(trial_config(config, optimizer, batch_size, point, seed, config.max_steps), target=None)
+            for point in search.initial_points() for seed in config.seeds]
+
+
 def steps_sweep_chains(config: StepsSweepConfig) -> dict[str, Chain]:
     """One chain per optimizer."""
     return {optimizer: steps_chain(config, optimizer) for optimizer in config.optimizers}
@@ -398,14 +408,23 @@ def run_steps_sweep(
 
     The config is validated first (``n_train``: the training set's size, when known); only then is
     ``on_start`` called, a ``store`` given as a path opened (created) and an executor given as its config
-    started.
+    started. With ``target_fraction`` set (``--target auto``) a reference run chooses the target first
+    (:mod:`batchscale.empirical.sweep.target`); every row then has the choice under ``auto_target``.
     """
     config.validate(n_train)
     if on_start is not None:
         on_start()
     with opened(store, executor) as (store, executor):
+        config, auto, first = resolve_target(config, reference_trials(config), store=store,
+                                             executor=executor, threads=threads, progress=progress)
         rows, stats = run_chains(
             steps_sweep_chains(config), store=store, executor=executor, threads=threads,
             prune=config.prune, progress=progress,
         )
-    return [row for name in config.optimizers for row in rows[name]], stats
+    out = [row for name in config.optimizers for row in rows[name]]
+    if auto is not None:
+        out = [{**row, "auto_target": auto.to_dict()} for row in out]
+    if first is not None:
+        stats = RunStats(stats.trained + first.trained, stats.reused + first.reused,
+                         stats.wall_time + first.wall_time, stats.session)
+    return out, stats
