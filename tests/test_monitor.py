@@ -167,3 +167,20 @@ def test_misuse_is_a_clear_error():
         step(norm_model, micro, x[:8], y[:8], micro=1)
     monitor.close()
     micro.close()
+
+
+def test_every_k_measures_the_same_steps_as_every_step():
+    """every=3 measures steps 0, 3, 6, ... and gives there exactly what a monitor of every step gives on
+    the same batches (training itself never depends on the monitor)."""
+    x, y = population()
+    a, b = mlp(), mlp()
+    every_step, every_third = NoiseScaleMonitor(a), NoiseScaleMonitor(b, every=3)
+    for k in range(7):
+        idx = torch.arange(k, k + 8) % 24
+        step(a, every_step, x[idx], y[idx])
+        got = step(b, every_third, x[idx], y[idx])
+        assert (got is None) == (k % 3 != 0)
+    assert [h.step for h in every_third.history] == [0, 3, 6]
+    for h in every_third.history:
+        twin = every_step.history[h.step]
+        assert (h.grad_norm_sq, h.trace_cov) == pytest.approx((twin.grad_norm_sq, twin.trace_cov), rel=1e-12)

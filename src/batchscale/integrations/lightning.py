@@ -49,6 +49,8 @@ class NoiseScaleCallback(pl.Callback):
         assert self.monitor is not None
         estimate = self.monitor.update(batch_size=self._examples)
         self._examples = 0
+        if estimate is None:  # a step the monitor skips (``every`` > 1)
+            return
         for key in ("b_simple", "grad_norm_sq", "trace_cov"):
             pl_module.log(f"noise_scale/{key}", float(getattr(estimate, key)), on_step=True, on_epoch=False)
 
