@@ -81,6 +81,13 @@ def test_summary_counts_evidence_and_names_what_did_not_pass():
     assert not all_pass([])
 
 
+def test_summary_counts_repeated_quantities_once():
+    row = Row("c", "q", "w", 1.0, 1.0, None, None, None, 0.0, "absolute", "inconclusive", "r", 1, False)
+    same = [row] * 14
+    text = summary(same + rows("fail"))
+    assert text.endswith("not passing: c/q: inconclusive (x14); c/q0: fail")
+
+
 def test_make_row_uses_the_declared_tolerance_and_marks_construction():
     row = make_row("accounting", "steps_per_epoch", "w", 11, 12, n_seeds=1, config={}, by_construction=True)
     assert (row.tolerance, row.tolerance_kind, row.verdict) == (0.0, "absolute", "fail")

@@ -173,8 +173,13 @@ def summary(rows: list[Row]) -> str:
     built = len(rows) - len(evidence)
     if built:
         text += f" ({built} by construction, not counted)"
-    bad = [f"{r.claim}/{r.quantity}: {r.verdict}" for r in rows if r.verdict != "pass"]
-    return text + ("; not passing: " + "; ".join(bad) if bad else "; every row passes")
+    bad: dict[tuple[str, str], int] = {}  # (claim/quantity, verdict) -> rows, in first-seen order
+    for r in rows:
+        if r.verdict != "pass":
+            key = (f"{r.claim}/{r.quantity}", r.verdict)
+            bad[key] = bad.get(key, 0) + 1
+    listed = [f"{name}: {verdict}" + (f" (x{n})" if n > 1 else "") for (name, verdict), n in bad.items()]
+    return text + ("; not passing: " + "; ".join(listed) if listed else "; every row passes")
 
 
 def all_pass(rows: list[Row]) -> bool:
