@@ -60,6 +60,7 @@ from batchscale.empirical.gradients import (
     b_simple,
     minibatch_variance_factor,
     population_moments,
+    ratio_interval,
     two_batch_estimates,
 )
 from batchscale.errors import InputError, require
@@ -395,15 +396,7 @@ class NoiseScaleMonitor:
         require(0 < level < 1, f"level must be in (0, 1), got {level}")
         if len(self._recent) < 2:
             return math.nan, math.nan
-        est = np.array(self._recent)  # (n, 2)
-        idx = self._rng.integers(0, len(est), size=(n_boot, len(est)))
-        g2, tr = est[idx, 0].mean(1), est[idx, 1].mean(1)
-        tail = (1 - level) / 2 * 100
-        with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf between two infinite replicates
-            ratio = np.where(g2 > 0, tr / g2, np.inf)
-            bounds = np.percentile(ratio, [tail, 100 - tail])
-        low, high = np.nan_to_num(bounds, nan=np.inf, posinf=np.inf)
-        return float(low), float(high)
+        return ratio_interval(np.array(self._recent), self._rng, level=level, n_boot=n_boot)
 
     @property
     def suggested_batch_size(self) -> int | None:

@@ -38,6 +38,7 @@ from batchscale.empirical.gradients import (
     check_batch_size,
     gradient_statistics,
     minibatch_variance_factor,
+    ratio_interval,
     two_batch_estimates,
 )
 from batchscale.errors import require
@@ -134,19 +135,6 @@ DRAWS: dict[str, Callable[..., tuple[float, float]]] = {
 }
 
 
-def ratio_interval(estimates: np.ndarray, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile-bootstrap interval over draws of mean(tr Sigma) / mean(|G|^2) (inf if mean |G|^2 <= 0)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(estimates), size=(N_BOOT, len(estimates)))
-    g2, tr = estimates[idx, 0].mean(1), estimates[idx, 1].mean(1)
-    tail = (1 - level) / 2 * 100
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(g2 > 0, tr / g2, np.inf)
-        bounds = np.percentile(ratio, [tail, 100 - tail])
-    low, high = np.nan_to_num(bounds, nan=np.inf, posinf=np.inf)
-    return float(low), float(high)
-
-
 def compare_estimators(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
                        opts: EstimatorOptions) -> list[dict[str, Any]]:
     """One row per estimator at the model's current parameters (see the module docstring)."""
@@ -167,7 +155,7 @@ def compare_estimators(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: 
             draws = np.array([DRAWS[name](model, loss_fn, x, y, opts, generator) for _ in range(opts.draws)])
             g2, tr = (float(v) for v in draws.mean(0))
             value = tr / g2 if g2 > 0 else math.inf
-            low, high = ratio_interval(draws, opts.seed)
+            low, high = ratio_interval(draws, np.random.default_rng(opts.seed), n_boot=N_BOOT)
             n_draws = opts.draws
         rows.append({
             "estimator": name,

@@ -67,6 +67,7 @@ from batchscale.empirical.gradients.two_batch import (  # noqa: F401
     TwoBatchEMA,
     TwoBatchEstimate,
     minibatch_variance_factor,
+    ratio_interval,
     two_batch_estimates,
     two_batch_noise_scale,
     two_batch_step_estimates,
