@@ -57,11 +57,18 @@ def list_claims() -> None:
 )
 @click.option("--quick", is_flag=True, help="Small settings: each claim in seconds to a minute.")
 @click.option(
+    "--rerun",
+    is_flag=True,
+    help="Measure again even when rows for the same code, options and package versions are saved "
+    "beside the store (they are reused otherwise; sweeps always reuse their stored trials).",
+)
+@click.option(
     "--db",
     type=FilePath(output=True),
     default=None,
     help="Results store for the claims that run sweeps (regimes, noise-scale) [default: "
-    "batchscale-out/runs.sqlite]; re-runs reuse it, interrupted runs resume.",
+    "batchscale-out/runs.sqlite]; re-runs reuse it, interrupted runs resume. Every claim's rows are "
+    "also saved beside it (verify-rows/) and reused by a re-run with the same code and options.",
 )
 @click.option(
     "--report",
@@ -76,7 +83,7 @@ def list_claims() -> None:
 @seed_option
 @workload_options(default=None)
 def verify(
-    claim, seeds, quick, db, report_path, plot_path, fmt, device, seed, workload, workload_option
+    claim, seeds, quick, rerun, db, report_path, plot_path, fmt, device, seed, workload, workload_option
 ) -> None:
     """Check claims: theory's prediction vs a measurement, with a verdict.
 
@@ -85,6 +92,7 @@ def verify(
     (pass | fail | inconclusive). Without --workload each claim runs on its own default workload.
     """
     from batchscale.verify import CLAIMS, all_pass, check_claim, resolve, summary
+    from batchscale.verify.reuse import claim_rows
 
     if claim == "list":
         list_claims()
@@ -107,7 +115,7 @@ def verify(
     for name in names:
         progress(f"verify {name}")
         began = time.monotonic()
-        rows += CLAIMS[name].function()(options)
+        rows += claim_rows(name, options, rerun=rerun)
         progress(f"verify {name}: {time.monotonic() - began:.1f} s")
     wall = time.monotonic() - start
     emit(as_output(rows, fmt), fmt, TABLE_COLUMNS if fmt == "table" else None)
