@@ -80,6 +80,22 @@ def hvp_operator(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Te
     return lambda v: hessian_vector_product(model, loss_fn, x, y, v.to(x.device))
 
 
+def retained_hvp_operator(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> MatVec:
+    """``v -> H v`` as :func:`hvp_operator`, but the mean gradient's graph over all of ``x`` is built once and
+    kept, so each product is one backward pass (about 3x faster for many products at one point; memory:
+    the activations of every example at once)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = loss_fn(model(x), y).mean()
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (P,), differentiable
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        hv = torch.autograd.grad(flat @ v.to(flat.dtype).to(flat.device), params, retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]).detach()
+
+    return apply
+
+
 @dataclass(frozen=True)
 class Sharpness:
     r"""Top Hessian eigenvalues :math:`\lambda_1 \ge \lambda_2 \ge \dots` and what it took to find them.
@@ -164,13 +180,14 @@ def top_eigenvalue_power(
     return value, iters, residual
 
 
-def top_eigenvalues_lanczos(
+def top_eigenpairs_lanczos(
     matvec: MatVec, dim: int, *, k: int = 1, tol: float = 1e-4, seed: int = 0, dtype=torch.float32
-) -> tuple[tuple[float, ...], int, tuple[float, ...]]:
-    """The k algebraically largest eigenvalues by implicitly restarted Lanczos (scipy ``eigsh``, which='LA').
+) -> tuple[tuple[float, ...], np.ndarray, int, tuple[float, ...]]:
+    """The k algebraically largest eigenpairs by implicitly restarted Lanczos (scipy ``eigsh``, which='LA').
 
-    Returns (eigenvalues in decreasing order, number of Hessian-vector products, relative residuals
-    |Hv - lambda v| / |lambda| of the returned Ritz vectors, each checked with one more product).
+    Returns (eigenvalues in decreasing order, their unit eigenvectors as rows (k, dim) float64, number
+    of Hessian-vector products, relative residuals |Hv - lambda v| / |lambda| of the returned Ritz
+    vectors, each checked with one more product).
     """
     require(1 <= k < dim, f"need 1 <= k < {dim} eigenvalues, got k={k}")
     calls = [0]
@@ -189,7 +206,19 @@ def top_eigenvalues_lanczos(
         v = torch.from_numpy(np.ascontiguousarray(vectors[:, j]))  # (P,) float64, unit norm
         hv = torch.from_numpy(apply(vectors[:, j]))
         residuals.append(relative_residual(hv, v, float(values[j])))
-    return tuple(float(values[j]) for j in order), calls_solve, tuple(residuals)
+    top = np.ascontiguousarray(vectors[:, order].T)  # (k, P)
+    return tuple(float(values[j]) for j in order), top, calls_solve, tuple(residuals)
+
+
+def top_eigenvalues_lanczos(
+    matvec: MatVec, dim: int, *, k: int = 1, tol: float = 1e-4, seed: int = 0, dtype=torch.float32
+) -> tuple[tuple[float, ...], int, tuple[float, ...]]:
+    """The k algebraically largest eigenvalues (:func:`top_eigenpairs_lanczos` without the vectors).
+
+    Returns (eigenvalues in decreasing order, number of Hessian-vector products, relative residuals).
+    """
+    values, _, calls, residuals = top_eigenpairs_lanczos(matvec, dim, k=k, tol=tol, seed=seed, dtype=dtype)
+    return values, calls, residuals
 
 
 def sharpness(
