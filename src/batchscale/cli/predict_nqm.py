@@ -21,6 +21,22 @@ from batchscale.cli.common import (
 OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
 
 
+class ScheduleParam(click.ParamType):
+    """``constant`` or ``pwc:K`` (checked by :func:`batchscale.theory.nqm.schedule.parse_schedule`)."""
+
+    name = "constant|pwc:K"
+
+    def convert(self, value, param, ctx):
+        from batchscale.errors import InputError
+        from batchscale.theory.nqm.schedule import parse_schedule
+
+        try:
+            parse_schedule(value)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value).strip()
+
+
 @click.command("nqm")
 @click.option(
     "--dim",
@@ -36,6 +52,14 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
     default=100,
     show_default=True,
     help="Group the eigenvalues into this many geometric bins (0 = no binning).",
+)
+@click.option(
+    "--binning",
+    type=click.Choice(["geometric", "zhang2019"]),
+    default="geometric",
+    show_default=True,
+    help="geometric: bins equally spaced in log h, each at its mean curvature; zhang2019: each h_i "
+    "rounded down to the nearest of --bins geometric bin values, as Zhang et al.'s public notebook does.",
 )
 @click.option(
     "--spectrum",
@@ -126,6 +150,14 @@ OPTIMIZERS = ("sgd", "momentum", "precond", "ema")
     help="Refuse, before any work, a problem whose estimated peak memory exceeds this many GB "
     "(it grows with coordinates x bins x searched settings; inf: no limit).",
 )
+@click.option(
+    "--schedule",
+    type=ScheduleParam(),
+    default="constant",
+    show_default=True,
+    help="constant: one tuned learning rate; pwc:K: the fewest steps over K-piece piecewise-constant "
+    "schedules (rates and piece boundaries optimised; --optimizer sgd or precond).",
+)
 @format_option()
 @plot_option
 def nqm(
@@ -144,6 +176,8 @@ def nqm(
     ema_decay,
     max_steps,
     max_memory,
+    binning,
+    schedule,
     fmt,
     plot_path,
 ) -> None:
@@ -161,10 +195,17 @@ def nqm(
         dim=dim, alpha=alpha, bins=bins, spectrum_path=spectrum_path, noise=noise, target=target,
         batch_sizes=batch_sizes, optimizer=optimizer, lr_search=lr_search, lr_grid=lr_grid,
         momentum_grid=momentum_grid, precond_power=precond_power, ema_decay=ema_decay, max_steps=max_steps,
-        max_memory=max_memory, progress=progress,
+        max_memory=max_memory, binning=binning, schedule=schedule, progress=progress,
     )
     rows, report = result.rows, result.analysis
     momentum = optimizer == "momentum"
+    if schedule != "constant":
+        columns = ["batch_size", "steps", "constant_steps", "learning_rate", "final_learning_rate", "regime",
+                   "loss_at_steps", "status", "steps_lower_bound"]
+        emit(rows, fmt, columns + ([] if fmt == "table" else ["schedule"]))
+        if plot_path:
+            _plot(plot_path, rows, report, f"{optimizer}, {schedule} schedule", target)
+        return
     columns = ["batch_size", "steps", "learning_rate"]
     columns += ["momentum", "effective_learning_rate"] if momentum else []
     shown = _momentum_cells(rows) if fmt == "table" and momentum else rows

@@ -84,12 +84,21 @@ def nqm_steps(
     ema_decay: float = 0.9,
     max_steps: int = 10**7,
     max_memory: float = 4.0,
+    binning: str = "geometric",
+    schedule: str = "constant",
     progress: Progress = quiet,
 ) -> NqmCurve:
     """What ``batchscale predict nqm`` computes (its options, same names): the tuned steps to ``target``
     per batch size in the noisy quadratic model, each row with its Shallue et al. regime from
     :func:`batchscale.theory.regimes.analyze_steps_curve` (and, for momentum, the effective learning
-    rate LR / (1 - momentum))."""
+    rate LR / (1 - momentum)).
+
+    ``binning``: 'geometric' (bin means) or 'zhang2019' (eigenvalues rounded down to the bin values, as
+    Zhang et al.'s notebook does; :func:`batchscale.theory.spectra.zhang2019_bins`). ``schedule``:
+    'constant' or 'pwc:K', the fewest steps over K-piece piecewise-constant learning-rate schedules
+    (:mod:`batchscale.theory.nqm.schedule`; sgd and precond only): ``steps`` is then the schedule's, with
+    ``constant_steps`` the constant rate's, ``learning_rate``/``final_learning_rate`` its first and last
+    rates and ``schedule`` its pieces."""
     import numpy as np
 
     from batchscale.theory import nqm as model
@@ -103,15 +112,16 @@ def nqm_steps(
     if optimizer == "momentum":
         momenta = 1.0 - model.decade_grid(*momentum_grid)
     check_nqm_options(target, bins, dim, max_steps, precond_power, ema_decay, batches)
+    pieces = _check_schedule_options(schedule, optimizer, binning, bins)
     settings = model.searched_settings(lrs.size, None if momenta is None else momenta.size, lr_search)
     if spectrum_path is not None:
-        spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins)
+        spectrum = load_spectrum(spectrum_path, noise_scale=noise, bins=bins, binning=binning)
         need = model.memory_estimate(spectrum.bins, settings, optimizer, lr_search)
         check_nqm_memory(need, max_memory)
     else:
         need = model.memory_estimate(min(bins, dim) if bins else dim, settings, optimizer, lr_search, dim)
         check_nqm_memory(need, max_memory)
-        spectrum = power_law_spectrum(dim, alpha, noise_scale=noise, bins=bins)
+        spectrum = power_law_spectrum(dim, alpha, noise_scale=noise, bins=bins, binning=binning)
     initial = spectrum.initial_loss()
     if not target < initial:
         raise InputError(
@@ -144,9 +154,12 @@ def nqm_steps(
             f"target {target} is unreachable at every batch size: the lowest expected loss reached within "
             f"{max_steps} steps over the learning-rate grid is {float(curve.loss_at_steps.min()):.4g}"
         )
-    steps = [s if s >= 0 else math.inf for s in curve.steps.tolist()]
-    report = analyze_steps_curve(batches, steps)  # the sweeps' fitted-curve logic (regimes, max useful)
     rows = curve.rows()
+    if pieces is not None:
+        power = precond_power if optimizer == "precond" else 0.0
+        rows = _schedule_rows(spectrum, curve, target, pieces, power, rows, progress)
+    steps = [math.inf if r["steps"] is None else r["steps"] for r in rows]
+    report = analyze_steps_curve(batches, steps)  # the sweeps' fitted-curve logic (regimes, max useful)
     for row, regime in zip(rows, report.regimes, strict=True):
         row["regime"] = regime
         if momenta is not None:
@@ -167,6 +180,45 @@ def nqm_steps(
     return NqmCurve(rows, report)
 
 
+def _check_schedule_options(schedule: str, optimizer: str, binning: str, bins: int) -> int | None:
+    """Pieces of ``schedule`` (None: constant); one-line errors for what it cannot be combined with."""
+    from batchscale.theory.nqm.schedule import parse_schedule
+    from batchscale.theory.spectra import BINNINGS
+
+    if binning not in BINNINGS:
+        raise InputError(f"unknown binning {binning!r}; expected one of {', '.join(BINNINGS)}")
+    if binning != "geometric" and bins == 0:
+        raise InputError(f"--binning {binning} groups eigenvalues into --bins bins; --bins 0 keeps them all")
+    pieces = parse_schedule(schedule)
+    if pieces is not None and optimizer not in ("sgd", "precond"):
+        raise InputError(
+            f"--schedule {schedule} is modelled for --optimizer sgd and precond only, not {optimizer}"
+        )
+    return pieces
+
+
+def _schedule_rows(spectrum, curve, target, pieces, precond_power, rows, progress) -> list[dict]:
+    """``rows`` with the fewest steps over ``pieces``-piece schedules (:func:`schedule_curve`)."""
+    from batchscale.theory.nqm.schedule import schedule_curve
+
+    out = []
+    for row, found in zip(rows, schedule_curve(spectrum, curve, target, pieces, precond_power, progress),
+                          strict=True):
+        sched = found.schedule
+        out.append({
+            "batch_size": row["batch_size"],
+            "steps": found.steps,
+            "constant_steps": found.constant_steps,
+            "learning_rate": None if sched is None else sched.learning_rate[0],
+            "final_learning_rate": None if sched is None else sched.learning_rate[-1],
+            "loss_at_steps": row["loss_at_steps"] if sched is None else sched.loss,
+            "status": row["status"],
+            "steps_lower_bound": row["steps_lower_bound"],
+            "schedule": None if sched is None else sched.as_list(),
+        })
+    return out
+
+
 def predict_nqm(
     batch_sizes: Sequence[int] = tuple(2**k for k in range(2, 22)),
     *,
@@ -176,8 +228,9 @@ def predict_nqm(
     """The rows of ``batchscale predict nqm --format json`` (same defaults; ``options`` are its options
     with underscores: ``dim``, ``alpha``, ``bins``, ``spectrum_path``, ``noise``, ``target``, ``optimizer``,
     ``lr_search``, ``lr_grid=(lo, hi, n)``, ``momentum_grid``, ``precond_power``, ``ema_decay``,
-    ``max_steps``, ``max_memory``): per batch size the tuned steps to the target loss, the learning rate,
-    the regime, the loss reached, the status and the information lower bound on the steps."""
+    ``max_steps``, ``max_memory``, ``binning``, ``schedule``): per batch size the tuned steps to the target
+    loss, the learning rate, the regime, the loss reached, the status and the information lower bound on
+    the steps."""
     return nqm_steps(batch_sizes=batch_sizes, progress=reporter(progress), **options).rows
 
 

@@ -83,19 +83,59 @@ def make_spectrum(
     return Spectrum(h, noise_scale * c, n, x0)
 
 
+BINNINGS = ("geometric", "zhang2019")
+
+
 def power_law_spectrum(
-    dim: int = 10_000, alpha: float = 1.0, *, noise_scale: float = 1.0, bins: int = 0
+    dim: int = 10_000, alpha: float = 1.0, *, noise_scale: float = 1.0, bins: int = 0,
+    binning: str = "geometric",
 ) -> Spectrum:
     r""":math:`h_i = i^{-\alpha}`, :math:`c_i = h_i`, :math:`E[x_{i,0}^2] = 1`, i = 1..d (Zhang et al. 3.1).
 
     d is ``dim``, alpha is ``alpha`` (eigenvalues from :func:`batchscale.power_law.power_law_eigenvalues`);
-    ``bins`` > 0 groups the d eigenvalues into that many geometric bins
-    (:func:`geometric_bins`).
+    ``bins`` > 0 groups the d eigenvalues into that many bins by ``binning`` (:func:`bin_spectrum`).
     """
     require(math.isfinite(alpha) and alpha >= 0, f"alpha must be >= 0, got {alpha}")
     h = power_law_eigenvalues(dim, alpha)
     spectrum = make_spectrum(h, noise_scale=noise_scale)
-    return geometric_bins(spectrum, bins) if bins else spectrum
+    return bin_spectrum(spectrum, bins, binning) if bins else spectrum
+
+
+def bin_spectrum(spectrum: Spectrum, bins: int, binning: str = "geometric") -> Spectrum:
+    """``spectrum`` in ``bins`` bins: :func:`geometric_bins` (``'geometric'``, the default: bin means) or
+    :func:`zhang2019_bins` (``'zhang2019'``: eigenvalues rounded down to the bin values)."""
+    require(binning in BINNINGS, f"unknown binning {binning!r}; expected one of {', '.join(BINNINGS)}")
+    return zhang2019_bins(spectrum, bins) if binning == "zhang2019" else geometric_bins(spectrum, bins)
+
+
+def zhang2019_bins(spectrum: Spectrum, bins: int) -> Spectrum:
+    r"""The grouping of Zhang et al.'s public notebook: each :math:`h_i` rounded down to a bin value.
+
+    The bin values are ``bins`` numbers in geometric progression from :math:`\max_i h_i` down to
+    :math:`\min_i h_i`, :math:`b_k = h_{\max} (h_{\min}/h_{\max})^{k/(K-1)}` (K is ``bins``); coordinate i
+    goes to the largest :math:`b_k \le h_i` and takes :math:`b_k` as its curvature. Its noise variance
+    is scaled with it, :math:`c_i b_k / h_i` (so C = H stays C = H: :math:`c = b_k`, as in the notebook),
+    and each bin keeps the count-weighted means of these and of :math:`E[x_{i,0}^2]`. Unlike
+    :func:`geometric_bins` this lowers every curvature (by up to the ratio of neighbouring bin values),
+    so tr(H) and the initial loss are below the unbinned problem's. Empty bins are dropped.
+    Zhang et al. 2019, arXiv 1907.04164, notebook github.com/gd-zhang/noisy-quadratic-model (nqm.ipynb).
+    """
+    require(isinstance(bins, (int, np.integer)) and bins >= 1, f"bins must be a positive integer, got {bins}")
+    h, n = spectrum.curvature, spectrum.counts
+    values = np.geomspace(h.max(), h.min(), bins) if bins > 1 else np.array([h.min()])  # descending
+    ascending = values[::-1]
+    # the largest bin value <= h_i (the smallest value is min h, so every h_i has one)
+    position = np.searchsorted(ascending, h, side="right") - 1  # index into ascending
+    index = np.clip(position, 0, bins - 1)
+    count = np.bincount(index, weights=n, minlength=bins)
+    keep = count > 0
+
+    def mean(values_i: np.ndarray) -> np.ndarray:
+        return np.bincount(index, weights=n * values_i, minlength=bins)[keep] / count[keep]
+
+    curvature = ascending[keep]
+    noise = mean(spectrum.noise * ascending[index] / h)
+    return Spectrum(curvature, noise, count[keep], mean(spectrum.init_sq))
 
 
 def geometric_bins(spectrum: Spectrum, bins: int) -> Spectrum:
@@ -120,7 +160,9 @@ def geometric_bins(spectrum: Spectrum, bins: int) -> Spectrum:
     return Spectrum(curvature, mean(spectrum.noise), count[keep], init_sq)
 
 
-def load_spectrum(path: str | Path, *, noise_scale: float = 1.0, bins: int = 0) -> Spectrum:
+def load_spectrum(
+    path: str | Path, *, noise_scale: float = 1.0, bins: int = 0, binning: str = "geometric"
+) -> Spectrum:
     """Read eigenvalues (and optionally noise variances) from ``.npy`` or ``.csv``.
 
     One coordinate per row: column 1 is h_i, an optional column 2 is c_i (else c = h); a 1-D ``.npy`` array
@@ -149,7 +191,7 @@ def load_spectrum(path: str | Path, *, noise_scale: float = 1.0, bins: int = 0) 
     curvature = data if data.ndim == 1 else data[:, 0]
     noise = data[:, 1] if data.ndim == 2 and data.shape[1] == 2 else None
     spectrum = make_spectrum(curvature, noise, noise_scale=noise_scale)
-    return geometric_bins(spectrum, bins) if bins else spectrum
+    return bin_spectrum(spectrum, bins, binning) if bins else spectrum
 
 
 def _read_npy(path: Path) -> np.ndarray:
