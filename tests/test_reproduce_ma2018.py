@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from batchscale.cli.main import cli
+from batchscale.errors import InputError
 from batchscale.reproduce import ma2018
 from batchscale.theory.regimes import analyze_steps_curve
 
@@ -42,31 +44,100 @@ def test_predicted_steps_is_the_log_ratio():
     assert ma2018.predicted_steps(1.0) == math.inf
 
 
-def test_steps_to_target_matches_a_plain_loop():
-    """The stacked (lr x seed) loop against a one-run numpy loop fed the same batch indices."""
-    import torch
+LSQ_MODULE = """
+import torch
+from torch import nn
+from batchscale.empirical.models import seeded
+from batchscale.empirical.workloads import Workload
 
+
+def data(seed, n=64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    return x, (x @ torch.tensor([1.0, -2.0, 0.5]))[:, None] + 0.3
+
+
+def linear_with_bias(seed=0):
+    x, y = data(seed)
+    return Workload("lsq", lambda s: seeded(lambda: nn.Linear(3, 1), s), x, y, x, y, loss="mse")
+
+
+def mlp(seed=0):
+    x, y = data(seed)
+    make = lambda s: seeded(lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)), s)
+    return Workload("mlp", make, x, y, x, y, loss="mse")
+
+
+def classifier(seed=0):
+    x, _ = data(seed)
+    y = (x[:, 0] > 0).long()
+    return Workload("cls", lambda s: seeded(lambda: nn.Linear(3, 2), s), x, y, x, y)
+"""
+
+
+@pytest.fixture()
+def lsq_module(tmp_path, monkeypatch):
+    (tmp_path / "ma_lsq_workloads.py").write_text(LSQ_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ma_lsq_workloads", raising=False)
+    return "ma_lsq_workloads"
+
+
+def test_least_squares_inputs_accepts_linear_mse_and_appends_a_bias_column(lsq_module):
     from batchscale.empirical.workloads import get_workload
 
-    w = get_workload("linreg", dim=4, n_train=32, n_test=4, noise_std=0.0, seed=3)
-    got = ma2018.steps_to_target(w, 4, [0.05, 0.2], [7])  # (2, 1)
-    x, y = w.x_train.double().numpy(), w.y_train.double().numpy()[:, 0]
-    for i, lr in enumerate([0.05, 0.2]):
-        g = torch.Generator().manual_seed(7)
-        v, start, steps = np.zeros(4), float(np.mean(y**2)), 0
-        while steps < ma2018.MAX_STEPS:
-            idx = torch.randint(32, (4,), generator=g).numpy()
-            v = v - lr * 2 * x[idx].T @ (x[idx] @ v - y[idx]) / 4
-            steps += 1
-            if np.mean((x @ v - y) ** 2) <= ma2018.TARGET * start:
-                break
-        assert got[i, 0] == steps
+    w = get_workload("linreg", dim=4, n_train=16, n_test=4, noise_std=0.0)
+    assert np.array_equal(ma2018.least_squares_inputs("linreg", w), w.x_train.double().numpy())
+    b = get_workload(f"{lsq_module}:linear_with_bias")
+    x = ma2018.least_squares_inputs("b", b)
+    assert x.shape == (64, 4) and np.all(x[:, 3] == 1.0)
+    start, floor = ma2018.start_and_floor(b, 0, bias=True)
+    assert floor < 1e-10 < start  # the data are exactly linear with an intercept
+
+
+@pytest.mark.parametrize("name, fragment",
+                         [("mlp", "not one nn.Linear"), ("classifier", "loss cross_entropy")])
+def test_least_squares_inputs_refuses_other_workloads(lsq_module, name, fragment):
+    from batchscale.empirical.workloads import get_workload
+
+    with pytest.raises(InputError, match=fragment):
+        ma2018.least_squares_inputs(name, get_workload(f"{lsq_module}:{name}"))
+
+
+def test_cli_refuses_a_non_least_squares_workload_before_training(lsq_module, tmp_path):
+    db = tmp_path / "runs.sqlite"
+    args = ["reproduce", "ma2018", "--quick", "--workload", f"{lsq_module}:mlp", "--db", str(db),
+            "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "least squares" in errors[0] and "Traceback" not in result.output
+    assert not db.exists() and not (tmp_path / "out").exists()
+
+
+def test_trial_configs_pair_rates_seeds_and_targets():
+    configs = ma2018.trial_configs("linreg", {"dim": 3}, 4, [0.1, 0.2], [5, 6], [1e-3, 2e-3], 9)
+    assert [(c.learning_rate, c.seed, c.target) for c in configs] == [
+        (0.1, 5, 1e-3), (0.1, 6, 2e-3), (0.2, 5, 1e-3), (0.2, 6, 2e-3)]
+    assert all(c.batch_size == 4 and c.data_seed == 9 and c.target_metric == "loss" and c.optimizer == "sgd"
+               for c in configs)
+
+
+def test_measured_steps_is_lr_major_and_inf_when_not_reached():
+    class R:
+        def __init__(self, status, steps):
+            self.status, self.steps = status, steps
+
+    got = ma2018.measured_steps([R("complete", 3), R("incomplete", None), R("diverged", None),
+                                 R("complete", 7)], 2)
+    assert got.tolist() == [[3.0, math.inf], [math.inf, 7.0]]
 
 
 @pytest.mark.slow
 def test_quick_command_verdicts(tmp_path):
     out = tmp_path / "ma"
-    args = ["reproduce", "ma2018", "--quick", "--out", str(out), "--format", "json"]
+    args = ["reproduce", "ma2018", "--quick", "--out", str(out), "--format", "json", "--db",
+            str(tmp_path / "runs.sqlite")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "verdicts.json").read_text())

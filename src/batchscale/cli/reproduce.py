@@ -2,7 +2,8 @@
 
 Parses options, calls :func:`batchscale.reproduce.run`, writes ``DIR/report.md`` and prints the verdict
 table. Exit 0 when the report is written (a statement not reproduced is a result, not an error), 2 for bad
-input or a paper that is not built yet.
+input or a paper that is not built yet. Trained trials go to the store (``--db``); Ctrl-C ends with exit
+130 and says how to resume.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from batchscale.cli.common import FilePath, emit, format_option, progress, seed_option
+from batchscale.cli.common import FilePath, emit, format_option, on_interrupt, progress, seed_option
 
 TABLE_COLUMNS = ("statement", "source", "quantity", "measured", "ci_low", "ci_high", "verdict")
 
@@ -35,9 +36,11 @@ def list_papers() -> None:
               help="Folder for report.md, figures and their data [default: reproduction-PAPER].")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds per measured point [default: the paper's own, >= 3 where it decides].")
-@click.option("--db", type=FilePath(), default=None,
-              help="Results store for papers that run sweeps (none of the built papers uses it yet).")
-@click.option("--workload", default=None, help="Workload for papers that train (built-in name).")
+@click.option("--db", type=FilePath(output=True), default=None,
+              help="Results store every trained trial goes to [default: batchscale-out/runs.sqlite, the "
+              "store of `sweep` and `verify`]; a re-run trains nothing new, an interrupted one resumes.")
+@click.option("--workload", default=None,
+              help="Workload for papers that train (built-in name or module:function).")
 @format_option()
 @seed_option
 def reproduce(paper, quick, out, seeds, db, workload, fmt, seed) -> None:
@@ -58,7 +61,10 @@ def reproduce(paper, quick, out, seeds, db, workload, fmt, seed) -> None:
     options = Options(out=folder, quick=quick, seeds=seeds, seed=seed, db=db, workload=workload,
                       progress=progress)
     start = time.monotonic()
-    result = run(paper, options)
+    resume = (f"the trials finished so far are stored in {options.store}; run the same command again to "
+              "resume")
+    with on_interrupt(resume):
+        result = run(paper, options)
     wall = time.monotonic() - start
     if sys.argv[1:2] == ["reproduce"]:
         command = "batchscale " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -68,4 +74,7 @@ def reproduce(paper, quick, out, seeds, db, workload, fmt, seed) -> None:
     emit([r.as_dict() for r in result.rows], fmt, TABLE_COLUMNS if fmt == "table" else None)
     verdicts = [r.verdict for r in result.rows]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
-    progress(f"{paper}: {counts} ({wall:.1f} s); wrote {path}")
+    trials = result.config.get("trials")
+    stored = (f"; {trials['trials_trained']} trials trained, {trials['trials_reused']} reused from "
+              f"{trials['store']}" if isinstance(trials, dict) else "")
+    progress(f"{paper}: {counts} ({wall:.1f} s){stored}; wrote {path}")

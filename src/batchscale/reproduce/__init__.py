@@ -63,6 +63,10 @@ def check_paper(name: str) -> Paper:
 
 def run(name: str, options):
     """Run paper ``name`` with :class:`batchscale.reproduce.report.Options`; returns its
-    :class:`batchscale.reproduce.report.Reproduction` (nothing is written)."""
+    :class:`batchscale.reproduce.report.Reproduction` (no report is written; its trials go to the store
+    ``options.store``, checked here before anything trains: see :mod:`batchscale.reproduce.trials`)."""
+    from batchscale.empirical.store import check_store_file
+
     paper = check_paper(name)
+    check_store_file(options.store)
     return importlib.import_module(paper.module).reproduce(options)

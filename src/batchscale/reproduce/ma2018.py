@@ -6,10 +6,13 @@ Theory (:mod:`batchscale.theory.stability`, loss :math:`(w^\top x - y)^2/2`): MB
 mean-square optimal and largest stable steps. The ``linreg`` workload's loss has no 1/2, so its learning
 rate is half the theory's step.
 
-Measured on the noiseless ``linreg`` workload (interpolation holds): SGD from zero, batches with
-replacement, at each batch size m with the step set to MBB's :math:`\eta^*(m)` and to the exact optimum:
-the steps until the full training loss falls below ``TARGET`` times its start, per seed (seeds stacked in
-one tensor). Steps vs m are fitted with :math:`S = S_{min}(1 + B_{crit}/B)`
+Measured on the noiseless ``linreg`` workload (interpolation holds; ``--workload`` takes any least-squares
+workload, :func:`least_squares_inputs`): plain SGD trained by batchscale's engine, every trial in the
+results store (:mod:`batchscale.reproduce.trials`: a re-run trains nothing, an interrupted one resumes), at
+each batch size m with the step set to MBB's :math:`\eta^*(m)` and to the exact optimum: the steps until
+the test loss falls to ``TARGET`` of the way from its start to the least-squares solution's, per seed.
+The engine draws batches without replacement within each epoch; the theory assumes draws with replacement
+(a difference of order m/M). Steps vs m are fitted with :math:`S = S_{min}(1 + B_{crit}/B)`
 (:func:`batchscale.theory.regimes.analyze_steps_curve`, seed bootstrap); MBB's steps are proportional to
 :math:`1/\eta^*(m) \propto 1 + (m^* - 1)/m`, so the fit's :math:`B_{crit} + 1` measures :math:`m^*`.
 The divergence boundary comes from :mod:`batchscale.verify.stability` (its claim rows and tolerance).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,8 +40,8 @@ from batchscale.reproduce.report import (
 
 PAPER = "ma2018"
 CITATION = "Ma, Bassily & Belkin 2018, arXiv 1712.06559"
-WORKLOAD_OPTIONS = {True: {"dim": 10, "n_train": 256, "n_test": 16, "noise_std": 0.0},
-                    False: {"dim": 20, "n_train": 1024, "n_test": 16, "noise_std": 0.0}}
+WORKLOAD_OPTIONS = {True: {"dim": 10, "n_train": 256, "n_test": 1024, "noise_std": 0.0},
+                    False: {"dim": 20, "n_train": 1024, "n_test": 2048, "noise_std": 0.0}}
 BATCH_SIZES = {True: (1, 2, 4, 8, 16, 32, 64), False: (1, 2, 4, 8, 16, 32, 64, 128, 256)}
 STABILITY_BATCHES = {True: (1, 8, 64), False: (1, 4, 16, 64, 256)}
 SEEDS = {True: 3, False: 5}
@@ -49,32 +53,65 @@ STEPS_FACTOR = 1.5  # declared: steps from the asymptotic mean-square rate ignor
 SOURCE = "arXiv 1712.06559, Sec. 3-4 (as summarized in batchscale.theory.stability)"
 
 
-def steps_to_target(workload: Any, batch_size: int, lrs: Sequence[float], seeds: Sequence[int]) -> np.ndarray:
-    """(L, K) steps until the full training loss <= TARGET x its start (inf if not within MAX_STEPS).
+def least_squares_inputs(name: str, workload: Any, seed: int = 0) -> np.ndarray:
+    """The (M, d) training inputs of a least-squares workload as the theory sees them (a column of ones
+    appended when its linear layer has a bias); an InputError, before any training, unless ``workload`` is
+    least squares: loss ``mse`` on one output and a model that is a single ``nn.Linear``."""
+    from torch import nn
 
-    Runs with learning rate lrs[l] and batch seed seeds[k] train together: W (L, K, d) from zero.
-    """
+    from batchscale.errors import InputError
+
+    def refuse(why: str) -> InputError:
+        return InputError(f"ma2018 runs on least squares (loss mse, a linear model with one output); "
+                          f"workload {name!r} {why}")
+
+    if workload.loss != "mse":
+        raise refuse(f"has loss {workload.loss}")
+    if workload.x_train.dim() != 2 or workload.y_train.dim() != 2 or workload.y_train.shape[1] != 1:
+        raise refuse(f"has inputs {tuple(workload.x_train.shape)} and targets {tuple(workload.y_train.shape)}"
+                     "; expected (M, d) and (M, 1)")
+    model = workload.model(seed)
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    n_params = sum(p.numel() for p in model.parameters())
+    if len(linear) != 1 or n_params != sum(p.numel() for p in linear[0].parameters()):
+        raise refuse(f"has a model that is not one nn.Linear ({type(model).__name__}, {n_params} parameters)")
+    x = workload.x_train.double().cpu().numpy()  # (M, d)
+    return np.hstack([x, np.ones((x.shape[0], 1))]) if linear[0].bias is not None else x
+
+
+def start_and_floor(workload: Any, seed: int, bias: bool) -> tuple[float, float]:
+    """Test loss of the model at its initial weights for ``seed``, and of the training set's least-squares
+    solution (``bias``: with an intercept), the loss SGD converges to (0 on noiseless data)."""
     import torch
 
-    x, y = workload.x_train.double(), workload.y_train.double()[:, 0]  # (M, d), (M,)
-    n, d = x.shape
-    lr = torch.tensor(list(lrs), dtype=torch.float64)[:, None, None]  # (L, 1, 1)
-    w = torch.zeros(len(lrs), len(seeds), d, dtype=torch.float64)  # (L, K, d)
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    start = float(torch.mean(y**2))  # loss at w = 0: mean (w.x - y)^2
-    done = torch.full((len(lrs), len(seeds)), math.inf, dtype=torch.float64)  # (L, K)
-    for t in range(1, MAX_STEPS + 1):
-        idx = torch.stack([torch.randint(n, (batch_size,), generator=g) for g in gens])  # (K, B)
-        xb, yb = x[idx], y[idx]  # (K, B, d), (K, B)
-        resid = torch.einsum("kbd,lkd->lkb", xb, w) - yb[None]  # (L, K, B)
-        grad = 2.0 * torch.einsum("lkb,kbd->lkd", resid, xb) / batch_size  # (L, K, d): d/dw mean (w.x-y)^2
-        w = w - lr * grad
-        loss = torch.mean((torch.einsum("nd,lkd->lkn", x, w) - y) ** 2, dim=-1)  # (L, K)
-        newly = torch.isinf(done) & (loss <= TARGET * start)
-        done[newly] = float(t)
-        if not torch.isinf(done).any() or not torch.isfinite(loss).any():
-            break
-    return done.numpy()
+    with torch.no_grad():
+        out = workload.model(seed)(workload.x_test)  # (N, 1)
+        start = float(workload.per_example_loss(out, workload.y_test).mean())
+    x, y = workload.x_train.double().cpu().numpy(), workload.y_train.double().cpu().numpy()  # (M, d), (M, 1)
+    xt, yt = workload.x_test.double().cpu().numpy(), workload.y_test.double().cpu().numpy()
+    if bias:
+        x, xt = np.hstack([x, np.ones((len(x), 1))]), np.hstack([xt, np.ones((len(xt), 1))])
+    w = np.linalg.lstsq(x, y, rcond=None)[0]  # (d, 1)
+    return start, float(np.mean((xt @ w - yt) ** 2))
+
+
+def trial_configs(name: str, options: dict[str, Any], batch_size: int, lrs: Sequence[float],
+                  seeds: Sequence[int], targets: Sequence[float], data_seed: int) -> list[Any]:
+    """The engine's trials at one batch size: plain SGD (mean loss, batches without replacement within an
+    epoch), learning rate ``lrs[l]`` x seed ``seeds[k]`` (order l-major), complete when the test loss is
+    <= ``targets[k]``, at most :data:`MAX_STEPS` steps."""
+    from batchscale.empirical.trials import TrainConfig
+
+    return [TrainConfig(workload=name, workload_options=options, batch_size=batch_size, learning_rate=lr,
+                        optimizer="sgd", seed=seed, data_seed=data_seed, max_steps=MAX_STEPS,
+                        target_metric="loss", target=target)
+            for lr in lrs for seed, target in zip(seeds, targets, strict=True)]
+
+
+def measured_steps(results: Sequence[Any], n_lrs: int) -> np.ndarray:
+    """(L, K) steps to the target of the trials of :func:`trial_configs` (inf when not reached)."""
+    steps = [float(r.steps) if r.status == "complete" and r.steps is not None else math.inf for r in results]
+    return np.asarray(steps, dtype=float).reshape(n_lrs, -1)
 
 
 def predicted_steps(rate: float) -> float:
@@ -108,6 +145,9 @@ def m_star_row(m_star: float, analysis: Any, at: str = "MBB's eta*(m)") -> Verdi
 
 
 def reproduce(options: Options) -> Reproduction:
+    import torch
+
+    from batchscale.reproduce.trials import Tally, prepare_store, train_stored
     from batchscale.theory.regimes import analyze_steps_curve
     from batchscale.theory.stability import stability_table
     from batchscale.verify import stability as vs
@@ -116,28 +156,32 @@ def reproduce(options: Options) -> Reproduction:
     from batchscale.verify.rows import summary
 
     quick = options.quick
-    if options.workload not in (None, "linreg"):
-        from batchscale.errors import InputError
-
-        raise InputError(f"ma2018 runs on least squares only (--workload linreg), not {options.workload!r}")
-    if options.db is not None:
-        options.say("ma2018: --db ignored (its runs take seconds and are not stored)")
+    name = options.workload or "linreg"
+    wopts = dict(WORKLOAD_OPTIONS[quick]) if name == "linreg" else {}
     vopts = resolve(quick=quick, seed=options.seed, seeds=options.seeds, device="cpu",
-                    progress=options.progress,
-                    workload="linreg", workload_options=WORKLOAD_OPTIONS[quick])
-    workload = build_workload(vopts, "linreg", WORKLOAD_OPTIONS[quick], data_seed=options.seed)
-    inputs = workload.x_train.double().numpy()
+                    progress=options.progress, workload=name, workload_options=wopts)
+    workload = build_workload(vopts, name, wopts, data_seed=options.seed)
+    inputs = least_squares_inputs(name, workload, options.seed)  # (M, d): InputError if not least squares
+    bias = inputs.shape[1] > workload.x_train.shape[1]
+    prepare_store(options)
+    tally = Tally(options.store)
     seeds = vopts.seed_list(SEEDS[quick])
-    batches = BATCH_SIZES[quick]
+    batches = tuple(m for m in BATCH_SIZES[quick] if m <= len(inputs))
     table = {r.batch_size: r for r in stability_table(batches, inputs=inputs)}
     first = table[batches[0]]
     m_star, ms_star, lam1 = first.mbb_critical_batch, first.ms_critical_batch, first.lambda_max
-    options.say(f"ma2018: linreg {WORKLOAD_OPTIONS[quick]}, m* = {m_star:.3g}, {len(seeds)} seeds")
+    targets = []
+    for seed in seeds:
+        start, floor = start_and_floor(workload, seed, bias)
+        targets.append(float(f"{floor + TARGET * (start - floor):.6g}"))
+    options.say(f"ma2018: {name} {wopts}, m* = {m_star:.3g}, {len(seeds)} seeds; store {options.store}")
     mbb_steps, opt_steps = [], []
     for m in batches:
         r = table[m]
         options.say(f"ma2018: m={m}: steps to {TARGET:g} x the start loss at MBB's and the optimal step")
-        s = steps_to_target(workload, m, [r.mbb_step / 2, r.optimal_step / 2], seeds)  # (2, K)
+        configs = trial_configs(name, wopts, m, [r.mbb_step / 2, r.optimal_step / 2], seeds, targets,
+                                options.seed)
+        s = measured_steps(train_stored(options, configs, f"ma2018 m={m}", tally), 2)  # (2, K)
         mbb_steps.append(s[0].tolist())
         opt_steps.append(s[1].tolist())
     mbb = analyze_steps_curve(batches, mbb_steps, n_bootstrap=1000, seed=options.seed)
@@ -166,14 +210,15 @@ def reproduce(options: Options) -> Reproduction:
                            f"{STEPS_FACTOR:g} of ln(T)/ln(rate) (table below)"))
     # divergence boundary via batchscale.verify's stability claim
     stab_seeds = vopts.seed_list(SEEDS[quick])
+    theory_workload = replace(workload, x_train=torch.as_tensor(inputs, dtype=workload.x_train.dtype))
     points = []
-    for m in STABILITY_BATCHES[quick]:
+    for m in [b for b in STABILITY_BATCHES[quick] if b <= len(inputs)]:
         centre = vs.predicted_max_lr(inputs, m)
         lrs = [centre * f for f in vs.GRID]
         options.say(f"ma2018: m={m}: divergence boundary, {len(lrs)} lrs x {len(stab_seeds)} seeds")
-        div = vs.diverges(workload, m, lrs, stab_seeds, STABILITY_STEPS[quick])
+        div = vs.diverges(theory_workload, m, lrs, stab_seeds, STABILITY_STEPS[quick])
         points.append(vs.StabilityPoint(m, centre, vs.boundaries(lrs, div)))
-    config = vopts.config("stability", "linreg", workload_options=workload.options, seeds=stab_seeds,
+    config = vopts.config("stability", name, workload_options=workload.options, seeds=stab_seeds,
                           steps=STABILITY_STEPS[quick])
     srows = vs.stability_rows(inputs, points, config)
     passes = [r.verdict == "pass" for r in srows]
@@ -184,6 +229,7 @@ def reproduce(options: Options) -> Reproduction:
                            "divergence boundary measured by training vs predicted (verify claim `stability`)",
                            None, None, None, sverdict, "verify stability: " + summary(srows)))
 
+    bias_note = "The model has a bias: the theory's inputs carry a column of ones." if bias else ""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "steps_vs_batch.csv", step_rows)
@@ -209,18 +255,23 @@ def reproduce(options: Options) -> Reproduction:
             [(d["batch_size"], d["predicted_max_lr"], d["measured"],
               "-" if d["ci_low"] is None else f"[{d['ci_low']:.4g}, {d['ci_high']:.4g}]",
               d["verdict"]) for d in stab_data])),
-        ("Method and sources", f"""Workload `linreg` {WORKLOAD_OPTIONS[quick]} (noiseless: interpolation),
-seed {options.seed}; beta = max_i |x_i|^2 = {first.beta:.4g}, lambda_1 = {lam1:.4g}, so m* = beta/lambda_1 =
+        ("Method and sources", f"""Workload `{name}` {wopts}, data seed {options.seed}. Steps to the target:
+plain SGD trained by batchscale's engine (batches drawn without replacement within each epoch; the
+theory assumes draws with replacement, a difference of order m/M), complete when the test loss falls to
+the least-squares solution's plus {TARGET:g} x (start - that); every trial in the results store
+`{options.store}` ({tally.text()}). The divergence boundary is batchscale.verify's `stability`
+measurement (batches with replacement, as its theory; seconds of training, not stored). {bias_note}
+beta = max_i |x_i|^2 = {first.beta:.4g}; lambda_1 = {lam1:.4g}, so m* = beta/lambda_1 =
 {m_star:.4g} (exact mean-square analogue 2/(lambda_1 eta_max(1)) = {ms_star:.4g}). Tolerances declared before
 the run: m* within a factor {M_STAR_FACTOR:g}; steps within a factor {STEPS_FACTOR:g}; the divergence boundary
 uses batchscale.verify's declared tolerance for `stability`. The paper's statements are quoted as
 summarized in batchscale.theory.stability (Sec. 3-4); we did not re-read the paper's text for this report,
 and its figures' numbers are not quoted."""),
     )
-    cfg = {"paper": PAPER, "workload": "linreg", "workload_options": WORKLOAD_OPTIONS[quick], "seeds": seeds,
+    cfg = {"paper": PAPER, "workload": name, "workload_options": wopts, "seeds": seeds, "targets": targets,
            "batch_sizes": list(batches), "stability_batch_sizes": list(STABILITY_BATCHES[quick]),
            "stability_steps": STABILITY_STEPS[quick], "target": TARGET, "quick": quick,
-           "versions": package_versions()}
+           "trials": tally.as_dict(), "versions": package_versions()}
     return Reproduction(PAPER, CITATION, tuple(rows), figures, sections, cfg)
 
 

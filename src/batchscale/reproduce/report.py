@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "partly", "inconclusive", "not testable")
+# the store `batchscale sweep`, `batchscale verify` and `batchscale runs` default to
+DEFAULT_STORE = "batchscale-out/runs.sqlite"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class Options:
     def say(self, message: str) -> None:
         if self.progress is not None:
             self.progress(message)
+
+    @property
+    def store(self) -> str:
+        """The results store every trial of the reproduction goes to: ``db``, else :data:`DEFAULT_STORE`
+        (the file ``batchscale sweep`` and ``batchscale verify`` use), so a re-run trains nothing new."""
+        return self.db if self.db is not None else DEFAULT_STORE
 
 
 @dataclass(frozen=True)
@@ -181,8 +189,12 @@ def render_report(result: Reproduction, command: str, wall: float) -> str:
         parts += [f"## {heading}", "", body.strip(), ""]
     config = dict(result.config)
     versions = config.pop("versions", {})
+    trials = config.get("trials")
+    stored = ([f"Trials: {trials['trials_trained']} trained by this run, {trials['trials_reused']} reused "
+               f"from the results store `{trials['store']}` (re-running the command reuses them all).", ""]
+              if isinstance(trials, Mapping) else [])
     parts += ["## How this report was made", "", f"Command: `{command}`", "",
-              f"Wall time: {wall:.1f} s.", "",
+              f"Wall time: {wall:.1f} s.", "", *stored,
               "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
               "Configuration (seeds included):", "", "```json", json.dumps(config, indent=2, default=str),
               "```", ""]
