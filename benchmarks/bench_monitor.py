@@ -4,7 +4,9 @@ Three loops over the same batches, timed in one run with interleaved repeats (or
 round), medians reported: a plain SGD step (forward, backward, optimizer.step), the same step with the
 monitor's per-example path (``monitor.update()`` before ``optimizer.step()``), and the micro-batch path
 (2 micro-batches of 128, accumulation; the plain baseline for it accumulates the same way), and the
-per-example path measuring every 10th step (``every=10``). Goal: under 10 % of a plain step. Usage:
+per-example path measuring every 10th step (``every=10``). Goal: under 10 % of a plain step. Times are
+process CPU time (``time.process_time``, one torch thread), which a loaded machine inflates less than
+wall-clock time; the load average is printed before and after. Usage:
 
     .venv/bin/python benchmarks/bench_monitor.py [--repeats 9] [--steps 100] [--batch 256] [--threads 1]
 """
@@ -12,6 +14,7 @@ per-example path measuring every 10th step (``every=10``). Goal: under 10 % of a
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -28,7 +31,7 @@ def make(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
 
 
 def run(kind: str, steps: int, batch: int) -> float:
-    """Seconds per step of ``steps`` steps of loop ``kind``."""
+    """CPU seconds per step of ``steps`` steps of loop ``kind``."""
     model, opt = make()
     monitor = None
     if kind == "per-example":
@@ -40,7 +43,7 @@ def run(kind: str, steps: int, batch: int) -> float:
     micro = 2 if kind in ("micro-batch", "plain-accumulated") else 1
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(batch, 40, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         for xs, ys in zip(x.chunk(micro), y.chunk(micro), strict=True):
@@ -48,7 +51,7 @@ def run(kind: str, steps: int, batch: int) -> float:
         if monitor is not None:
             monitor.update(batch_size=batch)
         opt.step()
-    elapsed = (time.perf_counter() - started) / steps
+    elapsed = (time.process_time() - started) / steps
     if monitor is not None:
         monitor.close()
     return elapsed
@@ -64,12 +67,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     kinds = ["plain", "per-example", "per-example/10", "plain-accumulated", "micro-batch"]
     times: dict[str, list[float]] = {k: [] for k in kinds}
+    load_before = os.getloadavg()[0]
     for r in range(args.repeats):
         for kind in kinds[r % len(kinds):] + kinds[: r % len(kinds)]:
             times[kind].append(run(kind, args.steps, args.batch))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"batch {args.batch}, {args.steps} steps x {args.repeats} interleaved repeats, "
-          f"{args.threads} thread(s); median ms/step")
+          f"{args.threads} thread(s); median CPU ms/step; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     for kind in kinds:
         print(f"  {kind:18s} {1e3 * med[kind]:7.3f}")
     overhead = 100 * (med["per-example"] / med["plain"] - 1)

@@ -184,3 +184,43 @@ def test_every_k_measures_the_same_steps_as_every_step():
     for h in every_third.history:
         twin = every_step.history[h.step]
         assert (h.grad_norm_sq, h.trace_cov) == pytest.approx((twin.grad_norm_sq, twin.trace_cov), rel=1e-12)
+
+
+class _SeqConv(nn.Module):
+    """Conv1d, then a Linear that sees a sequence (per-position path), then a Linear without bias."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv1d(2, 3, kernel_size=2)
+        self.seq = nn.Linear(3, 4)
+        self.head = nn.Linear(4 * 3, 3, bias=False)
+
+    def forward(self, x):  # x: (N, 2, 4)
+        h = torch.tanh(self.conv(x)).transpose(1, 2)  # (N, 3, 3)
+        return self.head(torch.tanh(self.seq(h)).flatten(1))  # (N, 3)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv-and-sequence"])
+def test_one_step_matches_per_example_gradients_of_a_plain_loop(kind):
+    """The per-example path's estimates of one step equal the unbiased formulas applied to per-example
+    gradients taken one example at a time (the exact sum of |g_i|^2 and |g_B|^2, no sampling noise)."""
+    model = mlp() if kind == "mlp" else _SeqConv().double()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(7, 5, dtype=torch.float64, generator=g) if kind == "mlp" else torch.randn(
+        7, 2, 4, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 3, (7,), generator=g)
+    grads = []
+    for i in range(7):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+    per_example = torch.stack(grads)  # (B, P)
+    B = 7
+    mean_sq = float(per_example.pow(2).sum(1).mean())
+    batch_sq = float(per_example.mean(0).pow(2).sum())
+    trace = (mean_sq - batch_sq) * B / (B - 1)
+    monitor = NoiseScaleMonitor(model, method="per-example")
+    est = step(model, monitor, x, y)
+    assert est.trace_cov == pytest.approx(trace, rel=1e-9)
+    assert est.grad_norm_sq == pytest.approx(batch_sq - trace / B, rel=1e-9)

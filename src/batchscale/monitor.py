@@ -104,65 +104,88 @@ class StepEstimate:
 
 
 class _PerExampleNorms:
-    """Hooks that collect per-example squared gradient norms of every forward pass since the last reset."""
+    """Hooks that sum the per-example squared gradient norms of every forward pass since the last reset.
+
+    Only :math:`\\sum_i s_i` is needed (the estimators use the mean :math:`\\bar s`), so each layer adds one
+    scalar per pass and no per-example vector outlives its hook. A Linear layer that sees one vector per
+    example has per-example gradient :math:`d_i a_i^T` (and :math:`d_i` for the bias), so
+    :math:`\\sum_i |g_i|^2 = \\sum_i |d_i|^2 (|a_i|^2 + 1)`: :math:`|a_i|^2` is taken in the forward hook and
+    :math:`|d_i|^2` in the output's gradient hook while each tensor is still in cache (three tensor ops per
+    layer and step); convolutions and sequence inputs use the per-position form of
+    :func:`batchscale.empirical.gradients.per_example`. The sums stay tensors until ``update()`` reads them.
+    """
 
     def __init__(self, model: nn.Module):
         _check_fast_supported(model)
-        self.passes: list[dict[str, torch.Tensor]] = []  # one {layer: (n,)} per forward pass
-        self.active = True  # off on the steps the monitor skips (``every``): the hooks return at once
-        self.handles = [
-            module.register_forward_hook(self._forward_hook(name))
-            for name, module in model.named_modules()
+        layers = [
+            module
+            for module in model.modules()
             if isinstance(module, FAST_LAYERS)
             and any(p.requires_grad for p in module.parameters(recurse=False))
         ]
-        self.n_layers = len(self.handles)
+        self.n_layers = len(layers)
+        # one [sums, sizes] per forward pass: sums, the layers' 0-d tensors; sizes[i], layer i's N once its
+        # gradient arrived (None: not run in this pass, False: run, no gradient yet)
+        self.passes: list[list] = []
+        self.active = True  # off on the steps the monitor skips (``every``): the hooks return at once
+        self.handles = [
+            layer.register_forward_hook(self._forward_hook(i, layer)) for i, layer in enumerate(layers)
+        ]
 
-    def _forward_hook(self, name: str) -> Callable:
+    def _forward_hook(self, i: int, layer: nn.Module) -> Callable:
+        outer = isinstance(layer, nn.Linear) and layer.weight.requires_grad  # the |d|^2 |a|^2 identity
+        weight = layer.weight.requires_grad
+        bias = layer.bias is not None and layer.bias.requires_grad
+
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if not self.active or not torch.is_grad_enabled() or not output.requires_grad:
-                return  # evaluation passes: no backward will follow
-            if not self.passes or name in self.passes[-1]:
-                self.passes.append({})  # a new forward pass (or micro-batch) starts
-            record = self.passes[-1]
-            record[name] = torch.empty(0)  # claimed; filled by the backward hook
+            if not self.active or not output.requires_grad:
+                return  # a skipped step, or an evaluation pass (no backward follows)
+            passes = self.passes
+            if not passes or passes[-1][1][i] is not None:
+                passes.append([[], [None] * self.n_layers])  # a new forward pass (or micro-batch) starts
+            sums, sizes = passes[-1]
+            sizes[i] = False
             a = inputs[0].detach()
-            output.register_hook(lambda d: self._add(record, name, module, a, d.detach()))
+            if outer and a.dim() == 2:
+                a_sq = torch.linalg.vecdot(a, a)  # (N,)
+                if bias:
+                    a_sq += 1
+
+                def grad_hook(d: torch.Tensor) -> None:
+                    sums.append(torch.dot(torch.linalg.vecdot(d, d), a_sq))  # sum_i |d_i|^2 (|a_i|^2 + 1)
+                    sizes[i] = d.shape[0]
+            else:
+
+                def grad_hook(d: torch.Tensor) -> None:
+                    a3, d3 = _as_positions(module, a, d.detach())  # (N, T, D_in), (N, T, D_out)
+                    if weight:
+                        sums.append(_weight_sq_norms(a3, d3).sum())
+                    if bias:
+                        sums.append(d3.sum(1).pow(2).sum())  # grad b_i = sum_t d_it
+                    sizes[i] = d.shape[0]
+
+            output.register_hook(grad_hook)
 
         return hook
 
-    @staticmethod
-    def _add(record: dict, name: str, module: nn.Module, a: torch.Tensor, d: torch.Tensor) -> None:
-        bias = module.bias is not None and module.bias.requires_grad
-        if isinstance(module, nn.Linear) and a.dim() == 2 and module.weight.requires_grad:
-            # |grad W_i|^2 + |grad b_i|^2 = |d_i|^2 (|a_i|^2 + 1): four ops (the step is overhead-bound)
-            d_sq = torch.linalg.vecdot(d, d)  # (N,)
-            a_sq = torch.linalg.vecdot(a, a)  # (N,)
-            record[name] = d_sq * (a_sq + 1) if bias else d_sq * a_sq
-            return
-        a, d = _as_positions(module, a, d)  # (N, T, D_in), (N, T, D_out)
-        sq = _weight_sq_norms(a, d) if module.weight.requires_grad else torch.zeros_like(d[:, 0, 0])
-        if bias:
-            sq = sq + d.sum(1).pow(2).sum(1)  # grad b_i = sum_t d_it
-        record[name] = sq  # (N,)
-
-    def take(self) -> torch.Tensor:
-        """The raw per-example squared norms (N,) of all passes since the last call, then reset."""
+    def take(self) -> tuple[torch.Tensor, int]:
+        """The sum over the examples of the raw per-example squared norms (a 0-d float64 tensor) and the
+        number of examples, over all passes since the last call; then reset."""
         passes, self.passes = self.passes, []
         require(bool(passes), "NoiseScaleMonitor.update() found no forward pass since the last update")
-        parts = []
-        for record in passes:
-            filled = [v for v in record.values() if v.numel() > 0]
-            if not filled:
+        sums, n = [], 0
+        for part, sizes in passes:
+            if all(s is None or s is False for s in sizes):
                 continue  # a forward pass with no backward (e.g. an evaluation with gradients enabled)
             require(
-                len(filled) == self.n_layers,
+                all(sizes),
                 "NoiseScaleMonitor: a layer ran more than once per forward pass or got no gradient; "
                 "use method='micro-batch' with gradient accumulation for such models",
             )
-            parts.append(torch.stack(filled).sum(0).double())
-        require(bool(parts), "NoiseScaleMonitor.update() found no backward pass since the last update")
-        return torch.cat(parts)
+            n += sizes[0]
+            sums.extend(part)
+        require(n > 0, "NoiseScaleMonitor.update() found no backward pass since the last update")
+        return torch.stack(sums).double().sum(), n
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -265,8 +288,8 @@ class NoiseScaleMonitor:
         self.csv_path = None if csv_path is None else Path(csv_path)
         self._norms = _PerExampleNorms(model) if method == "per-example" else None
         self._micro = _MicroBatchGrads(model) if method == "micro-batch" else None
-        self._model = model
-        self._avg = np.zeros(2)  # exponential averages of (|G|^2, tr Sigma)
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._avg = (0.0, 0.0)  # exponential averages of (|G|^2, tr Sigma)
         self._weight = 0.0
         self._recent: deque[tuple[float, float]] = deque(maxlen=window)
         self._rng = np.random.default_rng(seed)
@@ -291,23 +314,23 @@ class NoiseScaleMonitor:
         if self.step % self.every != 0:
             self._advance()
             return None
-        grads = [p.grad for p in self._model.parameters() if p.requires_grad]
+        grads = [p.grad for p in self._params]
         require(all(g is not None for g in grads), "NoiseScaleMonitor.update() needs gradients: call it "
                 "after loss.backward() and before optimizer.zero_grad()/step()")
-        g_sq = float(torch.stack(torch._foreach_norm(grads)).double().pow(2).sum())  # |sum of .grad|^2
+        g_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()  # |sum of .grad|^2
         if self.method == "per-example":
             grad_norm_sq, trace_cov, batch = self._per_example(g_sq)
         else:
-            grad_norm_sq, trace_cov, batch = self._micro_batch(g_sq, batch_size)
+            grad_norm_sq, trace_cov, batch = self._micro_batch(float(g_sq), batch_size)
         return self._record(grad_norm_sq, trace_cov, batch)
 
-    def _per_example(self, g_sq_raw: float) -> tuple[float, float, int]:
-        raw = self._norms.take()  # (B,)
-        batch = int(raw.shape[0])
+    def _per_example(self, g_sq: torch.Tensor) -> tuple[float, float, int]:
+        raw_sum, batch = self._norms.take()  # sum_i of the raw per-example squared norms, B
         require(batch >= 2, "the per-example estimator needs at least 2 examples per step")
+        g_sq_raw, raw_total = torch.stack((g_sq, raw_sum)).tolist()  # the step's one read of the tensors
         # hooks see d(user loss)/dz: per-example gradients carry the loss's 1/B (mean) or 1 (sum)
         scale = float(batch) if self.reduction == "mean" else 1.0
-        mean_sq_norm = float(raw.sum()) * scale**2 / batch  # mean_i |g_i|^2
+        mean_sq_norm = raw_total * scale**2 / batch  # mean_i |g_i|^2
         mean_grad_sq = g_sq_raw * (scale / batch) ** 2  # |g_B|^2, g_B the mean of the g_i
         if self.population is None:
             trace = (mean_sq_norm - mean_grad_sq) * batch / (batch - 1)
@@ -338,7 +361,7 @@ class NoiseScaleMonitor:
         require(math.isfinite(grad_norm_sq) and math.isfinite(trace_cov),
                 f"non-finite gradient statistics at step {self.step} (nan or inf loss?)")
         d = self.decay
-        self._avg = d * self._avg + (1 - d) * np.array([grad_norm_sq, trace_cov])
+        self._avg = (d * self._avg[0] + (1 - d) * grad_norm_sq, d * self._avg[1] + (1 - d) * trace_cov)
         self._weight = d * self._weight + (1 - d)
         self._recent.append((grad_norm_sq, trace_cov))
         estimate = StepEstimate(self.step, batch, self.method, grad_norm_sq, trace_cov, self.b_simple)
@@ -376,15 +399,15 @@ class NoiseScaleMonitor:
         """Bias-corrected exponential averages (|G|^2, tr Sigma): each divided by 1 - d^t."""
         if self._weight == 0:
             return math.nan, math.nan
-        g2, tr = self._avg / self._weight
-        return float(g2), float(tr)
+        g2, tr = self._avg
+        return g2 / self._weight, tr / self._weight
 
     @property
     def b_simple(self) -> float:
         """tr Sigma / |G|^2 of the averages (inf while averaged |G|^2 <= 0; nan before any step)."""
         if self._weight == 0:
             return math.nan
-        return b_simple(float(self._avg[0]), float(self._avg[1]))  # the bias corrections cancel
+        return b_simple(*self._avg)  # the bias corrections cancel
 
     def interval(self, level: float = 0.95, n_boot: int = 500) -> tuple[float, float]:
         """Percentile-bootstrap interval of B_simple over the last ``window`` steps' estimates.
