@@ -41,7 +41,8 @@ PAPERS: dict[str, Paper] = {
         Paper("mccandlish2018", "McCandlish et al. 2018, arXiv 1812.06162",
               "B_simple along training, steps-examples Pareto curves, B_crit vs target", None),
         Paper("zhang2019", "Zhang et al. 2019, arXiv 1907.04164",
-              "noisy quadratic model: steps vs batch for SGD, momentum, preconditioning, schedules", None),
+              "noisy quadratic model: steps vs batch for SGD, momentum, preconditioning, EMA, schedules; "
+              "SGD vs momentum vs Adam measured", "batchscale.reproduce.zhang2019"),
         Paper("ma2018", "Ma, Bassily & Belkin 2018, arXiv 1712.06559",
               "least squares: optimal and largest stable step vs batch, the critical batch m*, vs training",
               "batchscale.reproduce.ma2018"),
