@@ -79,7 +79,7 @@ def tradeoff_rows(curve: Any, config: dict[str, Any], workload: str, *, exponent
                   seed: int = 0, n_bootstrap: int = N_BOOTSTRAP) -> list[Row]:
     """One row per batch size that every seed reached: the product on the seed-median curve against the
     fit, and its bootstrap standard error (seeds resampled per point, the curve refitted)."""
-    from batchscale.theory.noise_scale import fit_log_curves
+    from batchscale.verify.steps_sweep import seed_bootstrap
 
     fit = curve.analysis.fit
     if fit is None:
@@ -92,10 +92,7 @@ def tradeoff_rows(curve: Any, config: dict[str, Any], workload: str, *, exponent
     several = any(m.size > 1 for m in matrix)
     stderr = np.full(b.size, math.nan)
     if several and b.size >= 3:
-        rng = np.random.default_rng(seed)
-        draws = np.stack([np.median(m[rng.integers(0, m.size, size=(n_bootstrap, m.size))], axis=1)
-                          for m in matrix], axis=1)  # (K, n)
-        params = np.exp(fit_log_curves(np.log(b), np.log(draws)))  # (K, 2): S_min, B_crit
+        draws, params = seed_bootstrap(b, matrix, n_bootstrap, seed)  # (K, n), (K, 2): S_min, B_crit
         products = tradeoff_products(b, draws, params[:, 0], params[:, 0] * params[:, 1], exponent)
         stderr = np.nanstd(products, axis=0, ddof=1)  # (n,)
     rows = []

@@ -121,8 +121,6 @@ CLAIMS: dict[str, Claim] = {
             "The noisy quadratic model built from the network's own spectra predicts its steps curve.",
             (ZHANG_NQM,),
             "nqm_transfer",
-            needs="the network's curvature and noise spectra fed to the noisy quadratic model, "
-            "beside a seeded sweep",
         ),
         _claim(
             "cosine",

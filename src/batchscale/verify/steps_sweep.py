@@ -93,6 +93,21 @@ def curves_of(rows: list[dict[str, Any]], optimizers: tuple[str, ...], seed: int
     return out
 
 
+def seed_bootstrap(batch_sizes: Any, matrix: list[Any], n_bootstrap: int, seed: int) -> tuple[Any, Any]:
+    """Per resample (``n_bootstrap``, generator ``seed``), each point's seeds (``matrix[i]``, an array)
+    drawn with replacement: the seed-median steps (K, n) and the curve refitted to them, (S_min, B_crit)
+    per resample (K, 2) (:func:`batchscale.theory.noise_scale.fit_log_curves`)."""
+    import numpy as np
+
+    from batchscale.theory.noise_scale import fit_log_curves
+
+    rng = np.random.default_rng(seed)
+    draws = np.stack([np.median(m[rng.integers(0, m.size, size=(n_bootstrap, m.size))], axis=1)
+                      for m in matrix], axis=1)  # (K, n)
+    params = np.exp(fit_log_curves(np.log(np.asarray(batch_sizes, dtype=float)), np.log(draws)))  # (K, 2)
+    return draws, params
+
+
 def run_sweep(opts: Options) -> SweepResult:
     """Run (or reuse from the store) the seeded sweep of ``opts`` on the inline executor."""
     from batchscale.empirical.executors import ExecutorConfig

@@ -1,0 +1,237 @@
+r"""``nqm-transfer``: the noisy quadratic model built from the network's own spectra predicts its steps curve.
+
+Measured: the seeded sweep of :mod:`batchscale.verify.steps_sweep` (shared with ``regimes`` and
+``noise-scale``, same store). Predicted: one plain-SGD reference run (seed ``--seed``) at a small batch
+(16 under ``--quick``, else 32; the sweep's best rate there) for the sweep's steps to the target there,
+S_ref. On the training examples (all of them, at most ``CAP``):
+
+- the training loss at step 0 (:math:`L_0`) and at S_ref (:math:`L_T`, the loss at which the network meets
+  the sweep's target metric); the loss floor :math:`L_* = 0` (the networks verified here fit their
+  training sets; cross-entropy and squared error are >= 0);
+- at step ceil(S_ref / 2), half-way, the spectra (:func:`batchscale.empirical.spectrum.network_spectrum`):
+  top-k Hessian eigenpairs (Lanczos), the bulk (stochastic Lanczos quadrature), noise along the top
+  eigenvectors and tr(Sigma).
+
+The model (:func:`batchscale.theory.nqm_transfer.transfer_spectrum`, its choices stated there) starts at
+:math:`L_0 - L_*` and its target is :math:`L_T - L_*`; its tuned steps at the sweep's batch sizes (SGD, and
+heavy ball at the sweep's momentum with the rate tuned) are analysed like the measured curve. Rows:
+
+- ``critical_batch`` (per optimizer): the model's McCandlish :math:`B_{crit} = E_{min}/S_{min}` (the
+  verdict's definition; the others printed beside it) against the sweep's, with the sweep's seed-bootstrap
+  interval; within the declared factor.
+- ``steps_shape`` (per optimizer and batch size every seed reached): :math:`S(B)/S_{min}`, each curve over
+  its own fitted :math:`S_{min}` (the shape, not the scale: a quadratic model's absolute steps are not the
+  claim), measured from the seed-median point with a seed-bootstrap interval (seeds resampled per point,
+  the curve refitted).
+
+Planted wrong models in the tests: isotropic noise (the same total spread equally), and the noise x10.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from batchscale.verify.registry import Options
+from batchscale.verify.rows import Row, make_row
+
+CLAIM = "nqm-transfer"
+MEASURE_BATCH = {True: 16, False: 32}
+CAP = 4096  # training examples the spectra are measured on, at most
+SPECTRUM = {True: {"k": 10, "probes": 3, "steps": 20}, False: {"k": 20, "probes": 8, "steps": 40}}
+N_BOOTSTRAP = 400
+LEVEL = 0.95
+
+
+def measuring_point(rows: Sequence[Mapping[str, Any]], wanted: int) -> tuple[int, float, int] | None:
+    """(batch, best rate, steps rounded up) of the SGD sweep row whose batch is nearest ``wanted`` in log
+    (ties: the smaller), among rows that reached the target; None when none did."""
+    sgd = [r for r in rows if r["optimizer"] == "sgd" and r.get("steps") is not None]
+    if not sgd:
+        return None
+    row = min(sgd, key=lambda r: (abs(math.log(r["batch_size"] / wanted)), r["batch_size"]))
+    return int(row["batch_size"]), float(row["learning_rate"]), int(math.ceil(row["steps"]))
+
+
+def reference_run(opts: Options, sweep: Any) -> dict[str, Any] | None:
+    """Train the reference run and measure what the model needs (see the module docstring); None when
+    SGD reached the target at no batch size or the run diverged."""
+    from batchscale.empirical.measure import Training, build_setup
+    from batchscale.empirical.measure.training import measuring_mode, sgd_checkpoints, train_loss
+    from batchscale.empirical.spectrum import network_spectrum
+
+    point = measuring_point(sweep.rows, MEASURE_BATCH[opts.quick])
+    if point is None:
+        return None
+    batch, lr, steps = point
+    half = max(1, math.ceil(steps / 2))
+    setup = build_setup(sweep.config["workload"], dict(sweep.config["workload_options"]), opts.device,
+                        opts.seed, None, cap=CAP)
+    out: dict[str, Any] = {"batch": batch, "lr": lr, "steps": steps, "checkpoint": half,
+                           "examples": setup.population, "n_train": int(setup.workload.n_train),
+                           "seed": opts.seed, "floor": 0.0}
+    opts.say(f"nqm-transfer: SGD reference run, batch {batch}, lr {lr:.4g}, {steps} steps; spectra at {half}")
+    for cp in sgd_checkpoints(setup, Training(steps, lr, batch, opts.seed), every=1):
+        if cp.status != "ok":
+            return None
+        with measuring_mode(setup.model):
+            if cp.step == 0:
+                out["initial_loss"] = train_loss(setup)
+            if cp.step == half:
+                spec = network_spectrum(setup.model, setup.loss_fn, setup.x, setup.y, seed=opts.seed,
+                                        **SPECTRUM[opts.quick])
+                out["spectrum"] = spec.as_dict()
+                opts.say(f"nqm-transfer: top eigenvalue {spec.top_curvature[0]:.4g}, tr(Sigma) "
+                         f"{spec.trace_sigma:.4g}, {spec.hvps} Hessian-vector products")
+            if cp.step == steps:
+                out["target_loss"] = train_loss(setup)
+    return out
+
+
+def build_model(measured: Mapping[str, Any], **planted: Any) -> Any:
+    """The :class:`TransferSpectrum` and model target of a reference run (``planted``: ``noise_model``,
+    ``noise_factor`` of :func:`transfer_spectrum`)."""
+    from batchscale.theory.nqm_transfer import model_target, transfer_spectrum
+
+    spec = measured["spectrum"]
+    initial, target = model_target(measured["initial_loss"], measured["target_loss"], measured["floor"])
+    bulk = spec["trace_sigma"] - float(sum(spec["top_noise"]))
+    model = transfer_spectrum(spec["top_curvature"], spec["top_noise"], spec["bulk_curvature"],
+                              spec["bulk_counts"], bulk, initial, **planted)
+    return model, target
+
+
+def predict(model: Any, target: float, batch_sizes: Sequence[int], population: int, momentum: float,
+            max_steps: int = 10**6) -> dict[str, Any]:
+    """The model's curve per optimizer (``sgd``, ``momentum``)."""
+    from batchscale.theory.nqm_transfer import predict_curve
+
+    return {name: predict_curve(model.spectrum, batch_sizes, target, population=population, optimizer=name,
+                                momentum=momentum, max_steps=max_steps)
+            for name in ("sgd", "momentum")}
+
+
+def shape_interval(curve: Any, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[int, tuple]:
+    """Per batch size every seed reached: (measured S/S_min on the seed-median point, its 95% seed-bootstrap
+    interval, seeds). Empty when the curve has no fit."""
+    from batchscale.verify.steps_sweep import seed_bootstrap
+
+    fit = curve.analysis.fit
+    if fit is None:
+        return {}
+    keep = [i for i, s in enumerate(curve.seed_steps) if s and all(v is not None for v in s)]
+    b = np.asarray([curve.batch_sizes[i] for i in keep], dtype=float)  # (n,)
+    matrix = [np.asarray(curve.seed_steps[i], dtype=float) for i in keep]
+    median = np.asarray([np.median(m) for m in matrix])  # (n,)
+    ratio = median / fit.s_min
+    if any(m.size > 1 for m in matrix) and b.size >= 3:
+        draws, params = seed_bootstrap(b, matrix, n_bootstrap, seed)  # (K, n), (K, 2)
+        ratios = draws / params[:, :1]  # (K, n)
+        tail = 100 * (1 - LEVEL) / 2
+        low, high = np.nanpercentile(ratios, tail, axis=0), np.nanpercentile(ratios, 100 - tail, axis=0)
+    else:
+        low, high = ratio, ratio
+    return {int(b[i]): (float(ratio[i]), (float(low[i]), float(high[i])), int(matrix[i].size))
+            for i in range(b.size)}
+
+
+def _critical_text(analysis: Any) -> str:
+    return ", ".join(f"{name} {est.text()}" for name, est in analysis.critical.items())
+
+
+def transfer_rows(predicted: Mapping[str, Any], measured: Mapping[str, Any], config: dict[str, Any],
+                  workload: str, n_seeds: int, *, seed: int = 0) -> list[Row]:
+    """The claim's rows: ``predicted[optimizer]`` a :class:`PredictedCurve`, ``measured[optimizer]`` a
+    :class:`batchscale.verify.steps_sweep.Curve`."""
+    rows: list[Row] = []
+    for name, curve in measured.items():
+        model = predicted[name].analysis
+        est, guess = curve.analysis.critical["mccandlish"], model.critical["mccandlish"]
+        value = math.nan if est.value is None else est.value
+        ci = (0.0 if est.low is None else est.low, math.inf if est.high is None else est.high)
+        scale = (f"S_min model {model.s_min.value:.4g} vs measured {curve.analysis.s_min.value:.4g}"
+                 if model.s_min.value is not None and curve.analysis.s_min.value is not None else "")
+        rows.append(make_row(
+            CLAIM, "critical_batch", workload, math.nan if guess.value is None else guess.value, value,
+            ci=ci, n_seeds=n_seeds, config=config,
+            note=f"{name}, verdict uses mccandlish; model: {_critical_text(model)}; measured: "
+            f"{_critical_text(curve.analysis)}; {scale}",
+        ))
+    for name, curve in measured.items():
+        model = predicted[name]
+        fit = model.analysis.fit
+        steps = dict(zip(model.batch_sizes, model.steps, strict=True))
+        for b, (ratio, ci, seeds) in shape_interval(curve, seed=seed).items():
+            guess = steps.get(b, math.nan) / fit.s_min if fit is not None else math.nan
+            rows.append(make_row(
+                CLAIM, "steps_shape", workload, guess if math.isfinite(guess) else math.nan, ratio, ci=ci,
+                n_seeds=seeds, config=config,
+                note=f"{name}, B={b}: S(B)/S_min, each curve over its own fitted S_min; model steps "
+                f"{steps.get(b, math.nan):.4g}",
+            ))
+    return rows
+
+
+def _finite(values: Sequence[float]) -> list[float | None]:
+    """The values with inf/nan as None (JSON)."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.median(finite)) if finite else None
+
+
+def planted_critical(measured: Mapping[str, Any], batch_sizes: Sequence[int], momentum: float) -> dict:
+    """What the planted wrong models predict on this network (McCandlish B_crit per optimizer): shown
+    beside the rows, so the distance between the right and the nearest wrong model is on record."""
+    out = {}
+    plants = {"isotropic_noise": {"noise_model": "isotropic"}, "noise_x10": {"noise_factor": 10.0}}
+    for label, planted in plants.items():
+        model, target = build_model(measured, **planted)
+        curves = predict(model, target, batch_sizes, measured["n_train"], momentum)
+        out[label] = {name: c.analysis.critical["mccandlish"].value for name, c in curves.items()}
+    return out
+
+
+def curves_config(predicted: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
+    """Both curves per optimizer, as plain lists (for the figure and the JSON config)."""
+    out = {}
+    for name, curve in measured.items():
+        a = curve.analysis
+        out[name] = {
+            "batch_size": list(curve.batch_sizes),
+            "measured_steps": _finite(a.steps),
+            "measured_low": _finite(a.steps_low),
+            "measured_high": _finite(a.steps_high),
+            "measured_learning_rate": [_median(r) for r in curve.seed_learning_rates],
+            "model_steps": _finite(predicted[name].steps),
+            "model_learning_rate": _finite(predicted[name].learning_rates),
+        }
+    return out
+
+
+def run(opts: Options) -> list[Row]:
+    from batchscale.verify.steps_sweep import run_sweep
+
+    sweep = run_sweep(opts)
+    workload = str(sweep.config["workload"])
+    measured = reference_run(opts, sweep)
+    if measured is None:
+        config = opts.config(CLAIM, workload, sweep=sweep.config, store=sweep.store)
+        return [make_row(CLAIM, "critical_batch", workload, math.nan, math.nan, n_seeds=0, config=config,
+                         note="no reference run: SGD reached the target at no batch size, or diverged")]
+    model, target = build_model(measured)
+    batch_sizes = sweep.curves["sgd"].batch_sizes
+    opts.say(f"nqm-transfer: model of {model.spectrum.bins} bins, initial loss "
+             f"{model.spectrum.initial_loss():.4g}, target {target:.4g}")
+    predicted = predict(model, target, batch_sizes, measured["n_train"], float(sweep.config["momentum"]))
+    momentum = float(sweep.config["momentum"])
+    config = opts.config(CLAIM, workload, sweep=sweep.config, store=sweep.store, reference=measured,
+                         model=model.summary(), model_target=target,
+                         curves=curves_config(predicted, sweep.curves),
+                         planted=planted_critical(measured, batch_sizes, momentum))
+    return transfer_rows(predicted, sweep.curves, config, workload, sweep.n_seeds, seed=opts.seed)
