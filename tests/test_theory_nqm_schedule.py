@@ -140,7 +140,7 @@ def test_cli_schedule_rows_carry_a_schedule_reaching_the_target():
     rows = json.loads(result.stdout)
     for row in rows:
         pieces = row["schedule"]
-        assert len(pieces) == 2
+        assert 1 <= len(pieces) <= 2 and all(p["steps"] >= 1 for p in pieces)
         assert sum(p["steps"] for p in pieces) == row["steps"] <= row["constant_steps"]
         assert row["learning_rate"] == pieces[0]["learning_rate"]
         assert row["final_learning_rate"] == pieces[-1]["learning_rate"]
@@ -221,3 +221,21 @@ def test_zhang2019_binning_reproduces_the_notebook_step_for_step(precond_power):
         # ...and without it, the last step above the target is ours minus one (we count the first at or below)
         assert notebook_count(spectrum, batch, lr, 0.01, precond_power, 0.0) == ours - 1
         assert 0 <= ours - 1 - steps <= 1e-3 * steps  # the regulariser's whole effect: below 0.1 %
+
+
+@pytest.mark.slow
+def test_default_problem_schedules_one_piece_is_constant_and_more_pieces_help():
+    """The paper's problem (d = 1e4, 100 bins, target 0.01): pwc:1 equals the tuned constant rate, and
+    2, 5, 10 pieces never need more steps, at small, middle and large batch."""
+    spectrum = power_law_spectrum(10_000, 1.0, bins=100)
+    batches = [16, 1024, 65536]
+    curve = nqm.tune_steps(spectrum, batches, 0.01, lr_grid=nqm.decade_grid(-5, 0.5, 100))
+    for i, batch in enumerate(batches):
+        found = [optimal_schedule_steps(spectrum, batch, 0.01, k, constant_steps=int(curve.steps[i]),
+                                        constant_learning_rate=float(curve.learning_rate[i]),
+                                        lower_bound=int(curve.steps_lower_bound[i])) for k in (1, 2, 5, 10)]
+        steps = [f.steps for f in found]
+        assert steps[0] == int(curve.steps[i])
+        assert steps == sorted(steps, reverse=True)
+        assert steps[-1] >= int(curve.steps_lower_bound[i])
+        assert all(f.schedule.loss <= 0.01 for f in found)

@@ -40,7 +40,8 @@ MAX_EVALUATIONS = 300
 
 @dataclass(frozen=True)
 class PiecewiseSchedule:
-    """A K-piece schedule: ``steps[j]`` steps at ``learning_rate[j]``, and its exact expected loss."""
+    """A schedule of at most K pieces: ``steps[j]`` (>= 1) steps at ``learning_rate[j]``, and its exact
+    expected loss (pieces the optimum leaves empty are dropped; the constant rate is one piece)."""
 
     steps: tuple[int, ...]
     learning_rate: tuple[float, ...]
@@ -202,7 +203,9 @@ def _best_at(
         rates = np.exp(z)
         loss = schedule_loss(spectrum, batch_size, rates, lengths, precond_power)
         if best is None or loss < best.loss:
-            best = PiecewiseSchedule(tuple(int(k) for k in lengths), tuple(float(r) for r in rates), loss)
+            used = lengths > 0  # a piece of 0 steps changes nothing: dropped
+            best = PiecewiseSchedule(tuple(int(k) for k in lengths[used]),
+                                     tuple(float(r) for r in rates[used]), loss)
     return best, calls
 
 
@@ -260,11 +263,6 @@ def optimal_schedule_steps(
             hi, best = mid, found
         else:
             lo = mid
-    if len(best.steps) < pieces:  # the constant rate itself: written as `pieces` equal pieces
-        rates, fractions = _split(best, pieces)
-        lengths = _round_lengths(best.total_steps, fractions)
-        best = PiecewiseSchedule(tuple(int(k) for k in lengths), tuple(float(math.exp(r)) for r in rates),
-                                 best.loss)
     return ScheduleResult(batch_size, pieces, best.total_steps, best, int(constant_steps), int(lower_bound),
                           evaluations)
 
