@@ -168,6 +168,19 @@ def test_report_content_on_a_tiny_problem(tmp_path, monkeypatch):
     assert verdict("momentum extends perfect scaling") == "reproduced"
 
 
+def test_unknown_workload_is_one_error_line_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from batchscale.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["reproduce", "zhang2019", "--quick", "--out", str(tmp_path / "z"),
+                                      "--workload", "no-such-workload"])
+    assert result.exit_code == 2
+    assert "unknown workload 'no-such-workload'" in result.output
+    assert "zhang2019: NQM" not in result.output
+    assert not (tmp_path / "z").exists()
+
+
 @pytest.mark.slow
 def test_quick_command_end_to_end(tmp_path):
     from click.testing import CliRunner

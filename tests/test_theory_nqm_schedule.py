@@ -117,6 +117,17 @@ def test_schedules_help_little_in_the_deterministic_regime():
     assert large.steps / large.constant_steps > 0.6
 
 
+def test_joining_pieces_of_the_same_rate_keeps_the_loss():
+    from batchscale.theory.nqm.schedule import PiecewiseSchedule, _merged
+
+    rates, lengths = (0.9, 0.9, 0.3, 0.3, 0.9), (5, 7, 3, 4, 2)
+    loss = schedule_loss(TINY, TINY_BATCH, rates, lengths)
+    joined = _merged(PiecewiseSchedule(lengths, rates, loss))
+    assert joined.steps == (12, 7, 2) and joined.learning_rate == (0.9, 0.3, 0.9)
+    again = schedule_loss(TINY, TINY_BATCH, joined.learning_rate, joined.steps)
+    assert again == pytest.approx(loss, rel=1e-12)
+
+
 @pytest.mark.parametrize("text,pieces", [("constant", None), ("pwc:1", 1), ("pwc:10", 10), (" pwc:3 ", 3)])
 def test_parse_schedule(text, pieces):
     assert parse_schedule(text) == pieces
@@ -141,6 +152,7 @@ def test_cli_schedule_rows_carry_a_schedule_reaching_the_target():
     for row in rows:
         pieces = row["schedule"]
         assert 1 <= len(pieces) <= 2 and all(p["steps"] >= 1 for p in pieces)
+        assert all(a["learning_rate"] != b["learning_rate"] for a, b in zip(pieces, pieces[1:], strict=False))
         assert sum(p["steps"] for p in pieces) == row["steps"] <= row["constant_steps"]
         assert row["learning_rate"] == pieces[0]["learning_rate"]
         assert row["final_learning_rate"] == pieces[-1]["learning_rate"]

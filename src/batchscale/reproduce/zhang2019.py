@@ -363,6 +363,10 @@ def reproduce(options: Options) -> Reproduction:
     from batchscale.verify.registry import package_versions
 
     settings = SETTINGS[options.quick]
+    if options.workload is not None:  # an unknown name is one Error line before any work
+        from batchscale.empirical.workloads.registry import registered
+
+        registered(options.workload)
     if options.seeds is not None and options.seeds < 3:
         options.say("zhang2019: --seeds below 3 raised to 3 (the real-network verdicts need >= 3 seeds)")
     curves = nqm_curves(settings, options.say)
@@ -451,8 +455,10 @@ def _method_text(settings: Settings, options: Options) -> str:
             f"{', '.join(map(str, s.sweep['batch_sizes']))}, target test error {s.sweep['target']}, "
             f"{max(options.seeds or s.seeds, 3)} seeds, learning rate tuned per batch size and optimizer, "
             "momentum 0.9, Adam with torch's defaults); an ordering is reproduced when every seed of one "
-            "optimizer beats every seed of the other. The paper's statements are quoted in our words from "
-            "its sections and the notebook's section headings; its figures' numbers are not quoted.")
+            "optimizer beats every seed of the other. The paper's statements are given in our words; we "
+            "checked them against the notebook's text (its section headings and remarks), not against a "
+            "fresh reading of the paper, whose section numbers (Sec. 3: the NQM, Sec. 4: the network "
+            "experiments) are cited from memory. Its figures' numbers are not quoted.")
 
 
 def _steps_figure(

@@ -209,6 +209,19 @@ def _best_at(
     return best, calls
 
 
+def _merged(schedule: PiecewiseSchedule) -> PiecewiseSchedule:
+    """``schedule`` with neighbouring pieces of the same rate joined (k1 steps then k2 steps at one rate are
+    k1 + k2 steps at it: the same closed form)."""
+    steps, rates = [schedule.steps[0]], [schedule.learning_rate[0]]
+    for k, lr in zip(schedule.steps[1:], schedule.learning_rate[1:], strict=True):
+        if lr == rates[-1]:
+            steps[-1] += k
+        else:
+            steps.append(k)
+            rates.append(lr)
+    return PiecewiseSchedule(tuple(steps), tuple(rates), schedule.loss)
+
+
 def _split(schedule: PiecewiseSchedule, pieces: int) -> tuple[np.ndarray, np.ndarray]:
     """(log rates, length fractions) of ``pieces`` pieces with the same rates over time as ``schedule``
     (each of its pieces split into equal parts; the same loss when the whole steps allow)."""
@@ -263,6 +276,7 @@ def optimal_schedule_steps(
             hi, best = mid, found
         else:
             lo = mid
+    best = _merged(best)
     return ScheduleResult(batch_size, pieces, best.total_steps, best, int(constant_steps), int(lower_bound),
                           evaluations)
 
