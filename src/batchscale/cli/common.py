@@ -21,6 +21,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from batchscale.progress import REPORTER
 from batchscale.report.tables import render
 
 
@@ -139,9 +140,9 @@ def emit(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str] | N
     click.echo(render(rows, fmt, columns))
 
 
-def progress(message: str) -> None:
-    """A progress line on stderr (never mixed into machine-readable stdout)."""
-    click.echo(message, err=True)
+progress = REPORTER
+"""Progress on stderr (never mixed into machine-readable stdout): ``progress(message)`` says a line, and
+library code given it opens counters with an ETA (:func:`batchscale.progress.counter`)."""
 
 
 def powers_of_two(lo: int, hi: int) -> list[int]:

@@ -20,6 +20,7 @@ from batchscale.cli.common import (
     progress,
 )
 from batchscale.errors import InputError, require
+from batchscale.progress import counter
 
 FIT_TABLE_COLUMNS = (
     "batch_size", "steps", "steps_fit", "ratio", "examples", "examples_fit", "speedup", "regime",
@@ -181,21 +182,14 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
 
 
 def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_fraction, fmt, plot_path) -> None:
-    import time
-
     from batchscale.theory import noise_scale as ns
     from batchscale.theory.regimes import analyze_steps_curve
 
     batches, steps, seeds = read_curve_seeds(curve_path, steps_column, where)
-    started = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        if total >= PROGRESS_FROM:
-            elapsed = time.monotonic() - started
-            progress(f"bootstrap {done}/{total} resamples, {elapsed:.1f} s, about "
-                     f"{elapsed * (total - done) / done:.0f} s left")
-
-    fit = ns.fit_steps_curve(batches, steps, n_bootstrap=bootstrap, seed=seed, progress=report)
+    shown = progress if bootstrap >= PROGRESS_FROM else None
+    with counter(shown, bootstrap, unit="resample", desc="bootstrap") as bar:
+        fit = ns.fit_steps_curve(batches, steps, n_bootstrap=bootstrap, seed=seed,
+                                 progress=lambda done, total: bar.update(done - bar.n))
     analysis = analyze_steps_curve(batches, seeds, critical_fraction=critical_fraction, seed=seed)
     fitted = fit.predict_steps(batches)
     summary = analysis.summary()

@@ -21,6 +21,7 @@ from batchscale.cli.common import (
     seed_option,
     workload_options,
 )
+from batchscale.progress import counter
 
 TABLE_COLUMNS = (
     "claim",
@@ -112,11 +113,13 @@ def verify(
     names = list(CLAIMS) if claim == "all" else [claim]
     start = time.monotonic()
     rows = []
-    for name in names:
-        progress(f"verify {name}")
-        began = time.monotonic()
-        rows += claim_rows(name, options, rerun=rerun)
-        progress(f"verify {name}: {time.monotonic() - began:.1f} s")
+    with counter(progress, len(names), unit="claim", desc="verify") as bar:
+        for name in names:
+            progress(f"verify {name}")
+            began = time.monotonic()
+            rows += claim_rows(name, options, rerun=rerun)
+            progress(f"verify {name}: {time.monotonic() - began:.1f} s")
+            bar.update()
     wall = time.monotonic() - start
     emit(as_output(rows, fmt), fmt, TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:

@@ -24,6 +24,7 @@ from batchscale.empirical.train import Driver, SingleRun, Track, load_workload
 from batchscale.empirical.trials import TrainConfig, TrialResult
 from batchscale.empirical.workloads import Workload
 from batchscale.errors import require
+from batchscale.progress import counter
 
 BATCHED_MAX_BATCH = 4096  # "auto" stacks a group when its batch size is at most this (docs/perf-training.md)
 MAX_COPIES = 32  # larger groups are split into stacks of at most this many copies ...
@@ -89,7 +90,8 @@ def run_trials(
     Args:
         configs: the trials; each is validated first (:class:`InputError` on a bad value).
         on_result: called with each result as soon as its trial ends (store it there).
-        progress: called with a one-line message as trials end.
+        progress: called with a one-line message as trials end; a counter of the trials with an ETA
+            (:func:`batchscale.progress.counter`).
         prune: stop trials far behind the best of their group as ``pruned`` (see ``docs/training.md``).
         strategy: ``auto`` | ``batched`` | ``sequential``.
         num_threads: torch intra-op threads for the duration of the call (None: leave as is).
@@ -108,10 +110,11 @@ def run_trials(
             c = result.config
             progress(f"batch {c.batch_size} lr {c.learning_rate:g} seed {c.seed}: {result.status}"
                      f" at step {result.stop_step}")
+        bar.update()
         if on_result is not None:
             on_result(result)
 
-    with torch_threads(num_threads):
+    with torch_threads(num_threads), counter(progress, len(configs), unit="trial", desc="trials") as bar:
         for group in group_trials(configs):
             first = configs[group[0]]
             if workload_key(first) not in loaded:

@@ -4,12 +4,12 @@ nqm`` computes (:func:`nqm_steps`) and ``batchscale.predict_nqm`` returns (:func
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from batchscale.errors import InputError, require
+from batchscale.progress import REPORTER, counter
 
 Progress = Callable[[str], None]
 
@@ -18,15 +18,12 @@ def quiet(message: str) -> None:
     """Progress reporter that says nothing."""
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def reporter(progress: bool | Progress) -> Progress:
-    """``True``: lines on stderr; ``False``: silent; a callable: called with each line."""
+    """``True``: lines and counters on stderr (:data:`batchscale.progress.REPORTER`); ``False``: silent;
+    a callable: called with each line."""
     if callable(progress):
         return progress
-    return _stderr if progress else quiet
+    return REPORTER if progress else quiet
 
 
 def check_nqm_options(target, bins, dim, max_steps, precond_power, ema_decay, batches) -> None:
@@ -131,17 +128,20 @@ def nqm_steps(
         f"nqm: {spectrum.dim} coordinates in {spectrum.bins} bins, initial loss {initial:.4g}, "
         f"target {target}, {optimizer}, {lr_search} search over {len(batches)} batch sizes"
     )
-    curve = model.tune_steps(
-        spectrum,
-        batches,
-        target,
-        lr_grid=lrs,
-        momentum_grid=momenta,
-        search=lr_search,
-        precond_power=precond_power if optimizer == "precond" else 0.0,
-        ema_decay=ema_decay if optimizer == "ema" else 0.0,
-        max_steps=max_steps,
-    )
+    runs = model.planned_runs(lr_search, momenta is not None)
+    with counter(progress, runs, unit="run", desc="search") as bar:
+        curve = model.tune_steps(
+            spectrum,
+            batches,
+            target,
+            lr_grid=lrs,
+            momentum_grid=momenta,
+            search=lr_search,
+            precond_power=precond_power if optimizer == "precond" else 0.0,
+            ema_decay=ema_decay if optimizer == "ema" else 0.0,
+            max_steps=max_steps,
+            on_run=bar.update,
+        )
     if not np.isfinite(curve.loss_at_steps).any():
         limit = model.largest_stable_learning_rate(spectrum, precond_power if optimizer == "precond" else 0.0)
         raise InputError(

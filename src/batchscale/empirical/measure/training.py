@@ -20,6 +20,7 @@ from batchscale.empirical.gradients import (
     two_batch_step_estimates,
 )
 from batchscale.errors import require
+from batchscale.progress import counter
 
 Progress = Callable[[str], None]
 
@@ -245,27 +246,32 @@ def measure_along_training(
 
     ``every=None``: measure once, at the end of training; else at step 0, every ``every`` steps and at
     the end. A model with stochastic layers (Dropout) is measured in eval mode (:func:`measuring_mode`).
-    A diverged run ends the list with ``(checkpoint, [])``. ``progress`` hears of the training
-    every 10% of the run (or every ``every`` steps).
+    A diverged run ends the list with ``(checkpoint, [])``. ``progress`` gets a counter of the training
+    steps with an ETA (:func:`batchscale.progress.counter`), advanced every 10% of the run (or every
+    ``every`` steps), and a line if the run diverges.
     """
     require(every is None or every >= 1, f"--every must be >= 1, got {every}")
     steps = training.steps
     out: list[tuple[Checkpoint, list[R]]] = []
-    for point in sgd_checkpoints(
+    checkpoints = sgd_checkpoints(
         setup,
         training,
         every=every if every is not None else max(1, steps // 10),
         ema_small=ema_small,
         ema_decay=ema_decay,
-    ):
-        if steps and point.step:
-            progress(f"  step {point.step}/{steps}  batch loss {point.batch_loss:.4g}  {point.status}")
-        if point.status != "ok":
-            out.append((point, []))
-            break
-        if every is not None or point.step == steps:
-            with measuring_mode(setup.model):
-                out.append((point, list(measure_at(point))))
+    )
+    with counter(progress, steps, unit="step", desc="train") as bar:
+        for point in checkpoints:
+            if steps and point.step:
+                bar.set_postfix_str(f"batch loss {point.batch_loss:.4g}", refresh=False)
+                bar.update(point.step - bar.n)
+            if point.status != "ok":
+                progress(f"  step {point.step}/{steps}: {point.status} (batch loss {point.batch_loss:.4g})")
+                out.append((point, []))
+                break
+            if every is not None or point.step == steps:
+                with measuring_mode(setup.model):
+                    out.append((point, list(measure_at(point))))
     return out
 
 

@@ -33,6 +33,7 @@ from batchscale.empirical.store import (
 )
 from batchscale.empirical.sweep.rounds import Chain, Round
 from batchscale.empirical.trials import TrainConfig, TrialResult
+from batchscale.progress import counter
 
 LEASE_SECONDS = 120.0  # a claim's lifetime; renewed every LEASE_SECONDS / 4 while its chunk runs
 POLL_SECONDS = 2.0  # how often a sweep looks for rows of trials another sweep is training
@@ -151,11 +152,12 @@ def run_chains(
     runner = _Runner(store, executor, threads, prune, progress, session or uuid.uuid4().hex[:12])
     states = [_ChainState(name, chain) for name, chain in chains.items()]
     try:
-        for state in states:
-            runner.advance(state)
-        while runner.queue or runner.running or runner.watched:
-            runner.submit_ready()
-            runner.collect()
+        with counter(progress, None, unit="trial", desc="trials") as runner.bar:
+            for state in states:
+                runner.advance(state)
+            while runner.queue or runner.running or runner.watched:
+                runner.submit_ready()
+                runner.collect()
     finally:
         store.release(runner.owner)
     return {s.name: s.rows or [] for s in states}, runner.stats()
@@ -188,6 +190,8 @@ class _Runner:
         self.started = time.monotonic()
         self._serial = itertools.count()
         self._renewed = self._polled = self._reported = time.monotonic()
+        self.bar: Any = None  # the progress counter of trials to train (set by run_chains)
+        self.to_train = 0  # trials found missing in the store so far (the counter's total)
 
     def advance(self, state: _ChainState, results: dict[str, TrialResult] | None = None) -> None:
         """Feed ``results`` to the chain and queue the missing trials of its next round(s)."""
@@ -209,6 +213,8 @@ class _Runner:
             missing = [t for t in configs if t.trial_id() not in state.results]
             if missing:
                 state.pending = {t.trial_id() for t in missing}
+                self.to_train += len(missing)
+                self.bar.set_total(self.to_train)
                 prune = self.prune and state.round_.prune
                 self.queue.extend(_Job(state, chunk, prune) for chunk in chunks_of(missing))
                 return
@@ -218,7 +224,9 @@ class _Runner:
         """Use stored rows as results of ``state``'s round."""
         for trial_id, record in records.items():
             state.results[trial_id] = TrialResult.from_dict(record.result_dict())
-            state.pending.discard(trial_id)
+            if trial_id in state.pending:
+                state.pending.discard(trial_id)
+                self.bar.update()  # stored meanwhile (by another sweep): settled without training
         self.reused += len(records)
 
     def claim(self, state: _ChainState, chunk: Sequence[TrainConfig], prune: bool,
@@ -296,11 +304,13 @@ class _Runner:
                 finished_at=message["finished_at"], versions=message["versions"], session=self.session,
             ))
             job.stored.add(message["trial_id"])
+            self.bar.update()
 
     def finish(self, job: _Job, out: Mapping[str, Any]) -> None:
         """Store the chunk's remaining results; advance its chain when its round is complete."""
         _store_chunk(self.store, job.chunk, out, self.session, job.state.results, skip=job.stored)
         self.trained += len(job.chunk)
+        self.bar.update(len(job.chunk) - len(job.stored))
         self.say(_chunk_message(job.state.name, job.chunk, out, time.monotonic() - self.started))
         job.state.pending.difference_update(t.trial_id() for t in job.chunk)
         if not job.state.pending:

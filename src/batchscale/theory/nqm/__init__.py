@@ -64,6 +64,7 @@ from batchscale.theory.nqm.tuning import (
     TunedCurve,
     decade_grid,
     memory_estimate,
+    planned_runs,
     searched_settings,
     tune_steps,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "information_bound_loss",
     "largest_stable_learning_rate",
     "memory_estimate",
+    "planned_runs",
     "momentum_second_moment",
     "momentum_stationary_moments",
     "power_sequence",

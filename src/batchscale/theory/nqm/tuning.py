@@ -8,6 +8,7 @@ golden-section refinement seeded by neighbouring settings' certified steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -98,6 +99,7 @@ def tune_steps(
     precond_power: float = 0.0,
     ema_decay: float = 0.0,
     max_steps: int = DEFAULT_MAX_STEPS,
+    on_run: Callable[[], None] | None = None,
 ) -> TunedCurve:
     """Fewest steps to ``target`` per batch size over the learning rate (and momentum), Zhang et al. Sec. 3.
 
@@ -108,7 +110,8 @@ def tune_steps(
     bounds); for momentum alternate ``MOMENTUM_ROUNDS`` times with log(1 - beta) at fixed effective
     learning rate eta/(1 - beta) (inside the momentum bounds; eta may then leave the lr bounds). The
     objective is the interpolated crossing time (:class:`StepsResult`); the best point seen is kept, so
-    without momentum the result is never worse than grid search.
+    without momentum the result is never worse than grid search. ``on_run()`` (progress) is called after
+    each vectorised evaluation, of which there are at most :func:`planned_runs`.
     """
     require(search in SEARCHES, f"unknown search {search!r}; expected one of {', '.join(SEARCHES)}")
     batch = np.asarray(batch_sizes, dtype=float).ravel()
@@ -124,7 +127,10 @@ def tune_steps(
 
     def run(b, lr, beta, race=None, guess=None, probes=None, above=None):
         hints = {"race": race, "guess": guess, "probes": probes, "above": above}
-        return steps_to_target(spectrum, b, lr, target, momentum=beta, **hints, **fixed)
+        result = steps_to_target(spectrum, b, lr, target, momentum=beta, **hints, **fixed)
+        if on_run is not None:
+            on_run()
+        return result
 
     if search == "continuous" and momenta is not None:  # 1-D: the full grid is cheap, start from it
         lrs, momenta = _coarse(lrs, COARSE_LR_POINTS), _coarse(momenta, COARSE_MOMENTUM_POINTS)
@@ -154,6 +160,13 @@ def tune_steps(
         search=search,
         max_steps=int(max_steps),
     )
+
+
+def planned_runs(search: str, momentum: bool) -> int:
+    """Vectorised evaluations :func:`tune_steps` makes at most: the grid, the golden-section steps of each
+    axis of each round (``search='continuous'``), the final evaluation."""
+    axes = (2 * MOMENTUM_ROUNDS if momentum else 1) if search == "continuous" else 0
+    return 2 + axes * (1 + GOLDEN_ITERATIONS)
 
 
 # Peak bytes of tune_steps per (searched setting, bin) (screening every setting at once) and per bin (the
