@@ -177,7 +177,8 @@ def _model_command(b_noise, b_simple, s_min, e_min, batch_sizes, critical_fracti
         columns[1:1] = ["steps_model", "examples_model"]
     emit(rows, fmt, columns if fmt == "table" else None)
     if plot_path:
-        _plot(plot_path, batches, ratio_s if s_min is None else ratio_s * s_min, None, regimes, b_crit)
+        _plot(plot_path, batches, ratio_s if s_min is None else ratio_s * s_min, None, regimes, b_crit,
+              units="(S_min = 1)" if s_min is None else "")
         progress(f"wrote {plot_path}")
 
 
@@ -218,7 +219,7 @@ def _fit_command(curve_path, where, steps_column, bootstrap, seed, critical_frac
         click.echo(_fit_summary(fit, analysis))
     emit(rows, fmt, FIT_TABLE_COLUMNS if fmt == "table" else None)
     if plot_path:
-        _plot(plot_path, batches, steps, fitted, analysis.regimes, fit.b_crit)
+        _plot(plot_path, batches, steps, fitted, analysis.regimes, fit.b_crit, source=Path(curve_path).name)
         progress(f"wrote {plot_path}")
 
 
@@ -343,16 +344,22 @@ def _number(value: Any, column: str, path: str) -> float:
     return number
 
 
-def _plot(path, batches, steps, fitted, regimes, b_crit) -> None:
-    from batchscale.report.plots import plot_steps_vs_batch
+def _plot(path, batches, steps, fitted, regimes, b_crit, source=None, units="") -> None:
+    """S(B) and E(B) side by side: the model alone, or the input curve (``source``) and its fit."""
+    from batchscale.report.plots import plot_steps_and_examples
 
-    label = "measured" if fitted is not None else "model S(B)"
-    lines = {} if fitted is None else {"fit S_min (1 + B_crit/B)": {"batch_size": batches, "steps": fitted}}
-    plot_steps_vs_batch(
+    model = "McCandlish et al. model S_min (1 + B_crit/B)"
+    if fitted is None:
+        curves = {model: {"steps": list(steps), "style": {"marker": ""}}}
+    else:
+        curves = {f"input curve ({source})": {"steps": list(steps)},
+                  f"fit: {model}": {"steps": list(fitted), "style": {"marker": "", "lw": 1.5}}}
+    plot_steps_and_examples(
         path,
-        {label: {"batch_size": batches, "steps": list(steps)}},
+        batches,
+        curves,
         regimes=list(regimes),
         title="Gradient-noise-scale model (McCandlish et al. 2018)",
-        lines=lines,
         vlines={f"B_crit = {b_crit:.3g}": b_crit},
+        units=units,
     )

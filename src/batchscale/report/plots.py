@@ -7,9 +7,10 @@ directory, and closes its figure.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -166,6 +167,59 @@ def plot_steps_vs_batch(
     _save(fig, path)
 
 
+def plot_steps_and_examples(
+    path: str | Path,
+    batch_sizes: Sequence[float],
+    curves: Mapping[str, Mapping[str, Any]],
+    *,
+    regimes: Sequence[str] | None = None,
+    vlines: Mapping[str, float] | None = None,
+    title: str = "",
+    units: str = "",
+) -> None:
+    """Steps S(B) and examples E(B) = B S(B) to the target side by side (log-log), one colour per curve.
+
+    ``curves`` maps a label to ``{"steps": [...]}`` (one value per batch size; inf/nan: not reached, left
+    out) and optional ``"style"`` (matplotlib keywords, e.g. ``{"marker": ""}`` for a model line). Each
+    panel shades the regime of each batch size (``regimes``, e.g. of the fitted curve), marks ``vlines``
+    (e.g. B_crit) and draws perfect scaling through the first curve's smallest batch: S proportional to 1/B
+    on the left, E constant on the right. ``units`` is appended to both axis labels (e.g. "(x S_min)").
+    """
+    path = _checked_path(path)
+    require(len(curves) > 0, "no curves to plot")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.6))
+    b = np.asarray(batch_sizes, dtype=float)
+    for k, ax in enumerate(axes):
+        if regimes is not None:
+            _shade_regimes(ax, batch_sizes, regimes, set())
+        for i, (label, curve) in enumerate(curves.items()):
+            steps = np.asarray(curve["steps"], dtype=float)
+            x, y, _ = _finite_xy(b, steps if k == 0 else steps * b)
+            style = {"marker": "o", "ms": 4, "ls": "-", "color": f"C{i}", **dict(curve.get("style", {}))}
+            ax.plot(x, y, label=label, **style)
+            if i == 0 and x.size:
+                ideal = y[0] * x[0] / x if k == 0 else np.full_like(x, y[0])
+                keep = ideal >= y.min() / 4  # down to a quarter of the lowest point
+                ax.plot(x[keep], ideal[keep], "--", color="0.45", lw=1,
+                        label="perfect scaling (S x B constant)")
+        for j, (label, value) in enumerate((vlines or {}).items()):
+            if np.isfinite(value) and value > 0:
+                colour = "0.15" if j == 0 else f"C{len(curves) + j}"
+                ax.axvline(value, ls=":", lw=1.5, color=colour, label=label)
+        name = "steps to target S(B)" if k == 0 else "examples to target E(B) = B S(B)"
+        _log_axes(ax, "batch size B", f"{name} {units}".strip())
+        ax.set_title("fewer steps with bigger batches ..." if k == 0 else "... at the cost of more examples",
+                     fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95 if title else 1))
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
 def _draw_steps_curve(ax: Any, label: str, curve: Mapping[str, Sequence], colour: str) -> None:
     x, y, missing = _finite_xy(curve["batch_size"], curve["steps"])
     err = _bars(curve, "steps_err", "steps_low", "steps_high", x, y)
@@ -285,8 +339,8 @@ def plot_heatmap(
     bar.set_label(value_label)
     if diverged is not None:
         _mark_diverged(ax, np.asarray(diverged, dtype=bool), z.shape)
-    ax.set_xticks(range(len(x_values)), [_tick(v) for v in x_values], rotation=45, ha="right")
-    ax.set_yticks(range(len(y_values)), [_tick(v) for v in y_values])
+    ax.set_xticks(range(len(x_values)), _ticks(x_values), rotation=45, ha="right")
+    ax.set_yticks(range(len(y_values)), _ticks(y_values))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -303,11 +357,27 @@ def _mark_diverged(ax: Any, diverged: np.ndarray, shape: tuple[int, ...]) -> Non
         ax.plot(j, i, "x", color="black", ms=8, mew=2)
 
 
-def _tick(value: float) -> str:
-    value = float(value)
-    if value.is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    return f"{value:.3g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.1e}"
+def _ticks(values: Sequence[float]) -> list[str]:
+    """Tick labels in one format for the whole axis: integers; else powers of two as 2^k (a log-spaced
+    grid of rates); else 3 significant digits when every value lies in [0.001, 10^4) (or is 0); else
+    scientific notation with 2 significant digits."""
+    v = [float(x) for x in values]
+    if all(x.is_integer() and abs(x) < 1e6 for x in v):
+        return [str(int(x)) for x in v]
+    if all(_is_power_of_two(np.asarray(v))):
+        return [f"$2^{{{round(math.log2(x))}}}$" for x in v]
+    if all(x == 0 or 1e-3 <= abs(x) < 1e4 for x in v):
+        return [f"{x:.3g}" for x in v]
+    return [f"{x:.1e}" for x in v]
+
+
+class Marks(NamedTuple):
+    """Points of a series that a figure cannot draw as values, shown anyway: ``x`` positions marked along
+    the bottom edge of the axes in the series' colour, named in the legend by ``label`` (e.g. a value
+    predicted to be exactly 0 on a log axis, or an estimate that is undefined there)."""
+
+    x: Sequence[float]
+    label: str
 
 
 def plot_series(
@@ -322,40 +392,131 @@ def plot_series(
     logy: bool = False,
     yerr: Mapping[str, Sequence[float] | Sequence[Sequence[float]]] | None = None,
     vlines: Mapping[str, float] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float], str]] | None = None,
+    marks: Mapping[str, Marks] | None = None,
+    hlines: Mapping[str, float] | None = None,
+    legend_outside: bool = False,
 ) -> None:
     """Lines ``ys[label]`` against ``x`` (e.g. predicted and measured quantities vs batch size).
 
-    Non-finite points are skipped (and non-positive ones on a log axis); ``yerr[label]`` gives optional
-    error bars for a line: n symmetric errors (one sigma), or a (2, n) array of distances below and above
-    each point (asymmetric, e.g. a bootstrap interval); a missing (None/NaN) error draws no bar, and on a
-    log axis a bar reaching zero is cut just above it. ``vlines`` maps a label to an x marked by a dotted
-    vertical line.
+    Non-finite points are skipped (and non-positive ones on a log axis); the line joins the points on
+    either side of a skipped one. ``yerr[label]`` gives optional error bars for a line: n symmetric errors
+    (one sigma), or a (2, n) array of distances below and above each point (asymmetric, e.g. a bootstrap
+    interval); a missing (None/NaN) error draws no bar, and on a log axis a bar reaching zero is cut just
+    above it. ``vlines`` / ``hlines`` map a label to an x / y marked by a dotted line.
+
+    For figures a paper would print: ``styles[label]`` overrides the matplotlib style of a line (e.g.
+    ``{"color": "C0", "ls": "--", "marker": ""}``, so a prediction and its measurement share a colour);
+    ``bands[label] = (low, high, band_label)`` shades an interval around line ``label`` in its colour
+    where both bounds are known (an infinite upper bound reaches the top of the axes); ``marks[label]``
+    (:class:`Marks`) shows points that cannot be drawn; ``legend_outside`` puts the legend right of the
+    axes, off the data.
     """
     path = _checked_path(path)
     require(len(ys) > 0, "no series to plot")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5 if legend_outside else 6.5, 4.5))
+    draw_series(ax, x, ys, logx=logx, logy=logy, yerr=yerr, vlines=vlines, styles=styles, bands=bands,
+                marks=marks, hlines=hlines)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _legend(ax, legend_outside)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_panels(path: str | Path, panels: Sequence[Mapping[str, Any]], *, title: str = "") -> None:
+    """Panels side by side, each drawn by :func:`draw_series`: a panel maps ``x``, ``ys``, ``xlabel``,
+    ``ylabel`` and optionally ``title`` and any keyword of :func:`draw_series`; legends sit below the
+    panels, off the data."""
+    path = _checked_path(path)
+    require(len(panels) > 0, "no panels to plot")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        spec = dict(panel)
+        xlabel, ylabel, panel_title = spec.pop("xlabel"), spec.pop("ylabel"), spec.pop("title", "")
+        draw_series(ax, spec.pop("x"), spec.pop("ys"), **spec)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if panel_title:
+            ax.set_title(panel_title, fontsize=10)
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=1)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def _legend(ax: Any, outside: bool) -> None:
+    if outside:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    else:
+        ax.legend(fontsize=8)
+
+
+def draw_series(
+    ax: Any,
+    x: Sequence[float],
+    ys: Mapping[str, Sequence[float]],
+    *,
+    logx: bool = False,
+    logy: bool = False,
+    yerr: Mapping[str, Any] | None = None,
+    vlines: Mapping[str, float] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float], str]] | None = None,
+    marks: Mapping[str, Marks] | None = None,
+    hlines: Mapping[str, float] | None = None,
+) -> None:
+    """The lines, bands, marks and reference lines of :func:`plot_series` on the axes ``ax``."""
     xa = np.asarray(x, dtype=float)
+    colours: dict[str, Any] = {}
     for label, y in ys.items():
         ya = np.asarray(y, dtype=float)
         require(ya.shape == xa.shape, f"series {label!r} has {ya.size} values for {xa.size} x values")
         ok = _plottable(xa, logx) & _plottable(ya, logy)
         err = None if yerr is None or label not in yerr else _error_bars(yerr[label], ya, ok, logy, label)
-        ax.errorbar(xa[ok], ya[ok], yerr=err, fmt="o-", ms=4, capsize=2, label=label)
+        style = {"marker": "o", "ls": "-", "ms": 4, "capsize": 2, **dict((styles or {}).get(label, {}))}
+        drawn = ax.errorbar(xa[ok], ya[ok], yerr=err, label=label, **style)
+        colours[label] = drawn.lines[0].get_color()
+    extra = len(ys)
+    for i, (label, value) in enumerate((hlines or {}).items()):
+        if np.isfinite(value) and (value > 0 or not logy):
+            ax.axhline(value, ls=":", lw=1.2, color="0.35" if i == 0 else f"C{extra + i}", label=label)
+    extra += len(hlines or {})
     for i, (label, value) in enumerate((vlines or {}).items()):
         if np.isfinite(value) and (value > 0 or not logx):
-            ax.axvline(value, ls=":", lw=1.5, color=f"C{len(ys) + i}", label=label)
+            ax.axvline(value, ls=":", lw=1.5, color=f"C{extra + i}", label=label)
     if logx:
         ax.set_xscale("log", base=2 if np.all(_is_power_of_two(xa)) else 10)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    _save(fig, path)
+    for label, (low, high, band_label) in (bands or {}).items():
+        _band(ax, xa, low, high, colours[label], band_label, logy)
+    for label, mark in (marks or {}).items():
+        if len(mark.x):
+            at = np.asarray(mark.x, dtype=float)
+            ax.plot(at, np.zeros(at.size), "x", color=colours.get(label, "k"), ms=7, mew=1.8, clip_on=False,
+                    transform=ax.get_xaxis_transform(), label=mark.label)
+
+
+def _band(ax: Any, x: np.ndarray, low: Sequence, high: Sequence, colour: Any, label: str, log: bool) -> None:
+    """Shade low..high where both are known; an infinite high reaches the top of the axes."""
+    lo = np.array([np.nan if v is None else v for v in low], dtype=float)
+    hi = np.array([np.nan if v is None else v for v in high], dtype=float)
+    bottom, top = ax.get_ylim()
+    finite = hi[np.isfinite(hi)]
+    if finite.size:  # the whole band in view
+        top = max(top, float(finite.max()) * (1.15 if log else 1.0))
+    hi = np.where(np.isposinf(hi), top, hi)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(lo) & np.isfinite(hi) & (hi >= lo) & ((lo > 0) if log else True)
+    if ok.any():
+        ax.fill_between(x, lo, hi, where=ok, color=colour, alpha=0.18, lw=0, label=label)
+    ax.set_ylim(bottom, top)
 
 
 def _error_bars(err, y: np.ndarray, ok: np.ndarray, log: bool, label: str) -> np.ndarray:

@@ -77,7 +77,7 @@ def accumulation(
     rows = [r if isinstance(r, dict) else r.as_row() for r in results]
     emit(with_config(rows, setup, fmt), fmt)
     if plot_path and rows and "status" not in rows[0]:
-        from batchscale.report.measure_plots import plot_accumulation_memory
+        from batchscale.report.measure_plots import plot_accumulation
 
-        plot_accumulation_memory(plot_path, results)
+        plot_accumulation(plot_path, results)
         wrote(plot_path)
