@@ -56,9 +56,12 @@ def measuring_point(rows: Sequence[Mapping[str, Any]], wanted: int) -> tuple[int
     return int(row["batch_size"]), float(row["learning_rate"]), int(math.ceil(row["steps"]))
 
 
-def reference_run(opts: Options, sweep: Any) -> dict[str, Any] | None:
+def reference_run(opts: Options, sweep: Any, *, also_at: Sequence[int] = ()) -> dict[str, Any] | None:
     """Train the reference run and measure what the model needs (see the module docstring); None when
-    SGD reached the target at no batch size or the run diverged."""
+    SGD reached the target at no batch size or the run diverged.
+
+    ``also_at``: further steps (0..S_ref) where the spectra are measured too, under ``"spectra"`` by step
+    (a sensitivity check: the claim's model uses the half-way ones, ``"spectrum"``)."""
     from batchscale.empirical.measure import Training, build_setup
     from batchscale.empirical.measure.training import measuring_mode, sgd_checkpoints, train_loss
     from batchscale.empirical.spectrum import network_spectrum
@@ -74,20 +77,24 @@ def reference_run(opts: Options, sweep: Any) -> dict[str, Any] | None:
                            "examples": setup.population, "n_train": int(setup.workload.n_train),
                            "seed": opts.seed, "floor": 0.0}
     opts.say(f"nqm-transfer: SGD reference run, batch {batch}, lr {lr:.4g}, {steps} steps; spectra at {half}")
+    spectra: dict[int, Any] = {}
     for cp in sgd_checkpoints(setup, Training(steps, lr, batch, opts.seed), every=1):
         if cp.status != "ok":
             return None
         with measuring_mode(setup.model):
             if cp.step == 0:
                 out["initial_loss"] = train_loss(setup)
-            if cp.step == half:
+            if cp.step == half or cp.step in also_at:
                 spec = network_spectrum(setup.model, setup.loss_fn, setup.x, setup.y, seed=opts.seed,
                                         **SPECTRUM[opts.quick])
-                out["spectrum"] = spec.as_dict()
-                opts.say(f"nqm-transfer: top eigenvalue {spec.top_curvature[0]:.4g}, tr(Sigma) "
-                         f"{spec.trace_sigma:.4g}, {spec.hvps} Hessian-vector products")
+                spectra[cp.step] = spec.as_dict()
+                opts.say(f"nqm-transfer: step {cp.step}: top eigenvalue {spec.top_curvature[0]:.4g}, "
+                         f"tr(Sigma) {spec.trace_sigma:.4g}, {spec.hvps} Hessian-vector products")
             if cp.step == steps:
                 out["target_loss"] = train_loss(setup)
+    out["spectrum"] = spectra[half]
+    if also_at:
+        out["spectra"] = spectra
     return out
 
 
