@@ -89,8 +89,9 @@ def test_advise_on_a_user_model_full_run(tmp_path, monkeypatch):
     (tmp_path / "advise_user_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     plot, report, db = tmp_path / "advice.png", tmp_path / "advice.md", tmp_path / "probe.sqlite"
-    args = ["advise", "--workload", "advise_user_models:make", "-W", "n_train=600", "--budget-steps", "8",
-            "--checkpoints", "4", "--lr-probe-steps", "3", "--device-memory", "1e-5", "--train-steps", "40",
+    args = ["advise", "--workload", "advise_user_models:make", "-W", "n_train=600", "--budget-steps", "6",
+            "--checkpoints", "3", "--max-examples", "64", "--lr-probe-steps", "3", "--device-memory", "1e-5",
+            "--train-steps", "40",
             "--db", str(db), "--plot", str(plot), "--report", str(report), "--format", "json"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output

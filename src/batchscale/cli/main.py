@@ -37,7 +37,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Train many runs: steps-to-target per batch size, LR x batch grids.",
     ),
     "runs": ("batchscale.cli.runs:runs", "Inspect and export a sweep's results database."),
-    "advise": ("batchscale.cli.advise:advise", "Which batch size for my model: measured B_crit, S(B), E(B)."),
+    "advise": (
+        "batchscale.cli.advise:advise",
+        "Which batch size and learning rate for my model: measured B_crit, S(B), E(B).",
+    ),
     "verify": (
         "batchscale.cli.verify:verify",
         "Check each claim: theory's prediction vs a measurement, with a verdict.",

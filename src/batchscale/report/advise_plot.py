@@ -21,6 +21,8 @@ RANGE_COLOURS = {"fewest steps within +20% examples": "#fee8c8", "fewest example
 
 
 def _run_panel(ax: Any, advice: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     rows = [r for r in advice.measurements if r.get("step") is not None]
     good = [r for r in rows if r.get("b_simple") is not None and r["b_simple"] > 0]
     steps = np.asarray([r["step"] for r in good], dtype=float)  # (n,)
@@ -47,6 +49,9 @@ def _run_panel(ax: Any, advice: Any) -> None:
         ax.errorbar([trend.horizon], [trend.value], yerr=[[trend.value - trend.interval[0]],
                     [trend.interval[1] - trend.value]], fmt="s", color="C2", capsize=3)
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("SGD step of the short run")
     ax.set_ylabel("B_simple = tr(Sigma) / |G|^2")
     ax.grid(True, alpha=0.3)
@@ -54,6 +59,8 @@ def _run_panel(ax: Any, advice: Any) -> None:
 
 
 def _prediction_panel(ax: Any, advice: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     b_crit = advice.critical_batch_size
     b_low, b_high = advice.interval
     sizes = np.asarray([r["batch_size"] for r in advice.curve], dtype=float)  # (n,)
@@ -72,6 +79,7 @@ def _prediction_panel(ax: Any, advice: Any) -> None:
     ax.axvline(b_crit, color="0.3", ls=":", lw=1, label=f"B_crit ~ {b_crit:.3g}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ticks = [b for b in sizes if math.log2(b) % 2 == 0] or list(sizes)
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(int(b)) for b in ticks])
