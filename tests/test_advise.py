@@ -83,16 +83,14 @@ def make(n_train: int = 600, seed: int = 0) -> Workload:
 '''
 
 
-def test_advise_on_a_user_model_full_run(tmp_path, monkeypatch):
-    """A user's module outside the package, every part of advise: two-batch B_simple, the trend with a
-    horizon, the learning-rate probe through the sweep engine, memory and accumulation, plot, report."""
+def run_user_advise(tmp_path, monkeypatch, *extra: str) -> dict:
+    """advise on a user's module outside the package (-W option), with the probe, memory, plot, report."""
     (tmp_path / "advise_user_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     plot, report, db = tmp_path / "advice.png", tmp_path / "advice.md", tmp_path / "probe.sqlite"
-    args = ["advise", "--workload", "advise_user_models:make", "-W", "n_train=600", "--budget-steps", "6",
-            "--checkpoints", "3", "--max-examples", "64", "--lr-probe-steps", "3", "--device-memory", "1e-5",
-            "--train-steps", "40",
-            "--db", str(db), "--plot", str(plot), "--report", str(report), "--format", "json"]
+    args = ["advise", "--workload", "advise_user_models:make", "-W", "n_train=600", "--max-examples", "64",
+            "--lr-probe-steps", "3", "--device-memory", "1e-5", "--db", str(db), "--plot", str(plot),
+            "--report", str(report), "--format", "json", *extra]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -112,8 +110,23 @@ def test_advise_on_a_user_model_full_run(tmp_path, monkeypatch):
         fits = memory["state_bytes"] + max(memory["intercept_bytes"], 0) + memory["bytes_per_example"] * \
             plan["batch_size"] <= 1e4
         assert plan["fits"] == fits
-    assert out["trend"]["horizon"] == 40
     assert plot.stat().st_size > 0 and "learning-rate rule" in report.read_text()
+    return out
+
+
+def test_advise_on_a_user_model(tmp_path, monkeypatch):
+    """The default suite's run: two measurements (step 0 and the end), so no trend is fitted."""
+    out = run_user_advise(tmp_path, monkeypatch, "--budget-steps", "4", "--checkpoints", "1")
+    assert out["trend"]["n_points"] == 1 and not out["trend"]["defensible"]
+
+
+@pytest.mark.slow
+def test_advise_on_a_user_model_full_run(tmp_path, monkeypatch):
+    """Every part of advise on the user's module, the trend with a horizon included."""
+    out = run_user_advise(tmp_path, monkeypatch, "--budget-steps", "6", "--checkpoints", "3",
+                          "--train-steps", "40")
+    assert out["trend"]["horizon"] == 40 and out["trend"]["n_points"] == 3
+    assert math.isfinite(out["trend"]["exponent"])
 
 
 # ----------------------------------------------------------------------------------------------------
