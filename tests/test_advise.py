@@ -292,6 +292,13 @@ def test_new_options_reject_bad_values_before_training(args):
     assert result.output.count("\n") == 1 and result.output.startswith("Error:")
 
 
+def test_check_refuses_a_regression_workload_before_training():
+    result = CliRunner().invoke(cli, ["advise", "--workload", "linreg", "--check"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "classification" in result.output
+    assert "training" not in result.output
+
+
 def test_memory_fit_is_linear_for_planted_peaks():
     from batchscale.empirical.memory import upper_line
 

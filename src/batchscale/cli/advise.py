@@ -74,7 +74,7 @@ def advise(workload, workload_option, budget_steps, lr, batch_size, checkpoints,
                          lr=lr, batch_size=batch_size, checkpoints=checkpoints, max_examples=max_examples,
                          seed=seed, device=device, lr_probe_steps=lr_probe_steps,
                          lr_probe_seeds=lr_probe_seeds, device_memory_gb=device_memory,
-                         train_steps=train_steps, db=db)
+                         train_steps=train_steps, db=db, check=check)
     advice = run_advise(opts, progress=progress)
     checked = None
     if check:

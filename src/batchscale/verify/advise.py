@@ -50,7 +50,8 @@ class AdviseOptions:
     smaller batch size and ``lr_probe_seeds`` seeds (0 steps: no probe); ``device_memory_gb``: the
     device's memory, for the gradient-accumulation advice (None: not asked); ``train_steps``: the length
     of the user's full training run in steps of this run, to extrapolate B_simple to (None: not asked);
-    ``db``: results store of the probe and ``--check`` (None: a temporary one for the probe)."""
+    ``db``: results store of the probe and ``--check`` (None: a temporary one for the probe); ``check``:
+    ``--check`` will follow (its sweep needs a classification workload: checked before training)."""
 
     workload: str = "digits-mlp"
     workload_options: Mapping[str, Any] = field(default_factory=dict)
@@ -66,6 +67,7 @@ class AdviseOptions:
     device_memory_gb: float | None = None
     train_steps: int | None = None
     db: str | None = None
+    check: bool = False
 
     def __post_init__(self) -> None:
         require(self.budget_steps >= 1, f"--budget-steps must be >= 1, got {self.budget_steps}")
@@ -262,6 +264,9 @@ def advise(opts: AdviseOptions, progress: Callable[[str], None] = _quiet) -> Adv
     setup = build_setup(opts.workload, opts.workload_options, opts.device, opts.seed, None,
                         cap=opts.max_examples)
     n_train = setup.workload.n_train
+    require(not opts.check or setup.workload.loss == "cross_entropy",
+            f"--check runs the verification sweep to a test-error target, which needs a classification "
+            f"workload (cross-entropy loss); {opts.workload} has loss {setup.workload.loss}")
     training = Training(steps=opts.budget_steps, lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed)
     training.check(n_train)
     try:
