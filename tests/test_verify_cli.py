@@ -47,8 +47,18 @@ def test_unknown_claim_and_bad_options_exit_2():
         assert "Traceback" not in result.output
 
 
+def not_built() -> str:
+    """A registered claim that is not built yet (skip when every claim is built)."""
+    import pytest
+
+    names = [n for n, c in CLAIMS.items() if not c.real]
+    if not names:
+        pytest.skip("every claim is built")
+    return names[0]
+
+
 def test_a_claim_not_built_exits_1_with_json_rows():
-    result = invoke("sharpness", "--format", "json")
+    result = invoke(not_built(), "--format", "json")
     assert result.exit_code == 1
     rows = json.loads(result.stdout)
     assert [r["verdict"] for r in rows] == ["inconclusive"]
@@ -85,8 +95,9 @@ def test_report_keeps_hand_written_blocks(tmp_path):
         "<!-- claim:accounting -->\nOur own words.\n<!-- /claim:accounting -->\n"
         "<!-- results:saddle -->\nold saddle rows\n<!-- /results:saddle -->\n"
     )
-    result = invoke("sharpness", "--report", str(report))
+    name = not_built()
+    result = invoke(name, "--report", str(report))
     assert result.exit_code == 1
     text = report.read_text()
     assert "Our own words." in text and "old saddle rows" in text
-    assert "not built yet" in text.split("<!-- results:sharpness -->")[1]
+    assert "not built yet" in text.split(f"<!-- results:{name} -->")[1]

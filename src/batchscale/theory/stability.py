@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from batchscale.errors import InputError, require
+from batchscale.vocabulary import finite_population_factor
 
 
 def checked_spectrum(spectrum: Sequence[float]) -> np.ndarray:
@@ -264,6 +265,35 @@ def mean_square_critical_batch(max_stable_step_at_1: float, lambda_max: float) -
     """
     require(max_stable_step_at_1 > 0, f"max_stable_step_at_1 must be > 0, got {max_stable_step_at_1}")
     return full_batch_step_limit(lambda_max) / max_stable_step_at_1
+
+
+def curvature_noise_max_stable_step(
+    curvature: float, curvature_variance: float, batch_size: float, dataset_size: int | None = None
+) -> float:
+    r"""Largest step at which an error along the sharpest direction does not grow in mean square, on a
+    local quadratic with per-example Hessians :math:`H_i`: :math:`\eta_{max}(m) = 2\lambda/(\lambda^2 +
+    c(m)\,S^2/m)` (mean form).
+
+    Model: near the current point the error e moves by :math:`e' = (I - \eta H_B) e`,
+    :math:`H_B = \frac1m\sum_{i\in B} H_i`. From e along the top eigenvector v of
+    :math:`H = E[H_i]` (eigenvalue :math:`\lambda`, ``curvature``),
+    :math:`E|e'|^2/|e|^2 = 1 - 2\eta\lambda + \eta^2 E|H_B v|^2` and
+    :math:`E|H_B v|^2 = \lambda^2 + c(m) S^2/m`, where :math:`S^2 = E|H_i v|^2 - \lambda^2`
+    (``curvature_variance``) is the trace of the population covariance of :math:`H_i v` and c(m) the
+    finite-population factor (M - m)/(M - 1) of batches drawn without replacement from M =
+    ``dataset_size`` examples (1 with replacement: ``dataset_size`` None). The growth is below 1 iff
+    :math:`\eta < 2\lambda/(\lambda^2 + c(m)S^2/m)`. In one dimension (:math:`S^2` the variance of the
+    scalar curvatures) this is the exact mean-square stability bound of :math:`e' = (1 - \eta h_B)e`.
+    Additive gradient noise adds variance but never changes stability. The bound grows about linearly,
+    :math:`2m\lambda/S^2`, while :math:`m \ll S^2/\lambda^2` and saturates at the full-batch
+    :math:`2/\lambda` above it (exactly 2/lambda at m = M).
+    """
+    require(math.isfinite(curvature) and curvature > 0, f"curvature must be > 0, got {curvature}")
+    require(math.isfinite(curvature_variance) and curvature_variance >= 0,
+            f"curvature variance must be >= 0, got {curvature_variance}")
+    m = _checked_batch(batch_size)
+    c = 1.0 if dataset_size is None else finite_population_factor(dataset_size, int(m), "without")
+    return 2.0 * curvature / (curvature**2 + c * curvature_variance / m)
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,10 @@ CLAIMS: dict[str, Claim] = {
         ),
         _claim(
             "sharpness",
-            "Small-batch solutions are flatter (top Hessian eigenvalue) than large-batch ones.",
+            "Large-batch solutions are sharper (top Hessian eigenvalue at one training loss); the best "
+            "test accuracy over base learning rates comes at m = 2..32.",
             (KESKAR, ML),
             "sharpness",
-            needs="runs trained to one target at small and large batch, then their top Hessian eigenvalue",
         ),
     )
 }
