@@ -34,7 +34,7 @@ PAPERS: dict[str, Paper] = {
     for p in (
         Paper("masters2018", "Masters & Luschi 2018, arXiv 1804.07612",
               "test accuracy over base learning rate x batch size; the stable range narrowing with batch",
-              None),
+              "batchscale.reproduce.masters2018"),
         Paper("shallue2018", "Shallue et al. 2018, arXiv 1811.03600",
               "steps to target vs batch size with per-batch tuning: the three regimes, momentum, data size",
               None),

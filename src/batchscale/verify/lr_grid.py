@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -73,11 +73,13 @@ class Grid:
     accuracy: np.ndarray
     diverged: np.ndarray
     store: str
+    trained: int = 0  # trials this call trained (the rest were reused from the store)
+    reused: int = 0
 
     @property
     def base_rates(self) -> np.ndarray:
         """(B, R) base learning rates eta/m of every cell."""
-        r = np.asarray(self.rates)[None, :]
+        r = np.broadcast_to(np.asarray(self.rates, dtype=float), (len(self.batch_sizes), len(self.rates)))
         return r if self.loss_form == "sum" else r / np.asarray(self.batch_sizes, dtype=float)[:, None]
 
 
@@ -121,10 +123,11 @@ def run_grid(
         progress(f"grid ({workload}, {loss_form} form, {len(config.batch_sizes)} batch sizes x "
                  f"{len(config.learning_rates)} rates x {len(seeds)} seeds, {settings.epochs:g} epochs) "
                  f"in {store}")
-    cells, _ = run_seeded_grid(config, store=store, executor=ExecutorConfig(name="inline"), n_train=n_train,
-                               progress=progress)
-    return grid_of(cells, workload, options, loss_form, config.batch_sizes, config.learning_rates,
+    cells, stats = run_seeded_grid(config, store=store, executor=ExecutorConfig(name="inline"),
+                                   n_train=n_train, progress=progress)
+    grid = grid_of(cells, workload, options, loss_form, config.batch_sizes, config.learning_rates,
                    tuple(seeds), settings.epochs, store)
+    return replace(grid, trained=stats.trained, reused=stats.reused)
 
 
 def grid_of(cells: Sequence[Any], workload: str, options: Mapping[str, Any], loss_form: str,
@@ -229,3 +232,11 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     mean, sem = float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
     half = float(t.ppf(0.5 + level / 2, v.size - 1)) * sem
     return mean, mean - half, mean + half
+
+
+def rounding_half_width(x: Sequence[float], spacing: float) -> float:
+    r"""95% half-width a least-squares slope on ``x`` inherits from values rounded to a grid of
+    ``spacing``: :math:`1.96\,\delta/\sqrt{12\sum_b (x_b - \bar x)^2}` (independent uniform rounding
+    errors of width :math:`\delta`; not reduced by averaging seeds, which share the grid)."""
+    xs = np.asarray(x, dtype=float)
+    return 1.959963984540054 * spacing / math.sqrt(12 * float(np.sum((xs - xs.mean()) ** 2)))

@@ -291,14 +291,15 @@ def network_run(opts: Options, name: str, options: dict[str, Any]) -> list[Row]:
                             device=str(resolve_device(opts.device)))
     store = store_path(opts.db)
     opts.say(f"stability: divergence boundary at m = {', '.join(map(str, batches))} in {store}")
-    found, _ = run_boundary_search(search, [predict(m) for m in batches], store=store,
+    found, stats = run_boundary_search(search, [predict(m) for m in batches], store=store,
                                    executor=ExecutorConfig(name="inline"), n_train=workload.n_train,
                                    progress=opts.say)
     points = [NetworkPoint(m, predict(m), [b.boundary for b in found[m]], [b.half_width for b in found[m]])
               for m in batches]
     config = opts.config(
         CLAIM, name, workload_options=workload.options, seeds=seeds, steps=search.max_steps,
-        bisections=search.bisections, store=store, divergence="the engine's rule: non-finite training loss "
+        bisections=search.bisections, store=store, trials={"trained": stats.trained, "reused": stats.reused},
+        divergence="the engine's rule: non-finite training loss "
         "or test loss > 10x its initial value",
         per_seed=[{"lambda_max": n.eigenvalue, "mean_vHv": n.mean, "spread_S2": n.spread,
                    "along_v_variance": n.along_variance, "residual": n.residual} for n in noise],
