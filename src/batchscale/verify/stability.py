@@ -297,7 +297,8 @@ def network_run(opts: Options, name: str, options: dict[str, Any]) -> list[Row]:
     points = [NetworkPoint(m, predict(m), [b.boundary for b in found[m]], [b.half_width for b in found[m]])
               for m in batches]
     config = opts.config(
-        CLAIM, name, workload_options=workload.options, seeds=seeds, steps=search.max_steps,
+        CLAIM, name, workload_options=workload.options, n_train=workload.n_train, seeds=seeds,
+        steps=search.max_steps,
         bisections=search.bisections, store=store, trials={"trained": stats.trained, "reused": stats.reused},
         divergence="the engine's rule: non-finite training loss "
         "or test loss > 10x its initial value",
