@@ -108,3 +108,21 @@ def test_stdout_is_the_same_with_progress_silenced(command, monkeypatch, tmp_pat
     json.loads(shown.stdout)
     assert "\r" not in shown.stderr
     assert f"{bar} 100%" in shown.stderr and bar not in silent.stderr and bar not in shown.stdout
+
+
+def test_update_moments_counts_the_examples_it_draws(monkeypatch):
+    """The draws of `measure moments` (the long part after training) have their own counter."""
+    from batchscale.empirical.gradients import gradient_statistics
+    from batchscale.empirical.update_stats import update_moments
+    from batchscale.empirical.workloads import get_workload
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    wl = get_workload("linreg", spectrum=(1.0, 0.5), n_train=16, n_test=4, noise_std=0.5)
+    model = wl.model(0)
+    stats = gradient_statistics(model, wl.per_example_loss, wl.x_train, wl.y_train)
+    update_moments(model, wl.per_example_loss, wl.x_train, wl.y_train, stats=stats, batch_sizes=[1, 4],
+                   lr=0.05, draws=3, progress=REPORTER)
+    total = 2 * 2 * 3 * (1 + 4)  # samplings x forms x draws x examples per batch
+    last = stream.getvalue().splitlines()[-1]
+    assert last.startswith("draws: 100%") and f"{total}/{total}" in last

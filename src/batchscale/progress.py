@@ -33,15 +33,18 @@ LINE_SECONDS = 10.0  # non-terminal stderr: at most one progress line this often
 class _Lines:
     """A text stream for tqdm that turns its redraws into whole lines (stderr not a terminal): each write
     keeps the text after its last carriage return, without cursor moves; blank writes (clears, the
-    closing newline) write nothing."""
+    closing newline) and a line with the same counts as the last one (the bar's close) write nothing."""
 
     def __init__(self, out: TextIO):
         self.out = out
+        self.last = ""  # the counts of the last line written (a bar closing where it stood adds none)
 
     def write(self, text: str) -> None:
         meter = text.replace("\x1b[A", "").split("\r")[-1].strip()
-        if meter:
+        counts = meter.split(" [")[0]
+        if meter and counts != self.last:
             self.out.write(meter + "\n")
+            self.last = counts
 
     def flush(self) -> None:
         self.out.flush()

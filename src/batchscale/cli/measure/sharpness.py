@@ -15,12 +15,7 @@ from batchscale.cli.measure.options import (
     wrote,
 )
 from batchscale.errors import require
-
-
-def report_hvps(n: int) -> None:
-    """Progress of an eigensolver: a line every 10 Hessian-vector products."""
-    if n % 10 == 0:
-        progress(f"  {n} Hessian-vector products")
+from batchscale.progress import counter
 
 
 @click.command("sharpness")
@@ -80,17 +75,19 @@ def sharpness(
         train=(train_steps, train_lr, train_batch_size),
         method=method,
     )
-    rows = sharpness_along_training(
-        setup,
-        train,
-        method=method,
-        k=k,
-        iters=iters,
-        tol=tol,
-        every=every if during_training else None,
-        on_hvp=report_hvps,
-        progress=progress,
-    )
+    # the eigensolver stops when it converges: a count and rate of its products, no total
+    with counter(progress, None, unit="HVP", desc="Hessian-vector products") as products:
+        rows = sharpness_along_training(
+            setup,
+            train,
+            method=method,
+            k=k,
+            iters=iters,
+            tol=tol,
+            every=every if during_training else None,
+            on_hvp=lambda n: products.update(),
+            progress=progress,
+        )
     emit(with_config(rows, setup, fmt), fmt)
     if plot_path:
         from batchscale.report.measure_plots import plot_sharpness

@@ -93,6 +93,7 @@ def moments_along_training(
             draws=draws,
             seed=training.seed,
             z=z,
+            progress=progress,
         )
         return [(c, c.as_row()) for c in checks]
 
@@ -134,6 +135,7 @@ def cosine_along_training(
                 seed=training.seed,
                 z=z,
                 gram=gram,
+                progress=progress,
             )
             for c in checks:
                 row = {k: v for k, v in c.as_row().items() if k != "form"} | {"b_simple": stats.b_simple}

@@ -260,7 +260,7 @@ def measure_along_training(
         ema_small=ema_small,
         ema_decay=ema_decay,
     )
-    with counter(progress, steps, unit="step", desc="train") as bar:
+    with counter(progress if steps else None, steps, unit="step", desc="train") as bar:
         for point in checkpoints:
             if steps and point.step:
                 bar.set_postfix_str(f"batch loss {point.batch_loss:.4g}", refresh=False)

@@ -29,6 +29,7 @@ from batchscale.empirical.update_stats.checks import (
     predicted_cosine,
 )
 from batchscale.errors import require
+from batchscale.progress import counter
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ def gradient_cosine(
     gram: GramStatistics | None = None,
     samples: int = 2000,
     predictor: Callable[..., tuple[float, float]] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Check]:
     r"""Mean cos(g_B, G) over ``draws`` minibatches per m vs the predicted :math:`E[\cos(g_B, G)]`.
 
@@ -214,26 +216,28 @@ def gradient_cosine(
     generator = torch.Generator().manual_seed(seed)
     g = stats.mean_gradient
     checks = []
-    for m, (model_value, _) in zip(batch_sizes, gaussian, strict=True):
-        predicted, predicted_se = (predictor or subset_cosine)(
-            gram, m, sampling, samples=samples, seed=seed + m
-        )
-        cos = []
-        for _ in range(draws):
-            idx = draw_batch(population, m, sampling, generator).to(x.device)
-            gb = batch_gradient(model, loss_fn, x[idx], y[idx]).double()
-            cos.append(float(gb @ g / (gb.norm() * g.norm())))
-        check = cosine_check(
-            np.array(cos),
-            predicted=predicted,
-            predicted_stderr=predicted_se,
-            sampling=sampling,
-            m=m,
-            population=population,
-            z=z,
-        )
-        ratio = predicted_cosine(stats.b_simple, m, sampling, population)
-        checks.append(CosineCheck(**vars(check), gaussian_model=model_value, ratio_formula=ratio))
+    with counter(progress, draws * sum(batch_sizes), unit="example", desc="draws") as bar:
+        for m, (model_value, _) in zip(batch_sizes, gaussian, strict=True):
+            predicted, predicted_se = (predictor or subset_cosine)(
+                gram, m, sampling, samples=samples, seed=seed + m
+            )
+            cos = []
+            for _ in range(draws):
+                idx = draw_batch(population, m, sampling, generator).to(x.device)
+                gb = batch_gradient(model, loss_fn, x[idx], y[idx]).double()
+                cos.append(float(gb @ g / (gb.norm() * g.norm())))
+            bar.update(draws * m)
+            check = cosine_check(
+                np.array(cos),
+                predicted=predicted,
+                predicted_stderr=predicted_se,
+                sampling=sampling,
+                m=m,
+                population=population,
+                z=z,
+            )
+            ratio = predicted_cosine(stats.b_simple, m, sampling, population)
+            checks.append(CosineCheck(**vars(check), gaussian_model=model_value, ratio_formula=ratio))
     return checks
 
 

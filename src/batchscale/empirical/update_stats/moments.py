@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from batchscale.empirical.update_stats.checks import (
 )
 from batchscale.empirical.update_stats.cosine import GramStatistics, gram_statistics
 from batchscale.errors import require
+from batchscale.progress import counter
 
 
 def _draw_updates(
@@ -183,6 +184,7 @@ def update_moments(
     z: float = Z_TOLERANCE,
     gram: GramStatistics | None = None,
     predict_sampling: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Check]:
     r"""Measured mean and tr(Cov) of the SGD update vs their exact predictions, per form, sampling and m.
 
@@ -198,7 +200,8 @@ def update_moments(
     (no model error). Rows that hold by construction say so: m = M without replacement (the batch is the
     population), and sum-form rows when the mean form is measured on the same batches (the sum-form
     update is m times the mean-form one). ``predict_sampling`` predicts with another sampling's c(m)
-    (to plant a wrong prediction).
+    (to plant a wrong prediction). ``progress`` gets a counter of the examples drawn
+    (:func:`batchscale.progress.counter`).
     """
     population = int(x.shape[0])
     _check_common(lr, draws, forms, samplings)
@@ -213,24 +216,29 @@ def update_moments(
     gram = gram_statistics(model, loss_fn, x, y) if gram is None else gram
     checks: list[Check] = []
     generator = torch.Generator().manual_seed(seed)
-    for sampling in samplings:
-        for m in batch_sizes:
-            batches = [draw_batch(population, m, sampling, generator).to(x.device) for _ in range(draws)]
-            for form in forms:
-                updates = _draw_updates(model, loss_fn, x, y, batch_size=m, lr=lr, form=form, batches=batches)
-                checks += _moment_checks(
-                    updates,
-                    stats=stats,
-                    gram=gram,
-                    lr=lr,
-                    form=form,
-                    sampling=sampling,
-                    m=m,
-                    z=z,
-                    seed=seed + m,
-                    by_construction=form == "sum" and "mean" in forms,
-                    predict_sampling=predict_sampling,
-                )
+    total = len(samplings) * len(forms) * draws * sum(batch_sizes)
+    with counter(progress, total, unit="example", desc="draws") as bar:
+        for sampling in samplings:
+            for m in batch_sizes:
+                batches = [draw_batch(population, m, sampling, generator).to(x.device) for _ in range(draws)]
+                for form in forms:
+                    updates = _draw_updates(
+                        model, loss_fn, x, y, batch_size=m, lr=lr, form=form, batches=batches
+                    )
+                    checks += _moment_checks(
+                        updates,
+                        stats=stats,
+                        gram=gram,
+                        lr=lr,
+                        form=form,
+                        sampling=sampling,
+                        m=m,
+                        z=z,
+                        seed=seed + m,
+                        by_construction=form == "sum" and "mean" in forms,
+                        predict_sampling=predict_sampling,
+                    )
+                    bar.update(draws * m)
     return checks
 
 
