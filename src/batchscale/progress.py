@@ -87,6 +87,7 @@ class Reporter:
         tqdm.monitor_interval = 0  # no monitor thread (it outlives the command in tests and workers)
         err = sys.stderr
         terminal = _is_terminal(err)
+        known = terminal and _has_size(err)
         bar = tqdm(
             total=total,
             unit=unit,
@@ -94,7 +95,8 @@ class Reporter:
             file=err if terminal else _Lines(err),
             mininterval=0.1 if terminal else LINE_SECONDS,
             maxinterval=LINE_SECONDS,
-            dynamic_ncols=terminal,
+            dynamic_ncols=terminal and known,
+            **({} if known or not terminal else {"ncols": 100, "nrows": 20}),  # tqdm hides in a 0 x 0 pty
             ascii=not terminal,
             position=None if terminal else 0,  # lines need no stacking of nested bars
             leave=None if terminal else True,  # a terminal keeps the outermost bar only
@@ -107,6 +109,15 @@ class Reporter:
 def silenced() -> bool:
     """``TQDM_DISABLE`` is set to a true value (1, true, yes) now (tqdm itself reads it only once)."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _has_size(stream: Any) -> bool:
+    """Whether the terminal of ``stream`` reports a size (a pseudo-terminal may say 0 x 0)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 def _is_terminal(stream: Any) -> bool:
