@@ -41,9 +41,11 @@ def list_papers() -> None:
               "store of `sweep` and `verify`]; a re-run trains nothing new, an interrupted one resumes.")
 @click.option("--workload", default=None,
               help="Workload for papers that train (built-in name or module:function).")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="shallue2018: the authors' released archive (unpacked batch_science/): Figure 1 from it.")
 @format_option()
 @seed_option
-def reproduce(paper, quick, out, seeds, db, workload, fmt, seed) -> None:
+def reproduce(paper, quick, out, seeds, db, workload, data, fmt, seed) -> None:
     """Rerun a paper's central result and write a report with a verdict per statement.
 
     PAPER is one of the names of `batchscale reproduce list`. The report (DIR/report.md) opens with the
@@ -58,7 +60,10 @@ def reproduce(paper, quick, out, seeds, db, workload, fmt, seed) -> None:
         return
     check_paper(paper)
     folder = Path(out) if out else Path(f"reproduction-{paper}")
-    options = Options(out=folder, quick=quick, seeds=seeds, seed=seed, db=db, workload=workload,
+    if data is not None and paper != "shallue2018":
+        progress(f"{paper}: --data ignored (only shallue2018 reads released data)")
+        data = None
+    options = Options(out=folder, quick=quick, seeds=seeds, seed=seed, db=db, workload=workload, data=data,
                       progress=progress)
     start = time.monotonic()
     resume = (f"the trials finished so far are stored in {options.store}; run the same command again to "

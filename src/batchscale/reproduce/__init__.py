@@ -36,8 +36,8 @@ PAPERS: dict[str, Paper] = {
               "test accuracy over base learning rate x batch size; the stable range narrowing with batch",
               "batchscale.reproduce.masters2018"),
         Paper("shallue2018", "Shallue et al. 2018, arXiv 1811.03600",
-              "steps to target vs batch size with per-batch tuning: the three regimes, momentum, data size",
-              None),
+              "steps to target vs batch size with per-batch tuning: the three regimes, momentum, data size; "
+              "--data DIR: Figure 1 from the authors' released archive", "batchscale.reproduce.shallue2018"),
         Paper("mccandlish2018", "McCandlish et al. 2018, arXiv 1812.06162",
               "B_simple along training, steps-examples Pareto curves, B_crit vs target", None),
         Paper("zhang2019", "Zhang et al. 2019, arXiv 1907.04164",

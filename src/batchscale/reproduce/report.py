@@ -32,6 +32,7 @@ class Options:
     seed: int = 0
     db: str | None = None
     workload: str | None = None
+    data: str | None = None  # a folder of released data, for the papers that read one (shallue2018)
     progress: Callable[[str], None] | None = field(default=None, compare=False)
 
     def say(self, message: str) -> None:

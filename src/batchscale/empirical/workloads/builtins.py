@@ -95,25 +95,44 @@ def as_tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def digits_mlp_workload(*, test_fraction: float = 0.2, hidden: Sequence[int] | int = (128, 128)) -> Workload:
-    """scikit-learn digits (8x8, standardised, stratified split) with a ReLU MLP 64-hidden-10."""
-    from batchscale.empirical.data.digits import load_digits_arrays
-
-    arrays = load_digits_arrays(as_fraction("test_fraction", test_fraction))
+def digits_mlp_workload(
+    *, test_fraction: float = 0.2, hidden: Sequence[int] | int = (128, 128), train_fraction: float = 1.0
+) -> Workload:
+    """scikit-learn digits (8x8, standardised, stratified split) with a ReLU MLP 64-hidden-10;
+    ``train_fraction`` < 1 keeps the first part of the training set (:func:`digits_arrays`)."""
+    arrays = digits_arrays(test_fraction, train_fraction)
     make = partial(models.make_mlp, in_dim=64, hidden=as_ints("hidden", hidden), out_dim=10)
     return Workload("digits-mlp", make, *tensors(arrays), info={"n_classes": 10})
 
 
-def digits_cnn_workload(*, test_fraction: float = 0.2, channels: Sequence[int] | int = (16, 32)) -> Workload:
+def digits_cnn_workload(
+    *, test_fraction: float = 0.2, channels: Sequence[int] | int = (16, 32), train_fraction: float = 1.0
+) -> Workload:
     """scikit-learn digits as 1x8x8 images with a small conv net (3x3 conv + 2x2 pool per entry of
-    ``channels``, dense 64, linear 10)."""
-    from batchscale.empirical.data.digits import load_digits_arrays
-
-    arrays = load_digits_arrays(as_fraction("test_fraction", test_fraction))
+    ``channels``, dense 64, linear 10); ``train_fraction`` as for ``digits-mlp``."""
+    arrays = digits_arrays(test_fraction, train_fraction)
     make = partial(
         models.make_cnn2d, in_channels=1, size=8, channels=pooled_channels(channels, 8), dense=64, out_dim=10
     )
     return Workload("digits-cnn", make, *tensors(arrays), info={"n_classes": 10})
+
+
+def digits_arrays(test_fraction: Any, train_fraction: Any) -> Arrays:
+    """The digits split of ``test_fraction``, its training set cut to its first
+    :func:`digits_kept` examples (the split is shuffled and stratified, so a prefix keeps the classes
+    about balanced); the test set is unchanged, so targets compare across training-set sizes."""
+    from batchscale.empirical.data.digits import load_digits_arrays
+
+    arrays = load_digits_arrays(as_fraction("test_fraction", test_fraction))
+    keep = digits_kept(len(arrays.x_train), train_fraction)
+    return Arrays(arrays.x_train[:keep], arrays.y_train[:keep], arrays.x_test, arrays.y_test)
+
+
+def digits_kept(n_train: int, train_fraction: Any) -> int:
+    """round(train_fraction x n_train) training examples kept, train_fraction in (0, 1]."""
+    fraction = as_float("train_fraction", train_fraction, 0.0, strict=True)
+    require(fraction <= 1.0, f"option train_fraction={train_fraction!r} must lie in (0, 1]")
+    return max(1, round(fraction * n_train))
 
 
 def pooled_channels(channels: Any, size: int) -> tuple[int, ...]:
@@ -187,9 +206,10 @@ def mnist1d_train_size(options: Mapping[str, Any]) -> int:
 
 
 def digits_train_size(options: Mapping[str, Any]) -> int:
-    """1797 - ceil(test_fraction * 1797): scikit-learn's split of the 1797 digits."""
+    """round(train_fraction x (1797 - ceil(test_fraction x 1797))): scikit-learn's split of the 1797
+    digits, of which the first ``train_fraction`` are kept."""
     fraction = as_fraction("test_fraction", options["test_fraction"])
-    return DIGITS_EXAMPLES - math.ceil(fraction * DIGITS_EXAMPLES)
+    return digits_kept(DIGITS_EXAMPLES - math.ceil(fraction * DIGITS_EXAMPLES), options["train_fraction"])
 
 
 def n_train_option(options: Mapping[str, Any]) -> int | None:
