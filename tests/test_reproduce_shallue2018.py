@@ -20,7 +20,7 @@ from batchscale.reproduce.report import Options, write_report
 from batchscale.theory.regimes import analyze_steps_curve
 from batchscale.verify.steps_sweep import Curve
 
-BATCHES = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCHES = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # planted curves: S_min = 100, B_crit 8..120
 
 
 def planted_steps(b_crit: float, seed: int, s_min: float = 100.0, noise: float = 0.03) -> list[list[float]]:
@@ -34,7 +34,7 @@ def planted_curve(name: str, b_crit: float, seed: int = 0, rates=None, s_min: fl
     steps = planted_steps(b_crit, seed, s_min)
     if rates is None:
         rates = [[0.1 * b / (b + b_crit)] * 3 for b in BATCHES]
-    analysis = analyze_steps_curve(BATCHES, steps, n_bootstrap=300, seed=seed)
+    analysis = analyze_steps_curve(BATCHES, steps, n_bootstrap=200, seed=seed)
     return Curve(name, BATCHES, tuple(tuple(s) for s in steps), tuple(tuple(r) for r in rates), analysis)
 
 
