@@ -266,12 +266,12 @@ def test_archive_report_from_the_cli(tmp_path):
 def stand_in_sweeps(monkeypatch):
     """run_curves replaced by planted curves: momentum and Nesterov with a larger critical batch; the
     training-set fractions with about the same one."""
-    def fake(workload, workload_options, batch_sizes, optimizers, target, settings, n_seeds, options, store):
+    def fake(workload, workload_options, batch_sizes, optimizers, target, settings, n_seeds, options, tally):
         crit = {"sgd": 12.0, "momentum": 90.0, "nesterov": 100.0}
         frac = dict(workload_options).get("train_fraction", 1.0)
         return {name: planted_curve(name, crit[name] * (1 + 0.1 * (frac < 1)),
                                     seed=len(name) + int(10 * frac))
-                for name in optimizers}, []
+                for name in optimizers}
 
     monkeypatch.setattr(sh, "run_curves", fake)
 

@@ -2,8 +2,8 @@ r"""``shallue2018``: Shallue et al. 2018, "Measuring the Effects of Data Paralle
 Training" (arXiv 1811.03600), rerun at CPU scale, or recomputed from the authors' released data.
 
 **Trained** (default): steps to a test-error target vs batch size with the learning rate re-tuned per
-batch size and seed (the seeded ``batchscale sweep steps`` search, through
-:func:`batchscale.verify.sweeps.sweep_steps`, trials in the store ``--db`` so a rerun resumes), on an MLP
+batch size and seed (the seeded ``batchscale sweep steps`` search, every trial through the store ``--db``
+so a rerun resumes: :func:`batchscale.reproduce.trials.sweep_stored`), on an MLP
 and a CNN (``digits-mlp``, ``digits-cnn``) x plain SGD, heavy-ball momentum and Nesterov momentum (0.9),
 >= 3 seeds. Each curve is analysed by :func:`batchscale.theory.regimes.analyze_steps_curve` (fit of
 :math:`S(B) = S_{min}(1 + B_{crit}/B)`, seed bootstrap, regime labels with intervals). Then the
@@ -314,17 +314,21 @@ def size_row(fraction: float, part: Any, whole: Any, claimed: float = 1.0) -> Ve
 
 def run_curves(workload: str, workload_options: Mapping[str, Any], batch_sizes: Sequence[int],
                optimizers: Sequence[str], target: float, settings: Settings, n_seeds: int, options: Options,
-               store: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One seeded steps sweep (:func:`batchscale.verify.sweeps.sweep_steps`, inline, stored) and each
-    optimizer's :class:`batchscale.verify.steps_sweep.Curve`."""
+               tally: Any) -> dict[str, Any]:
+    """One seeded steps sweep (the ``batchscale sweep steps`` search, in this process, every trial through
+    the store: :func:`batchscale.reproduce.trials.sweep_stored`) and each optimizer's
+    :class:`batchscale.verify.steps_sweep.Curve` (:func:`batchscale.verify.steps_sweep.curves_of`)."""
+    from batchscale.empirical.sweep import StepsSweepConfig
+    from batchscale.reproduce.trials import sweep_stored
     from batchscale.verify.steps_sweep import curves_of
-    from batchscale.verify.sweeps import sweep_steps
 
-    rows = sweep_steps(workload, workload_options=dict(workload_options), batch_sizes=tuple(batch_sizes),
-                       optimizers=tuple(optimizers), n_seeds=n_seeds, seed=options.seed, store=store,
-                       executor="inline", progress=options.progress or False, target=target,
-                       **settings.sweep_settings())
-    return curves_of(rows, tuple(optimizers), seed=options.seed), rows
+    config = StepsSweepConfig(workload=workload, workload_options=tuple(dict(workload_options).items()),
+                              batch_sizes=tuple(batch_sizes), optimizers=tuple(optimizers),
+                              seeds=tuple(range(options.seed, options.seed + n_seeds)),
+                              data_seed=options.seed, target=target, device="cpu",
+                              **settings.sweep_settings())
+    rows, _ = sweep_stored(options, config, tally)
+    return curves_of(rows, tuple(optimizers), seed=options.seed)
 
 
 def reproduce(options: Options) -> Reproduction:
@@ -348,14 +352,14 @@ def chosen_workloads(options: Options, settings: Settings) -> tuple[str, ...]:
 
 
 def reproduce_trained(options: Options) -> Reproduction:
+    from batchscale.reproduce.trials import Tally, prepare_store
     from batchscale.verify.registry import package_versions
-    from batchscale.verify.steps_sweep import DEFAULT_STORE
 
     settings = QUICK if options.quick else FULL
     n_seeds = options.seeds or settings.seeds
     workloads = chosen_workloads(options, settings)
-    store = options.db or DEFAULT_STORE
-    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    store = prepare_store(options)
+    tally = Tally(store)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     curves: dict[str, dict[str, Any]] = {}
@@ -363,15 +367,15 @@ def reproduce_trained(options: Options) -> Reproduction:
         options.say(f"shallue2018: {w}, {', '.join(OPTIMIZERS)}, batch {settings.batch_sizes[0]}.."
                     f"{settings.batch_sizes[-1]}, target error {settings.target:g}, {n_seeds} seeds "
                     f"({store})")
-        curves[w], _ = run_curves(w, WORKLOAD_OPTIONS.get(w, {}), settings.batch_sizes, OPTIMIZERS,
-                                  settings.target, settings, n_seeds, options, store)
+        curves[w] = run_curves(w, WORKLOAD_OPTIONS.get(w, {}), settings.batch_sizes, OPTIMIZERS,
+                               settings.target, settings, n_seeds, options, tally)
     size_curves: dict[float, Any] = {}
     for f in settings.size_fractions:
         options.say(f"shallue2018: {settings.size_workload} on {f:.0%} of the training set, target error "
                     f"{settings.size_target:g}")
         wopts = {} if f == 1.0 else {"train_fraction": f}
-        c, _ = run_curves(settings.size_workload, wopts, settings.size_batch_sizes, settings.size_optimizers,
-                          settings.size_target, settings, n_seeds, options, store)
+        c = run_curves(settings.size_workload, wopts, settings.size_batch_sizes, settings.size_optimizers,
+                       settings.size_target, settings, n_seeds, options, tally)
         size_curves[f] = c[settings.size_optimizers[0]]
 
     rows: list[VerdictRow] = []
@@ -398,12 +402,12 @@ def reproduce_trained(options: Options) -> Reproduction:
     figures = (steps_figure(out, curves, settings.target), optimizers_figure(out, curves, settings.target),
                lr_figure(out, curves), size_figure(out, size_curves, settings))
     sections = (("Steps to the target per batch size (ours)", steps_section(data)),
-                ("Method, settings and sources", method_section(settings, n_seeds, workloads, store,
-                                                                options.quick)))
+                ("Method, settings and sources",
+                 method_section(settings, n_seeds, workloads, tally.text(), options.quick)))
     cfg = {"paper": PAPER, "mode": "trained", "quick": options.quick, "workloads": list(workloads),
            "optimizers": list(OPTIMIZERS), "momentum": MOMENTUM,
            "seeds": list(range(options.seed, options.seed + n_seeds)),
-           "settings": settings.__dict__, "store": store,
+           "settings": settings.__dict__, "trials": tally.as_dict(),
            "tolerances": {"match_factor": MATCH_FACTOR, "rule_band": RULE_BAND, "size_factor": SIZE_FACTOR},
            "versions": package_versions()}
     return Reproduction(PAPER, CITATION, tuple(rows), figures, sections, cfg)
@@ -442,7 +446,7 @@ def steps_section(data: Sequence[Mapping[str, Any]]) -> str:
           r["best_lr_median"], r["regime"]) for r in data])
 
 
-def method_section(settings: Settings, n_seeds: int, workloads: Sequence[str], store: str,
+def method_section(settings: Settings, n_seeds: int, workloads: Sequence[str], stored: str,
                    quick: bool) -> str:
     reduction = ""
     if quick:
@@ -458,13 +462,13 @@ def method_section(settings: Settings, n_seeds: int, workloads: Sequence[str], s
     names = ", ".join(f"`{w}`" + (f" (options {WORKLOAD_OPTIONS[w]})" if w in WORKLOAD_OPTIONS else "")
                       for w in workloads)
     return f"""Scale: CPU, the bundled 8x8 digits (1437 training, 360 test images) instead of the paper's
-datasets; workloads {names}. Per batch size the learning rate is searched
-(`batchscale sweep steps`: a window of {settings.n_learning_rates} rates a factor 2 apart, extended
+datasets; workloads {names}. Per batch size the learning rate is searched (the search of
+`batchscale sweep steps`: a window of {settings.n_learning_rates} rates a factor 2 apart, extended
 {settings.max_extensions}x at an edge, {settings.refine_levels} refinement level(s)) for the fewest steps to
 test error <= {settings.target:g}, separately for each of {n_seeds} seeds (the point's steps are the median
 over seeds); plain SGD, heavy-ball momentum and Nesterov momentum with momentum {MOMENTUM:g} fixed (the
-paper also tuned the momentum); constant learning rate, at most {settings.max_steps} steps per trial. The
-trials are stored in `{store}`: rerunning the command reuses them, an interrupted run resumes.
+paper also tuned the momentum); constant learning rate, at most {settings.max_steps} steps per trial. Every
+trial goes to the results store ({stored}): rerunning the command reuses them, an interrupted run resumes.
 
 Each curve is fitted by S(B) = S_min (1 + B_crit/B) (McCandlish et al. 2018, arXiv 1812.06162), with a
 bootstrap over seeds ({N_BOOTSTRAP} resamples, 95% percentile intervals); a batch size's regime comes from
