@@ -450,7 +450,7 @@ def method_section(settings: Settings, n_seeds: int, workloads: Sequence[str], s
                    quick: bool) -> str:
     reduction = ""
     if quick:
-        reduction = (f"\n\n**This is the `--quick` run**, reduced from the full settings: batch sizes "
+        reduction = (f"**This is the `--quick` run**, reduced from the full settings: batch sizes "
                      f"{list(QUICK.batch_sizes)} instead of {list(FULL.batch_sizes)}, target error "
                      f"{QUICK.target:g} instead of {FULL.target:g}, at most {QUICK.max_steps} steps per "
                      f"trial instead of {FULL.max_steps}, {QUICK.n_learning_rates} rates per window with "
@@ -458,11 +458,11 @@ def method_section(settings: Settings, n_seeds: int, workloads: Sequence[str], s
                      f"{FULL.max_extensions} extensions), and the dataset-size curves at batch "
                      f"sizes {list(QUICK.size_batch_sizes)} to error {QUICK.size_target:g} (full: "
                      f"{list(FULL.size_batch_sizes)} to {FULL.size_target:g}). Its verdicts are weaker "
-                     "evidence than the full run's.")
+                     "evidence than the full run's.\n\n")
     names = ", ".join(f"`{w}`" + (f" (options {WORKLOAD_OPTIONS[w]})" if w in WORKLOAD_OPTIONS else "")
                       for w in workloads)
-    return f"""Scale: CPU, the bundled 8x8 digits (1437 training, 360 test images) instead of the paper's
-datasets; workloads {names}. Per batch size the learning rate is searched (the search of
+    return reduction + f"""Scale: CPU, the bundled 8x8 digits (1437 training, 360 test images) instead of the
+paper's datasets; workloads {names}. Per batch size the learning rate is searched (the search of
 `batchscale sweep steps`: a window of {settings.n_learning_rates} rates a factor 2 apart, extended
 {settings.max_extensions}x at an edge, {settings.refine_levels} refinement level(s)) for the fewest steps to
 test error <= {settings.target:g}, separately for each of {n_seeds} seeds (the point's steps are the median
@@ -486,8 +486,7 @@ stratified training set; the test set is unchanged), {', '.join(settings.size_op
 The paper's statements are paraphrased from our reading of arXiv 1811.03600 (section numbers of the JMLR
 version as we read them, not re-checked against its text here; the archive's README confirms Sec. 4.5 for
 the data-set subsets); none of the paper's own numbers is quoted as ours. The paper's Figure 1 from its
-released data: `--data DIR` (docs/reproduce.md).
-{reduction}"""
+released data: `--data DIR` (docs/reproduce.md)."""
 
 
 # ------------------------------------------------------------------------------------------------ figures
