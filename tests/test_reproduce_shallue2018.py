@@ -292,6 +292,7 @@ def test_trained_report_content(tmp_path, monkeypatch):
     for png in ("steps_vs_batch.png", "optimizers.png", "best_lr.png", "dataset_size.png"):
         assert (out / png).stat().st_size > 0 and f"({png})" in report
     assert "**This is the `--quick` run**" in report and "Sec. 4.4" in report
+    assert report.splitlines()[0].endswith("`--quick` settings, reduced: see Method)")
     assert report.index("## Verdicts") < report.index("## Figures") < report.index("## How this report")
 
 

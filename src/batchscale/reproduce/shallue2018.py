@@ -410,7 +410,8 @@ def reproduce_trained(options: Options) -> Reproduction:
            "settings": settings.__dict__, "trials": tally.as_dict(),
            "tolerances": {"match_factor": MATCH_FACTOR, "rule_band": RULE_BAND, "size_factor": SIZE_FACTOR},
            "versions": package_versions()}
-    return Reproduction(PAPER, CITATION, tuple(rows), figures, sections, cfg)
+    citation = CITATION + ("; `--quick` settings, reduced: see Method" if options.quick else "")
+    return Reproduction(PAPER, citation, tuple(rows), figures, sections, cfg)
 
 
 def curve_table(curves: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
