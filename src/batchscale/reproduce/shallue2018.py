@@ -332,6 +332,7 @@ def run_curves(workload: str, workload_options: Mapping[str, Any], batch_sizes: 
 
 
 def reproduce(options: Options) -> Reproduction:
+    """The trained reproduction, or with ``options.data`` the paper's Figure 1 from its released data."""
     if options.data is not None:
         return reproduce_archive(options, Path(options.data))
     return reproduce_trained(options)
