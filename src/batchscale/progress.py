@@ -148,9 +148,10 @@ def counter(
 
 
 def _set_total(bar: Any, total: float) -> None:
+    first = bar.total is None
     bar.total = total
-    if not bar.disable and not bar.lines:
-        bar.refresh()  # a terminal shows the new total at once; a log file waits for the next line
+    if not bar.disable and (first or not bar.lines):
+        bar.refresh()  # a terminal shows a new total at once, a log file the first one only
 
 
 __all__ = ["LINE_SECONDS", "REPORTER", "Reporter", "counter"]
