@@ -72,6 +72,16 @@ def test_noise_scale_interval_is_a_band_and_undefined_points_are_marked(figure):
     assert "training examples M = 1437" in texts
 
 
+def test_noise_scale_b_noise_has_its_own_colour(figure):
+    rows = noise_rows() + [{"step": s, "method": "b-noise (HVP)", "b_noise": 50.0, "b_noise_stderr": 5.0}
+                           for s in (0, 100, 200, 300)]
+    plot_noise_scale("x.png", rows, ["fast", "two-batch"])
+    ax = figure[0].axes[0]
+    colours = {line(ax, label).get_color() for label in
+               ("B_simple (fast)", "B_simple (two-batch)", "B_noise (HVP; bars: 1 stderr)")}
+    assert len(colours) == 3
+
+
 def check(form, sampling, m, predicted, measured):
     return SimpleNamespace(quantity="trace_cov", form=form, sampling=sampling, batch_size=m,
                            predicted=predicted, measured=measured, stderr=0.01 * measured)

@@ -58,6 +58,7 @@ def plot_noise_scale(path: str, rows: Sequence[dict[str, Any]], methods: Sequenc
         noise = "B_noise (HVP; bars: 1 stderr)"
         ys[noise] = series("b-noise (HVP)", "b_noise")
         err[noise] = series("b-noise (HVP)", "b_noise_stderr")
+        styles[noise] = {"color": f"C{len(methods)}", "marker": "D"}
     sizes = sorted({r["population"] for r in measured if r.get("population")})
     hlines = {f"training examples M = {sizes[0]}": float(sizes[0])} if len(sizes) == 1 else {}
     plot_series(
