@@ -114,3 +114,23 @@ def test_ma2018_rerun_trains_nothing_and_an_interrupted_run_resumes(tmp_path):
     assert again.returncode == 0, err
     assert stored_rows(db) == rows and f"0 trials trained, {len(rows)} reused" in err
     assert f"0 trained by this run, {len(rows)} reused" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_measurement_is_kept_beside_the_store_and_read_back(tmp_path):
+    from batchscale.reproduce.trials import MEASURED_FOLDER, measured_beside_store
+
+    options = Options(db=str(tmp_path / "runs.sqlite"))
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return [{"step": 0, "b_simple": value}]
+
+    first = measured_beside_store(options, "m", {"lr": 0.1}, lambda: compute(1.5))
+    again = measured_beside_store(options, "m", {"lr": 0.1}, lambda: compute(9.9))
+    other = measured_beside_store(options, "m", {"lr": 0.2}, lambda: compute(2.5))
+    assert first == again == [{"step": 0, "b_simple": 1.5}] and other[0]["b_simple"] == 2.5
+    assert calls == [1.5, 2.5]  # the second call with the same settings measured nothing
+    for path in (tmp_path / MEASURED_FOLDER).iterdir():
+        path.write_text("{not json")  # damaged: measured again, never trusted
+    assert measured_beside_store(options, "m", {"lr": 0.1}, lambda: compute(3.5))[0]["b_simple"] == 3.5

@@ -39,7 +39,8 @@ PAPERS: dict[str, Paper] = {
               "steps to target vs batch size with per-batch tuning: the three regimes, momentum, data size; "
               "--data DIR: Figure 1 from the authors' released archive", "batchscale.reproduce.shallue2018"),
         Paper("mccandlish2018", "McCandlish et al. 2018, arXiv 1812.06162",
-              "B_simple along training, steps-examples Pareto curves, B_crit vs target", None),
+              "B_simple and B_noise along training, steps-examples Pareto fronts at several targets, B_crit "
+              "vs target and vs B_simple", "batchscale.reproduce.mccandlish2018"),
         Paper("zhang2019", "Zhang et al. 2019, arXiv 1907.04164",
               "noisy quadratic model: steps vs batch for SGD, momentum, preconditioning, EMA, schedules; "
               "SGD vs momentum vs Adam measured", "batchscale.reproduce.zhang2019"),

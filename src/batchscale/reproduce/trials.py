@@ -102,3 +102,42 @@ def sweep_stored(options: Options, config: Any, tally: Tally | None = None
     if tally is not None:
         tally.add(stats)
     return [row for name in config.optimizers for row in rows[name]], seen
+
+
+MEASURED_FOLDER = "reproduce-measurements"
+MEASURED_FORMAT = "batchscale-reproduce-measurement"
+
+
+def measured_beside_store(options: Options, name: str, settings: dict[str, Any], compute: Any) -> Any:
+    """A measurement that is not a trial (e.g. noise scales along a training run): ``compute()`` (its result
+    JSON-able), kept as JSON beside the store in ``MEASURED_FOLDER/<name>-<key>.json`` so a re-run (or a
+    resumed one) reads it instead of training again. The key hashes ``settings``, the package's source
+    (every ``.py`` file) and the package versions, so any change of code or settings measures again; an
+    unreadable or foreign file is measured again and replaced."""
+    import hashlib
+    import json
+    import os
+
+    from batchscale.verify.registry import package_versions
+    from batchscale.verify.reuse import source_digest
+
+    what = {"name": name, "settings": settings, "source": source_digest(), "versions": package_versions()}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = Path(options.store).parent / MEASURED_FOLDER / f"{name}-{key}.json"
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") == MEASURED_FORMAT and data.get("key") == key:
+            options.say(f"{name}: reused from {path}")
+            return data["value"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"format": MEASURED_FORMAT, "key": key, "settings": settings,
+                                       "value": value}, default=str))
+        os.replace(partial, path)
+    except OSError:
+        pass
+    return value
