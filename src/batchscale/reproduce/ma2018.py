@@ -15,7 +15,8 @@ The engine draws batches without replacement within each epoch; the theory assum
 (a difference of order m/M). Steps vs m are fitted with :math:`S = S_{min}(1 + B_{crit}/B)`
 (:func:`batchscale.theory.regimes.analyze_steps_curve`, seed bootstrap); MBB's steps are proportional to
 :math:`1/\eta^*(m) \propto 1 + (m^* - 1)/m`, so the fit's :math:`B_{crit} + 1` measures :math:`m^*`.
-The divergence boundary comes from :mod:`batchscale.verify.stability` (its claim rows and tolerance).
+The divergence boundary comes from :mod:`batchscale.verify.stability` (its claim rows and tolerance; its
+with-replacement runs kept beside the store by :func:`batchscale.reproduce.trials.measured_beside_store`).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def m_star_row(m_star: float, analysis: Any, at: str = "MBB's eta*(m)") -> Verdi
 def reproduce(options: Options) -> Reproduction:
     import torch
 
-    from batchscale.reproduce.trials import Tally, prepare_store, train_stored
+    from batchscale.reproduce.trials import Tally, measured_beside_store, prepare_store, train_stored
     from batchscale.theory.regimes import analyze_steps_curve
     from batchscale.theory.stability import stability_table
     from batchscale.verify import stability as vs
@@ -216,8 +217,13 @@ def reproduce(options: Options) -> Reproduction:
         centre = vs.predicted_max_lr(inputs, m)
         lrs = [centre * f for f in vs.GRID]
         options.say(f"ma2018: m={m}: divergence boundary, {len(lrs)} lrs x {len(stab_seeds)} seeds")
-        div = vs.diverges(theory_workload, m, lrs, stab_seeds, STABILITY_STEPS[quick])
-        points.append(vs.StabilityPoint(m, centre, vs.boundaries(lrs, div)))
+        settings = {"workload": name, "workload_options": wopts, "data_seed": options.seed, "batch_size": m,
+                    "lrs": lrs, "seeds": stab_seeds, "steps": STABILITY_STEPS[quick], "bias": bias}
+        div = measured_beside_store(
+            options, f"ma2018-divergence-m{m}", settings,
+            lambda m=m, lrs=lrs: vs.diverges(theory_workload, m, lrs, stab_seeds,
+                                             STABILITY_STEPS[quick]).tolist())
+        points.append(vs.StabilityPoint(m, centre, vs.boundaries(lrs, np.asarray(div, dtype=bool))))
     config = vopts.config("stability", name, workload_options=workload.options, seeds=stab_seeds,
                           steps=STABILITY_STEPS[quick])
     srows = vs.stability_rows(inputs, points, config)
@@ -260,7 +266,8 @@ plain SGD trained by batchscale's engine (batches drawn without replacement with
 theory assumes draws with replacement, a difference of order m/M), complete when the test loss falls to
 the least-squares solution's plus {TARGET:g} x (start - that); every trial in the results store
 `{options.store}` ({tally.text()}). The divergence boundary is batchscale.verify's `stability`
-measurement (batches with replacement, as its theory; seconds of training, not stored). {bias_note}
+measurement (batches with replacement, as its theory: not the engine's trials), kept beside the store in
+`reproduce-measurements/` and read back by a re-run. {bias_note}
 beta = max_i |x_i|^2 = {first.beta:.4g}; lambda_1 = {lam1:.4g}, so m* = beta/lambda_1 =
 {m_star:.4g} (exact mean-square analogue 2/(lambda_1 eta_max(1)) = {ms_star:.4g}). Tolerances declared before
 the run: m* within a factor {M_STAR_FACTOR:g}; steps within a factor {STEPS_FACTOR:g}; the divergence boundary
