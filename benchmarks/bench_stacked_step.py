@@ -12,14 +12,21 @@ before / after from the same run.
 engine): one stack of 3 x copies (how seeds run: extra copies of one StackedRun) against 3 separate stacks
 of ``copies`` run one after the other (their ms per step summed), interleaved the same way.
 
+``--case stack-size`` gives the per-step cost against the number of copies K in one stack (``--copies``,
+e.g. 1,3,8,24) as **process CPU time** (``time.process_time``, one thread: insensitive to other jobs
+on the machine, unlike wall time), per step and per copy-step, with the ratio to K = the first value;
+repeats interleaved, medians.
+
 Run: ``.venv/bin/python benchmarks/bench_stacked_step.py [--before bccefd6] [--steps 2000] [--repeats 5]``
-or ``... --case seeds --copies 8 --batch-sizes 1,16,128``.
+or ``... --case seeds --copies 8 --batch-sizes 1,16,128``
+or ``... --case stack-size --copies 1,3,8,24 --batch-sizes 1,16,128``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -75,6 +82,40 @@ def ms_per_step(module, workload: Workload, configs: list[TrainConfig], steps: i
     return (time.perf_counter() - start) / steps * 1e3
 
 
+def cpu_ms_per_step(workload: Workload, configs: list[TrainConfig], steps: int) -> float:
+    """Process CPU milliseconds per step of one stack of ``configs``."""
+    run = after.StackedRun(workload, configs, list(range(len(configs))))
+    run.advance(20)  # warm-up
+    start = time.process_time()
+    bad = run.advance(20 + steps)
+    assert not bad, "a copy diverged: lower the learning rates"
+    return (time.process_time() - start) / steps * 1e3
+
+
+def stack_size_case(workload: Workload, args: argparse.Namespace) -> None:
+    """CPU time per step and per copy-step against the copies K of one stack."""
+    sizes = [int(v) for v in args.copies.split(",")]
+    print("| optimizer | batch size | copies K | CPU ms / step | CPU us / copy-step | step cost / "
+          f"K = {sizes[0]}'s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for optimizer in args.optimizers.split(","):
+        for b in (int(v) for v in args.batch_sizes.split(",")):
+            base = TrainConfig(workload="mnist1d-like", batch_size=b, optimizer=optimizer,
+                               momentum=0.9 if optimizer != "sgd" else 0.0, target=None, max_steps=10**6)
+            steps = max(50, args.steps // max(1, b // 8))
+            times: dict[int, list[float]] = {k: [] for k in sizes}
+            for r in range(args.repeats):
+                for k in sizes if r % 2 == 0 else sizes[::-1]:
+                    configs = [replace(base, seed=i // 8, learning_rate=1e-4 * 2 ** (i % 8))
+                               for i in range(k)]  # 8 rates per seed
+                    times[k].append(cpu_ms_per_step(workload, configs, steps))
+            first = statistics.median(times[sizes[0]])
+            for k in sizes:
+                t = statistics.median(times[k])
+                print(f"| {optimizer} | {b} | {k} | {t:.3f} | {t / k * 1e3:.1f} | {t / first:.2f} |",
+                      flush=True)
+
+
 def seeds_case(workload: Workload, args: argparse.Namespace) -> None:
     """3 seeds x ``copies`` rates: one stack of all of them vs one stack per seed."""
     print("| optimizer | batch size | rates per seed | 3 seeds, one stack (ms/step) "
@@ -105,9 +146,14 @@ def main() -> None:
     parser.add_argument("--copies", default="1,8")
     parser.add_argument("--batch-sizes", default="1,16,128,1024")
     parser.add_argument("--optimizers", default="sgd,momentum")
-    parser.add_argument("--case", choices=["before-after", "seeds"], default="before-after")
+    parser.add_argument("--case", choices=["before-after", "seeds", "stack-size"], default="before-after")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.case == "stack-size":
+        print(f"torch {torch.__version__}, 1 thread; process CPU time, medians of {args.repeats} interleaved "
+              f"repeats; load average {os.getloadavg()[0]:.1f}")
+        stack_size_case(mnist1d_like(), args)
+        return
     if args.case == "seeds":
         print(f"torch {torch.__version__}, 1 thread; medians of {args.repeats} interleaved repeats")
         seeds_case(mnist1d_like(), args)

@@ -329,7 +329,8 @@ def test_target_auto_lies_between_initial_and_best_and_is_reused(tmp_path):
     best metric at the stated fraction, every row's sweep config carries it, and a re-run trains nothing."""
     args = ["sweep", "steps", "--workload", "digits-mlp", "--batch-sizes", "32,64", "--optimizers", "sgd",
             "--lrs", "2", "--lr-range", "0.1:0.4", "--target", "auto", "--target-fraction", "0.8",
-            "--max-steps", "300", "--eval-subset", "0", "--max-extensions", "0", "--lr-refine", "0",
+            "--target-budget", "200", "--max-steps", "300", "--eval-subset", "0", "--max-extensions", "0",
+            "--lr-refine", "0",
             "--n-seeds", "1", "--executor", "inline", "--format", "json", "--db", str(tmp_path / "r.sqlite")]
     result = invoke(args)
     assert result.exit_code == 0, result.output
@@ -340,7 +341,8 @@ def test_target_auto_lies_between_initial_and_best_and_is_reused(tmp_path):
     assert auto["target"] == pytest.approx(expected, rel=1e-3)
     assert all(r["sweep"]["target"] == auto["target"] == r["config"]["target"] for r in rows if r["config"])
     assert all(r["sweep"]["auto_target"] == auto for r in rows)
-    assert "target auto: error" in result.stderr
+    assert "target auto: error" in result.stderr and "200 steps each: --target-budget" in result.stderr
+    assert auto["max_steps"] == 200
     again = invoke(args)
     assert again.exit_code == 0 and " 0 trials trained" in again.stderr, again.stderr
     assert [r["auto_target"] for r in json.loads(again.stdout)] == [auto] * len(rows)
@@ -349,3 +351,36 @@ def test_target_auto_lies_between_initial_and_best_and_is_reused(tmp_path):
 def test_target_fraction_needs_target_auto(tmp_path):
     one_line_error(invoke([*TINY_STEPS, "--target-fraction", "0.5", "--db", str(tmp_path / "r.sqlite")]),
                    "--target auto")
+
+
+def test_a_target_met_at_step_0_is_refused_before_training(tmp_path):
+    """Error 0.95 is met by the untrained model (10 classes: ~0.9 error): one Error line naming step 0 and
+    the initial metric, and the store holds only the one-step probe trials (no sweep trial trained)."""
+    import sqlite3
+
+    db = tmp_path / "r.sqlite"
+    args = [*TINY_STEPS, "--target", "0.95", "--n-seeds", "2", "--db", str(db)]
+    one_line_error(invoke(args), "met at step 0")
+    with sqlite3.connect(db) as connection:
+        budgets = [json.loads(c)["max_steps"] for (c,) in connection.execute("SELECT config FROM trials")]
+    assert budgets == [1, 1]
+    assert invoke([*TINY_STEPS, "--lrs", "2", "--lr-refine", "0", "--max-extensions", "0", "--optimizers",
+                   "sgd", "--batch-sizes", "32", "--n-seeds", "1", "--db", str(tmp_path / "ok.sqlite")]
+                  ).exit_code == 0  # the planted wrong answer: a reachable target is not refused
+
+
+def test_n_verified_is_the_same_in_a_fresh_and_a_resumed_run(tmp_path):
+    """A store filled by the pruning rule alone (--no-verify-pruned) makes the default sweep re-run the
+    pruned trials that could matter (n_verified > 0 somewhere); running the default again on that store
+    trains nothing and reports the same rows, n_verified included (it counts results noted as re-runs)."""
+    db = tmp_path / "v.sqlite"
+    invoke([*LIGHT_QUICK, "--no-verify-pruned", "--db", str(db)])
+    fresh = invoke([*LIGHT_QUICK, "--db", str(db)])
+    resumed = invoke([*LIGHT_QUICK, "--db", str(db)])
+    assert fresh.exit_code == 0 and resumed.exit_code == 0 and " 0 trials trained" in resumed.stderr
+    rows, again = json.loads(fresh.stdout), json.loads(resumed.stdout)
+    assert sum(r["n_verified"] for r in rows) > 0, "nothing was verified: the test is void"
+    assert [r["n_verified"] for r in again] == [r["n_verified"] for r in rows]
+    assert [{k: v for k, v in r.items() if k != "sweep"} for r in again] == [
+        {k: v for k, v in r.items() if k != "sweep"} for r in rows]
+

@@ -116,8 +116,9 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
 
 
 def test_trials_pruned_against_a_trial_that_later_diverged_are_retried():
+    """(The engine's pruning rule runs only without verification: ``verify_pruned=False``.)"""
     config = StepsSweepConfig(workload="synthetic", batch_sizes=(1,), optimizers=("sgd",), max_extensions=0,
-                              seeds=(0,))
+                              seeds=(0,), verify_pruned=False)
     chain = steps_chain(config, "sgd")
     first = next(chain)
     assert first.prune
@@ -146,13 +147,17 @@ def noisy_pruning(trial, prune):
 
 
 def drive_pruned(config):
-    """Run the chain in the noisy-pruning world; (rows, step budgets of the unpruned re-runs)."""
+    """Run the chain in the noisy-pruning world; (rows, step budgets of the unpruned re-runs). The rounds
+    that do not redo pruned trials come back pruned by the rule (as they do without ``verify_pruned``, or
+    by default from a store such a sweep filled)."""
     chain, budgets = steps_chain(config, "sgd"), []
     try:
         round_ = next(chain)
         while True:
-            budgets += [t.max_steps for t in round_.configs if not round_.prune]
-            round_ = chain.send({t.trial_id(): noisy_pruning(t, round_.prune) for t in round_.configs})
+            budgets += [t.max_steps for t in round_.configs if round_.redo_pruned]
+            pruning = not round_.redo_pruned and config.prune
+            round_ = chain.send({t.trial_id(): replace(noisy_pruning(t, pruning), notes=round_.notes)
+                                 for t in round_.configs})  # the notes: as the engine adds them
     except StopIteration as stop:
         return stop.value, budgets
 
@@ -161,6 +166,8 @@ def test_pruned_optimum_is_recovered_by_default():
     """Pruning that wrongly stops the best rate (early noise) must not change the answer: by default the
     pruned trials that could still win are re-run without pruning, and the answer equals no pruning's."""
     config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2, 4), optimizers=("sgd",))
+    first = next(steps_chain(config, "sgd"))  # the default's own rounds use the exact rule, not pruning
+    assert not first.prune and first.median_seeds == len(config.seeds)
     rows, budgets = drive_pruned(config)
     assert budgets, "no verification round was asked for"
     unpruned, _ = drive(steps_chain(replace(config, prune=False), "sgd"))
@@ -296,8 +303,8 @@ def test_local_pool_streams_each_trial_to_the_store_as_it_ends(tmp_path):
     )
     with open_store(tmp_path / "r.sqlite") as store, make_executor(ExecutorConfig(workers=1)) as executor:
         rows, stats = run_steps_sweep(config, store=store, executor=executor, n_train=1437)
-        records = store.records()
-    assert stats.trained == len(records) == 5
+        records = [r for r in store.records() if r.config["max_steps"] > 1]  # not the step-0 probe
+    assert stats.trained == len(records) + 1 and len(records) == 5
     # streamed rows carry each trial's own end time; a chunk written at its end would share one
     assert len({r.finished_at for r in records}) == 5
     assert {r.started_at for r in records} == {records[0].started_at}
@@ -470,9 +477,12 @@ def test_auto_target_is_the_stated_fraction_of_the_way_to_the_best():
     counts as inf), target = M0 - f (M0 - M*): here 0.9 - 0.75 x (0.9 - 0.3) = 0.45."""
     config = StepsSweepConfig(batch_sizes=(8, 16), optimizers=("sgd", "momentum"), n_learning_rates=3,
                               seeds=(0, 1, 2), target_fraction=0.75, max_steps=500)
-    trials = reference_trials(config)
+    trials = reference_trials(config)  # budget: max_steps // 10 by default, or target_budget
     assert len(trials) == 9 and {(t.optimizer, t.batch_size, t.target, t.max_steps) for t in trials} == {
-        ("sgd", 8, None, 500)}
+        ("sgd", 8, None, 50)}
+    assert {t.max_steps for t in reference_trials(replace(config, target_budget=120))} == {120}
+    with pytest.raises(InputError, match="target budget"):
+        replace(config, target_budget=501).validate()
     rates = sorted({t.learning_rate for t in trials})
     finals = {rates[0]: (0.5, 0.5, 0.5), rates[1]: (0.3, 0.2, 0.4), rates[2]: (0.01, None, None)}
     initials = {0: 0.9, 1: 0.88, 2: 0.95}
@@ -480,7 +490,133 @@ def test_auto_target_is_the_stated_fraction_of_the_way_to_the_best():
     auto = choose_target(config, results)
     assert (auto.initial_metric, auto.best_metric, auto.best_learning_rate) == (0.9, 0.3, rates[1])
     assert auto.target == pytest.approx(0.45) and auto.relative_gap == pytest.approx(0.25)
-    assert auto.best_metric < auto.target < auto.initial_metric
+    assert auto.best_metric < auto.target < auto.initial_metric and auto.max_steps == 50
     flat = [reference_result(t, 0.9, 0.9) for t in trials]  # nothing learned: no target to choose
     with pytest.raises(InputError, match="improved on the initial"):
         choose_target(config, flat)
+
+
+# --- step bounds: trials that cannot change the answer stop early -------------------------------------
+
+
+def drive_bounded(chain, objective):
+    """Run a chain like the engine does with step bounds: a trial whose steps would exceed its round's
+    bound (or that would never reach the target) stops as ``pruned`` at the bound. Returns (rows, number
+    of bounded trials)."""
+    n_bounded = 0
+    try:
+        round_ = next(chain)
+        while True:
+            results = {}
+            for t in round_.configs:
+                result, bound = objective(t, round_.prune), round_.bounds.get(t.trial_id())
+                if bound is not None and result.status in ("complete", "incomplete") and (
+                        result.steps is None or result.steps > bound):
+                    result = TrialResult(t, "pruned", None, 0.5, 1.0, 0.5, stop_step=bound)
+                    n_bounded += 1
+                results[t.trial_id()] = replace(result, notes=round_.notes)
+            round_ = chain.send(results)
+    except StopIteration as stop:
+        return stop.value, n_bounded
+
+
+ANSWER_FIELDS = ("steps", "learning_rate", "seed_steps", "steps_low", "steps_high", "seed_learning_rates",
+                 "trial_id")
+
+
+def test_step_bounds_leave_every_answer_of_three_seeds_as_without_pruning():
+    """Seeds with their own optima and speeds, pruning that wrongly stops every rate near the optimum:
+    with the verification re-runs and refinement rounds bounded by the seeds' limits, each row's answer
+    (median steps, rate, per-seed steps, each seed's own best rate) equals the unpruned sweep's."""
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(2, 4, 8), optimizers=("sgd",),
+                              seeds=(0, 1, 2))
+
+    def world(trial, prune):
+        result = seeded(trial)
+        near_best = abs(math.log2(trial.learning_rate / optimal_lr(trial.batch_size))) < 1.5
+        if prune and near_best and result.status == "complete" and trial.seed != 1:
+            return TrialResult(trial, "pruned", None, 0.8, 2.0, 0.8, stop_step=5)
+        return result
+
+    rows, n_bounded = drive_bounded(steps_chain(config, "sgd"), world)
+    assert n_bounded > 0, "no trial was bounded: the test is void"
+    plain, _ = drive_bounded(steps_chain(replace(config, prune=False), "sgd"), world)
+    for row, ref in zip(rows, plain, strict=True):
+        assert {k: row[k] for k in ANSWER_FIELDS} == {k: ref[k] for k in ANSWER_FIELDS}, row["batch_size"]
+
+
+def skewed_refinement_world(trial, prune=False):
+    """Four seeds; the window's rates sit half a factor 2 either side of lr* (every seed the same steps S
+    at the best of them); at lr* itself two seeds are fast (0.4 S) and two slow (1.5 S): median 0.95 S."""
+    opt, m = optimal_lr(4), min_steps(4)
+    distance = math.log2(trial.learning_rate / opt)
+    best_window = math.ceil(m * (1 + 0.25 / 4))
+    if abs(distance) < 1e-3:
+        steps = math.ceil((0.4 if trial.seed < 2 else 1.5) * best_window)
+    else:
+        steps = math.ceil(m * (1 + distance**2 / 4))
+    return TrialResult(trial, "complete", steps, 0.19, 0.5, 0.19)
+
+
+def test_step_bounds_of_an_even_number_of_seeds_allow_twice_the_median(monkeypatch):
+    """With 4 seeds the median is the mean of the middle two: the winner at lr* has a seed at 1.5 S, above
+    the best median S so far. Its bound (2 S) keeps it; the planted bound max(S, own best) cuts it and
+    reports the slower window rate."""
+    from batchscale.empirical.sweep.steps import BatchSearch
+
+    opt = optimal_lr(4)
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4,), optimizers=("sgd",), seeds=(0, 1, 2, 3),
+                              lr_range=(opt * 2**-3.5, opt * 2**3.5), n_learning_rates=8, refine_levels=1)
+    (row,), _ = drive_bounded(steps_chain(config, "sgd"), skewed_refinement_world)
+    (plain,), _ = drive_bounded(steps_chain(replace(config, prune=False), "sgd"), skewed_refinement_world)
+    assert math.isclose(row["learning_rate"], opt, rel_tol=1e-3) and row["steps"] == plain["steps"]
+
+    def too_tight(self):
+        best, _, _ = self.summary()
+        own = self.seed_best_steps()
+        return None if best is None else {s: max(best.steps, own[s]) for s in self.config.seeds}
+
+    monkeypatch.setattr(BatchSearch, "limits", too_tight)
+    (wrong,), _ = drive_bounded(steps_chain(config, "sgd"), skewed_refinement_world)
+    assert wrong["steps"] > plain["steps"]
+
+
+def slow_seed_world(trial, prune=False):
+    """Three seeds around lr* = optimal_lr(4); seeds 0 and 1 follow the synthetic curve, seed 2 is slow
+    (2 x the minimum) except at lr* / 2, where it takes 1.5 x: its own best rate is a refinement point
+    whose steps exceed the best median."""
+    distance, m = math.log2(trial.learning_rate / optimal_lr(4)), min_steps(4)
+    if trial.seed == 2:
+        steps = math.ceil((1.5 if abs(distance + 1) < 1e-3 else 2.0) * m)
+    else:
+        steps = math.ceil(m * (1 + distance**2 / 4))
+    return TrialResult(trial, "complete", steps, 0.19, 0.5, 0.19)
+
+
+def test_step_bounds_keep_each_seeds_own_best_rate(monkeypatch):
+    """A seed's own best rate can be a trial slower than the best median: its bound is its own best steps
+    so far, not the median. The planted bound (the median alone) loses seed 2's own best rate."""
+    from batchscale.empirical.sweep.steps import BatchSearch
+
+    opt = optimal_lr(4)
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(4,), optimizers=("sgd",), seeds=(0, 1, 2),
+                              lr_range=(opt * 2**-3.5, opt * 2**3.5), n_learning_rates=8, refine_levels=1)
+    (row,), n_bounded = drive_bounded(steps_chain(config, "sgd"), slow_seed_world)
+    (plain,), _ = drive_bounded(steps_chain(replace(config, prune=False), "sgd"), slow_seed_world)
+    assert n_bounded > 0 and math.isclose(plain["seed_learning_rates"][2], opt / 2, rel_tol=1e-3)
+    assert {k: row[k] for k in ANSWER_FIELDS} == {k: plain[k] for k in ANSWER_FIELDS}
+
+    def median_only(self):
+        best, _, _ = self.summary()
+        return None if best is None else {s: best.steps for s in self.config.seeds}
+
+    monkeypatch.setattr(BatchSearch, "limits", median_only)
+    (wrong,), _ = drive_bounded(steps_chain(config, "sgd"), slow_seed_world)
+    assert wrong["seed_learning_rates"][2] != plain["seed_learning_rates"][2]
+
+
+def test_examples_is_a_count():
+    """``examples`` (= steps x B) is an int when it is a whole number (every row of one seed)."""
+    config = StepsSweepConfig(workload="synthetic", batch_sizes=(1, 2), optimizers=("sgd",), seeds=(0,))
+    rows, _ = drive(steps_chain(config, "sgd"))
+    assert all(type(r["examples"]) is int and r["examples"] == r["steps"] * r["batch_size"] for r in rows)

@@ -298,3 +298,76 @@ def test_seeds_stack_together_and_each_seed_is_pruned_only_by_its_own(strategy):
         assert got == [(r.status, r.steps, r.stop_step) for r in alone], seed
     pruned = [r.status for r in together].count("pruned")  # sequential: a slow trial run first is kept
     assert pruned == (2 if strategy == "batched" else 1) and together[-1].status != "pruned"
+
+
+@pytest.mark.parametrize("strategy", ["batched", "sequential"])
+def test_a_step_bound_stops_a_trial_that_misses_the_target_by_then(strategy):
+    """``bounds``: a trial still short of the target at an evaluation at a step >= its bound ends as
+    ``pruned`` there (its steps would exceed the bound); a trial that meets the target by its bound gets the
+    unbounded steps; with no bound nothing changes. The notes reach every result."""
+    configs = [config(learning_rate=0.1, max_steps=400), config(learning_rate=1e-3, max_steps=400)]
+    free = run_trials(configs, workloads=WORKLOADS, strategy=strategy)
+    assert [r.status for r in free] == ["complete", "incomplete"]
+    reached = free[0].steps
+    bounded = run_trials(configs, workloads=WORKLOADS, strategy=strategy, bounds=[reached, 100],
+                         notes=("checked",))
+    assert (bounded[0].status, bounded[0].steps) == ("complete", reached)
+    assert bounded[1].status == "pruned" and 100 <= bounded[1].stop_step < 400
+    assert all(h[0] < 100 for h in bounded[1].history[:-1]) and bounded[1].history[-1][0] >= 100
+    assert all(r.notes == ("checked",) for r in bounded)
+
+
+def test_group_limits_against_medians_with_unfinished_seeds_as_infinite():
+    """U is the best median when every unfinished seed is infinitely slow (a plain numpy median), the limit
+    max(k U, own best) with k = 2 for an even number of seeds."""
+    import numpy as np
+
+    from batchscale.empirical.train import Track, group_limits
+
+    rng = np.random.default_rng(0)
+    for n_seeds in (1, 2, 3, 4, 5):
+        for _ in range(20):
+            tracks, table = [], {}
+            for lr in (0.01, 0.02, 0.04):
+                for seed in range(n_seeds):
+                    track = Track(config(learning_rate=lr, seed=seed))
+                    if rng.random() < 0.6:
+                        steps = int(rng.integers(10, 100))
+                        track.result = TrialResult(track.config, "complete", steps, 0.0, 0.0, 0.0)
+                    table[(lr, seed)] = track.result.steps if track.result else math.inf
+                    tracks.append(track)
+            medians = [float(np.median([table[(lr, s)] for s in range(n_seeds)]))
+                       for lr in (0.01, 0.02, 0.04)]
+            scale = 1 if n_seeds % 2 else 2
+            expected = {s: max(scale * min(medians), min(table[(lr, s)] for lr in (0.01, 0.02, 0.04)))
+                        for s in range(n_seeds)}
+            assert group_limits(tracks, n_seeds) == expected
+
+
+@pytest.mark.parametrize("strategy", ["batched", "sequential"])
+def test_median_seeds_stops_only_trials_that_cannot_change_the_answer(strategy):
+    """Rates x 3 seeds: with ``median_seeds`` some trials stop early, every one that finishes has its
+    unpruned steps, every stopped one was slower than its stop step, and the best point by median and each
+    seed's own best rate are those of the unpruned run."""
+    import numpy as np
+
+    rates, seeds = (0.005, 0.01, 0.02, 0.05, 0.1), (0, 1, 2)
+    configs = [config(learning_rate=lr, seed=s, max_steps=1500) for lr in rates[::-1] for s in seeds]
+
+    def answer(results):
+        steps = {(r.config.learning_rate, r.config.seed): r.steps if r.status == "complete" else math.inf
+                 for r in results}
+        medians = {lr: float(np.median([steps[(lr, s)] for s in seeds])) for lr in rates}
+        best = min(rates, key=lambda lr: (medians[lr], lr))
+        own = [min(rates, key=lambda lr, s=s: (steps[(lr, s)], lr)) for s in seeds]
+        return best, medians[best], [steps[(best, s)] for s in seeds], own
+
+    free = run_trials(configs, workloads=WORKLOADS, strategy=strategy)
+    exact = run_trials(configs, workloads=WORKLOADS, strategy=strategy, median_seeds=3)
+    assert any(r.status == "pruned" for r in exact), "nothing was stopped: the test is void"
+    for a, b in zip(free, exact, strict=True):
+        if b.status == "pruned":
+            assert a.status != "complete" or a.steps > b.stop_step
+        else:
+            assert (a.status, a.steps) == (b.status, b.steps)
+    assert answer(exact) == answer(free)

@@ -192,17 +192,22 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @click.option("--target-fraction", type=FiniteFloat(min=0, max=1, min_open=True, max_open=True), default=0.9,
               show_default=True, help="With --target auto: how far from the initial metric to the best "
               "reached the target sits (0.9: 10% of that range above the best).")
+@click.option("--target-budget", type=click.IntRange(min=1), default=None,
+              help="--target auto: steps of each reference trial [default: --max-steps / 10]; the best "
+              "metric M* is the best reached within this budget.")
 @click.option("--target-metric", type=click.Choice(["error", "loss"]), default="error", show_default=True,
               help="Metric the target applies to.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=200_000, show_default=True,
               help="Step budget per trial.")
 @click.option("--budget-factor", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Later batch sizes stop trials at this x the previous best steps (0: no cap).")
-@click.option("--no-prune", is_flag=True, help="Do not stop trials far behind the best of their group.")
+@click.option("--no-prune", is_flag=True,
+              help="Do not stop any trial early (every trial runs to the target or its budget).")
 @click.option("--verify-pruned/--no-verify-pruned", default=True, show_default=True,
-              help="Re-run every pruned trial that could still win, without pruning and within the best "
-              "trial's steps, so pruning never changes the answer (the default; costs extra trials, see "
-              "docs/sweep.md). --no-verify-pruned keeps the pruning rule's answer.")
+              help="Stop trials only once they can no longer change the answer (past their seed's limit "
+              "max(k x best median, own best)), and re-run any trial a heuristic pruning left in the store "
+              "that could still matter, so pruning never changes the answer (the default; docs/sweep.md). "
+              "--no-verify-pruned uses the engine's heuristic pruning rule and keeps its answer.")
 @click.option("--eval-subset", type=click.IntRange(min=0), default=800, show_default=True,
               help="Evaluate on the first N test examples (0: all).")
 @click.option("--loss-form", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
@@ -227,7 +232,7 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @format_option()
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
           n_learning_rates, lr_factor, lr_range, max_extensions, refine_levels, refine_tolerance, n_seeds,
-          target, target_fraction, target_metric, max_steps,
+          target, target_fraction, target_budget, target_metric, max_steps,
           budget_factor, no_prune, verify_pruned, eval_subset, loss_form, warmup_fraction, decay,
           weight_decay, critical_fraction, out_dir,
           db_path,
@@ -250,8 +255,10 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
     from batchscale.empirical.device import resolve_device
     from batchscale.empirical.sweep import StepsSweepConfig, resolved_sweep_config, run_steps_sweep
 
-    if target != "auto" and _given("target_fraction"):
-        raise click.BadParameter("applies to --target auto only", param_hint="--target-fraction")
+    for name in ("target_fraction", "target_budget"):
+        if target != "auto" and _given(name):
+            hint = "--" + name.replace("_", "-")
+            raise click.BadParameter("applies to --target auto only", param_hint=hint)
     auto = target == "auto"
     config = StepsSweepConfig(
         workload=workload,
@@ -273,6 +280,7 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         target_metric=target_metric,
         target=StepsSweepConfig.target if auto else target,
         target_fraction=target_fraction if auto else None,
+        target_budget=target_budget if auto else None,
         max_steps=max_steps,
         budget_factor=budget_factor or None,
         prune=not no_prune,
@@ -327,6 +335,9 @@ def _execute(run_sweep: Callable, label: str, what: str, config: Any, executor_c
                                 progress=progress, on_start=say_start)
     progress(f"done in {time.monotonic() - started:.1f}s: {stats.trained} trials trained, "
              f"{stats.reused} reused from {db}")
+    if stats.phases:
+        parts = ", ".join(f"{name} {trials} ({steps})" for name, (trials, steps) in stats.phases.items())
+        progress(f"trials (optimizer steps) trained per phase: {parts}")
     return rows
 
 

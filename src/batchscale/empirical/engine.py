@@ -77,6 +77,9 @@ def run_trials(
     strategy: str = "auto",
     num_threads: int | None = None,
     workloads: Mapping[tuple, Any] | None = None,
+    bounds: Sequence[int | None] | None = None,
+    notes: Sequence[str] = (),
+    median_seeds: int | None = None,
 ) -> list[TrialResult]:
     """Run every config; return the results in input order.
 
@@ -97,13 +100,23 @@ def run_trials(
         num_threads: torch intra-op threads for the duration of the call (None: leave as is).
         workloads: ``{(workload, workload_options, data_seed, device): Workload}`` to use instead of
             loading by name (tests, user objects).
+        bounds: per config (None: none), a step bound: the trial ends as ``pruned`` at its first
+            evaluation at a step >= bound that misses the target, since its steps then exceed the bound
+            (a sweep passes the steps a trial must beat to matter; independent of ``prune``).
+        notes: added to every result's ``notes``.
+        median_seeds: stop a trial (``pruned``) once it can no longer change the answer of a search that
+            ranks each point by its median steps over this many seeds, the group holding every seed of
+            each of its points (:func:`~batchscale.empirical.train.group_limits`; exact, unlike
+            ``prune``'s rule; independent of it).
     """
     configs = list(configs)
     for config in configs:
         config.validate()
     require(strategy in STRATEGIES, f"unknown strategy {strategy!r}")
     loaded: dict[tuple, Workload] = dict(workloads or {})
-    tracks = [Track(c) for c in configs]
+    bounds = [None] * len(configs) if bounds is None else list(bounds)
+    require(len(bounds) == len(configs), "one bound per config")
+    tracks = [Track(c, bound=b, notes=tuple(notes)) for c, b in zip(configs, bounds, strict=True)]
 
     def report(result: TrialResult) -> None:
         if progress is not None:
@@ -121,7 +134,8 @@ def run_trials(
                 loaded[workload_key(first)] = load_workload(first)
             workload = loaded[workload_key(first)]
             group_tracks = [tracks[i] for i in group]
-            driver = Driver(group_tracks, prune=prune, on_result=report, device=str(workload.device))
+            driver = Driver(group_tracks, prune=prune, on_result=report, device=str(workload.device),
+                            median_seeds=median_seeds)
             local = list(range(len(group)))
             if use_stack(first, workload, strategy):
                 size = stack_size(first.batch_size)

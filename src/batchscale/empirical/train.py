@@ -284,6 +284,8 @@ class Track:
     initial_loss: float | None = None
     result: TrialResult | None = None
     started: float = field(default_factory=time.perf_counter)
+    bound: int | None = None  # stop as ``pruned`` at the first evaluation >= bound that misses the target
+    notes: tuple[str, ...] = ()  # copied into the result
 
 
 def finite_or_none(value: float) -> float | None:
@@ -344,6 +346,40 @@ def behind_group(trial: int, step: int, metric: float, group: Sequence[Track]) -
     return False
 
 
+def point_of(config: TrainConfig) -> tuple:
+    """A trial's search point: its per-copy hyper-parameters without the seed."""
+    return config.learning_rate, config.momentum, config.beta1, config.weight_decay
+
+
+def group_limits(group: Sequence[Track], n_seeds: int) -> dict[int, float]:
+    """Per seed, the steps beyond which a trial of the group can no longer change the answer of a search
+    that takes, over ``n_seeds`` seeds, the median steps of each point (the best point wins) and each
+    seed's own fastest point.
+
+    limit_s = max(k U, S_s): S_s the seed's fewest steps among the group's finished trials (inf if none);
+    U an upper bound of the best median: min over points of (c_lo + c_hi) / 2, c the sorted steps of the
+    point's finished trials, lo = (n - 1) // 2, hi = n // 2 (a point with more than hi finished); an order
+    statistic of all n seeds is at most the same one of those finished, so the median is at most this.
+    k = 1 for odd n, 2 for even n (a median (b + c) / 2 <= U has c <= 2 U). A trial that misses the target
+    at an evaluation at a step >= its limit has steps above it: it can neither make a point's median at most
+    the best one nor become its seed's fastest.
+    """
+    by_point: dict[tuple, list[int]] = {}
+    own: dict[int, float] = {}
+    for track in group:
+        result = track.result
+        if result is not None and result.status == "complete" and result.steps is not None:
+            by_point.setdefault(point_of(track.config), []).append(result.steps)
+            seed = track.config.seed
+            own[seed] = min(own.get(seed, math.inf), result.steps)
+    lo, hi = (n_seeds - 1) // 2, n_seeds // 2
+    medians = [(c[lo] + c[hi]) / 2 for c in map(sorted, by_point.values()) if len(c) > hi]
+    best = min(medians, default=math.inf)
+    scale = 1 if n_seeds % 2 else 2
+    seeds = {track.config.seed for track in group}
+    return {seed: max(scale * best, own.get(seed, math.inf)) for seed in seeds}
+
+
 def finish(tracks: list[Track], trial: int, status: str, stop_step: int, steps: int | None,
            on_result: Callable[[TrialResult], None] | None, device: str) -> None:
     """Freeze the track of ``trial`` into its TrialResult and hand it to ``on_result``."""
@@ -362,6 +398,7 @@ def finish(tracks: list[Track], trial: int, status: str, stop_step: int, steps: 
         wall_time=time.perf_counter() - track.started,
         device=device,
         stop_step=stop_step,
+        notes=track.notes,
     )
     if on_result is not None:
         on_result(track.result)
@@ -370,8 +407,20 @@ def finish(tracks: list[Track], trial: int, status: str, stop_step: int, steps: 
 class Driver:
     """Runs :func:`drive` for one run of trials that share max_steps, target and metric."""
 
-    def __init__(self, tracks: list[Track], *, prune: bool, on_result, device: str):
+    def __init__(self, tracks: list[Track], *, prune: bool, on_result, device: str,
+                 median_seeds: int | None = None):
         self.tracks, self.prune, self.on_result, self.device = tracks, prune, on_result, device
+        self.median_seeds = median_seeds
+
+    def limit(self, trial: int, limits: dict[int, float] | None) -> float:
+        """The step from which ``trial`` stops when it misses the target: its bound, and with
+        ``median_seeds`` its seed's :func:`group_limits` (the smaller)."""
+        track = self.tracks[trial]
+        bound = math.inf if track.bound is None else track.bound
+        return bound if limits is None else min(bound, limits.get(track.config.seed, math.inf))
+
+    def limits(self) -> dict[int, float] | None:
+        return None if self.median_seeds is None else group_limits(self.tracks, self.median_seeds)
 
     def end(self, trial: int, status: str, stop_step: int, steps: int | None = None) -> None:
         finish(self.tracks, trial, status, stop_step, steps, self.on_result, self.device)
@@ -386,7 +435,7 @@ class Driver:
 
     def judge(self, run: Run) -> list[int]:
         """Evaluate; end diverged and pruned trials; return the trials that meet the target now."""
-        crossed = []
+        crossed, limits = [], self.limits()
         for trial, metric, loss in self.record(run):
             track, target = self.tracks[trial], self.tracks[trial].config.target
             if track.initial_loss is None:
@@ -395,17 +444,22 @@ class Driver:
                 self.end(trial, "diverged", run.step)
             elif target is not None and metric <= target:
                 crossed.append(trial)
+            elif target is not None and run.step >= self.limit(trial, limits):
+                self.end(trial, "pruned", run.step)  # steps > run.step >= limit: it cannot matter
             elif target is not None and self.prune and behind_group(trial, run.step, metric, self.tracks):
                 self.end(trial, "pruned", run.step)
         return crossed
 
     def prune_behind(self, run: Run) -> None:
-        """End the running trials of ``run`` that :func:`behind_group` prunes at their last evaluation."""
+        """End the running trials of ``run`` that :func:`behind_group` prunes, or whose limit
+        (:meth:`limit`) they passed, at their last evaluation."""
+        limits = self.limits()
         for trial in run.trials:
             track = self.tracks[trial]
             if track.result is None and track.history and track.history[-1][1] is not None:
                 step, metric, _ = track.history[-1]
-                if behind_group(trial, step, metric, self.tracks):
+                if step >= self.limit(trial, limits) or (
+                        self.prune and behind_group(trial, step, metric, self.tracks)):
                     self.end(trial, "pruned", step)
 
     def advance(self, run: Run, until: int) -> None:
@@ -451,8 +505,8 @@ class Driver:
                     self.end(trial, "complete", run.step, run.step)
             elif crossed:
                 self.refine(run, snapshot, crossed)
-                if self.prune:  # the rest are past the new steps-to-target: stop them now, not next time
-                    self.prune_behind(run)
+                if self.prune or self.median_seeds is not None:  # the rest may be past the new
+                    self.prune_behind(run)  # steps-to-target: stop them now, not next time
             run.keep([t for t in run.trials if self.tracks[t].result is None])
             if not run.trials or run.step >= config.max_steps:
                 break
@@ -471,8 +525,10 @@ def drive(run: Run, tracks: list[Track], *, prune: bool = False,
     a non-finite or > DIVERGENCE_FACTOR x initial test loss is ``diverged`` (so is a non-finite
     training loss at any step, at once); a metric <= target is a crossing, resolved by replaying the
     interval since the previous evaluation (:meth:`Driver.refine`); with ``prune``, a trial
-    :func:`behind_group` is ``pruned``. Trials left at ``max_steps`` are ``incomplete`` (``complete``
-    when the target is None). Each result goes to ``on_result`` as soon as its trial ends.
+    :func:`behind_group` is ``pruned``; so is a trial with a ``bound`` (:class:`Track`) that misses the
+    target at an evaluation at step >= bound (its steps exceed the bound). Trials left at ``max_steps``
+    are ``incomplete`` (``complete`` when the target is None). Each result goes to ``on_result`` as soon
+    as its trial ends.
     """
     Driver(tracks, prune=prune, on_result=on_result, device=device).drive(run)
 

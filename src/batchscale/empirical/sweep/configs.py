@@ -15,7 +15,8 @@ DECAYS = ("none", "linear", "cosine")
 # Recipe and auto-target fields: left out of :meth:`StepsSweepConfig.to_dict` at these defaults, so a
 # sweep without them writes the same JSON as before they existed.
 OPTIONAL_DEFAULTS: dict[str, Any] = {"warmup_fraction": 0.0, "decay": "none", "weight_decay": 0.0,
-                                     "target_fraction": None}
+                                     "target_fraction": None, "target_budget": None}
+TARGET_BUDGET_SHARE = 10  # --target auto's reference trials train max_steps // this by default
 STATUS_FOUND = "complete"
 STATUS_UNREACHABLE = "unreachable"
 
@@ -43,12 +44,15 @@ class StepsSweepConfig:
         max_steps: the step budget of every trial (before the ``budget_factor`` cap).
         budget_factor: later batch sizes stop trials at ``budget_factor`` x the previous best steps
             (None: no cap).
-        prune: stop trials far behind the best of their stacked group (``run_trials(prune=True)``).
-        verify_pruned: (default) once a batch size has a best trial with S steps, re-run every trial
-            pruned before step S without pruning and with a budget of S steps, so the optimum cannot
-            depend on pruning: the answer equals the ``prune=False`` answer. The cost: the re-run trials
-            train for up to S steps each (measured in benchmarks/bench_sweep.py; see docs/sweep.md).
-            False keeps the pruning rule's answer (faster, but it can report a slower rate).
+        prune: stop trials early (with ``verify_pruned``: only those that can no longer change the answer;
+            without: the engine's pruning rule, ``run_trials(prune=True)``).
+        verify_pruned: (default) stop a trial of seed s only past its limit max(k S, S_s) (S the best
+            point's median steps, S_s the seed's own best, k = 1 for odd and 2 for even seed counts;
+            :meth:`~batchscale.empirical.sweep.steps.BatchSearch.limits`), inside a round
+            (``run_trials(median_seeds=n)``) and across rounds (step bounds), so the answer equals the
+            ``prune=False`` answer; and re-run, bounded by the limit, every trial the engine's rule pruned
+            before its limit (e.g. rows a sweep without verification left in the store). False: the
+            engine's pruning rule and its answer (it can stop the eventual winner).
         refine_levels, refine_tolerance: after the window search, refine the best rate between its
             neighbours at factors lr_factor^(1/2), ^(1/4), ... until one more level changes the best steps
             by less than ``refine_tolerance`` (relative), at most ``refine_levels`` levels (0: off).
@@ -60,6 +64,8 @@ class StepsSweepConfig:
         target_fraction: None, or ``--target auto``: a reference run (see
             :mod:`batchscale.empirical.sweep.target`) sets the target this fraction of the way from the
             initial metric to the best metric reached (``target`` is then replaced by the chosen value).
+        target_budget: the steps of each reference trial (None: max_steps // 10, see
+            :meth:`reference_budget`).
     """
 
     workload: str = "mnist1d-mlp"
@@ -93,6 +99,14 @@ class StepsSweepConfig:
     decay: str = "none"
     weight_decay: float = 0.0
     target_fraction: float | None = None
+    target_budget: int | None = None
+
+    def reference_budget(self) -> int:
+        """The steps of each ``--target auto`` reference trial: ``target_budget``, by default
+        max(1, max_steps // :data:`TARGET_BUDGET_SHARE`)."""
+        if self.target_budget is not None:
+            return self.target_budget
+        return max(1, self.max_steps // TARGET_BUDGET_SHARE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workload_options", canonical_options(self.workload_options))
@@ -158,6 +172,8 @@ class StepsSweepConfig:
         require(self.target_fraction is None
                 or (math.isfinite(self.target_fraction) and 0 < self.target_fraction < 1),
                 f"the target fraction must be in (0, 1), got {self.target_fraction}")
+        require(self.target_budget is None or 1 <= self.target_budget <= self.max_steps,
+                f"the target budget must be in [1, max steps = {self.max_steps}], got {self.target_budget}")
         return self
 
     def _validate_recipe(self) -> None:

@@ -72,7 +72,9 @@ def package_versions() -> dict[str, str]:
 def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Worker task: train one chunk of trials (one stacked group) and return JSON-able results.
 
-    ``payload``: ``{"configs": [TrainConfig dicts], "threads": int, "prune": bool, "token": str}``.
+    ``payload``: ``{"configs": [TrainConfig dicts], "threads": int, "prune": bool, "token": str}``, and
+    optionally ``"bounds"`` (one step bound or None per config), ``"notes"`` and ``"median_seeds"`` (see
+    :func:`~batchscale.empirical.engine.run_trials`).
     In a local pool worker each trial's result is also streamed to the parent the moment it ends
     (``{"token", "trial_id", "result", "started_at", "finished_at", "versions"}``), so the parent can
     store it before the whole chunk is done.
@@ -90,7 +92,9 @@ def train_chunk(payload: Mapping[str, Any]) -> dict[str, Any]:
                         "result": result.to_dict(), "started_at": started, "finished_at": time.time(),
                         "versions": versions})
 
-    results = run_trials(configs, prune=bool(payload.get("prune", False)), on_result=on_result)
+    results = run_trials(configs, prune=bool(payload.get("prune", False)), on_result=on_result,
+                         bounds=payload.get("bounds"), notes=tuple(payload.get("notes", ())),
+                         median_seeds=payload.get("median_seeds"))
     return {
         "results": [r.to_dict() for r in results],
         "started_at": started,
@@ -125,12 +129,28 @@ class _ChainState:
 
 @dataclass(frozen=True)
 class RunStats:
-    """What a :func:`run_chains` call did: trials trained, trials reused from the store, wall time."""
+    """What a :func:`run_chains` call did: trials trained, trials reused from the store, wall time, and
+    per round phase (:attr:`Round.phase`) the trials trained and the optimizer steps they took
+    (``phases``: ``{phase: (trials, steps)}``; a trial's steps are its ``stop_step``)."""
 
     trained: int
     reused: int
     wall_time: float
     session: str
+    phases: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def plus(self, other: RunStats) -> RunStats:
+        """Both runs' counts together (wall times added; this run's session)."""
+        phases = dict(self.phases)
+        for name, (trials, steps) in other.phases.items():
+            old = phases.get(name, (0, 0))
+            phases[name] = (old[0] + trials, old[1] + steps)
+        return RunStats(self.trained + other.trained, self.reused + other.reused,
+                        self.wall_time + other.wall_time, self.session, phases)
+
+    def steps(self) -> int:
+        """Optimizer steps trained, over every phase."""
+        return sum(steps for _, steps in self.phases.values())
 
 
 def run_chains(
@@ -170,6 +190,7 @@ class _Job:
     state: _ChainState
     chunk: list[TrainConfig]
     prune: bool
+    round_: Round = field(default_factory=lambda: Round(()))
     token: str = ""
     stored: set[str] = field(default_factory=set)  # trial ids already stored from the stream
 
@@ -187,6 +208,7 @@ class _Runner:
         self.running: dict[Any, _Job] = {}
         self.watched: dict[str, tuple[_ChainState, TrainConfig, bool]] = {}  # claimed by other sweeps
         self.trained = self.reused = 0
+        self.phases: dict[str, tuple[int, int]] = {}
         self.started = time.monotonic()
         self._serial = itertools.count()
         self._renewed = self._polled = self._reported = time.monotonic()
@@ -216,7 +238,7 @@ class _Runner:
                 self.to_train += len(missing)
                 self.bar.set_total(self.to_train)
                 prune = self.prune and state.round_.prune
-                self.queue.extend(_Job(state, chunk, prune) for chunk in chunks_of(missing))
+                self.queue.extend(_Job(state, chunk, prune, state.round_) for chunk in chunks_of(missing))
                 return
             results = state.results
 
@@ -255,7 +277,7 @@ class _Runner:
             if job.chunk:
                 job.token = f"{self.session}-{next(self._serial)}"
                 jobs.append(job)
-        payloads = [_payload(job.chunk, job.prune, self.threads, job.token) for job in jobs]
+        payloads = [_payload(job.chunk, job.prune, self.threads, job.token, job.round_) for job in jobs]
         self.running.update(zip(self.executor.submit_many(train_chunk, payloads), jobs, strict=True))
 
     def collect(self) -> None:
@@ -286,7 +308,7 @@ class _Runner:
         for entries in by_state.values():
             state, prune = entries[0][0], entries[0][2]
             mine = self.claim(state, [config for _, config, _ in entries], prune, announce=False)
-            self.queue.extend(_Job(state, chunk, prune) for chunk in chunks_of(mine))
+            self.queue.extend(_Job(state, chunk, prune, state.round_) for chunk in chunks_of(mine))
         if self.watched and time.monotonic() - self._reported >= WAIT_REPORT_SECONDS:
             self._reported = time.monotonic()
             self.say(f"[{time.monotonic() - self.started:7.1f}s] still waiting for {len(self.watched)} "
@@ -311,13 +333,17 @@ class _Runner:
         _store_chunk(self.store, job.chunk, out, self.session, job.state.results, skip=job.stored)
         self.trained += len(job.chunk)
         self.bar.update(len(job.chunk) - len(job.stored))
+        trials, steps = self.phases.get(job.round_.phase, (0, 0))
+        done = sum(r.get("stop_step") or 0 for r in out["results"])
+        self.phases[job.round_.phase] = (trials + len(job.chunk), steps + done)
         self.say(_chunk_message(job.state.name, job.chunk, out, time.monotonic() - self.started))
         job.state.pending.difference_update(t.trial_id() for t in job.chunk)
         if not job.state.pending:
             self.advance(job.state, job.state.results)
 
     def stats(self) -> RunStats:
-        return RunStats(self.trained, self.reused, time.monotonic() - self.started, self.session)
+        return RunStats(self.trained, self.reused, time.monotonic() - self.started, self.session,
+                        dict(self.phases))
 
 
 def _hashes(configs: Sequence[TrainConfig]) -> dict[str, str]:
@@ -325,9 +351,17 @@ def _hashes(configs: Sequence[TrainConfig]) -> dict[str, str]:
     return {t.trial_id(): config_hash(t.to_dict()) for t in configs}
 
 
-def _payload(chunk: Sequence[TrainConfig], prune: bool, threads: int, token: str) -> dict[str, Any]:
-    """The picklable task of one chunk (see :func:`train_chunk`)."""
-    return {"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": prune, "token": token}
+def _payload(chunk: Sequence[TrainConfig], prune: bool, threads: int, token: str,
+             round_: Round | None = None) -> dict[str, Any]:
+    """The picklable task of one chunk (see :func:`train_chunk`), with its round's bounds and notes."""
+    payload = {"configs": [t.to_dict() for t in chunk], "threads": threads, "prune": prune, "token": token}
+    if round_ is not None and round_.bounds:
+        payload["bounds"] = [round_.bounds.get(t.trial_id()) for t in chunk]
+    if round_ is not None and round_.notes:
+        payload["notes"] = list(round_.notes)
+    if round_ is not None and round_.median_seeds is not None:
+        payload["median_seeds"] = round_.median_seeds
+    return payload
 
 
 def _store_chunk(store: Store, chunk: list[TrainConfig], out: Mapping[str, Any], session: str,

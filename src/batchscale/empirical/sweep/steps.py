@@ -27,6 +27,9 @@ from batchscale.empirical.sweep.space import (
 )
 from batchscale.empirical.sweep.target import resolve_target
 from batchscale.empirical.trials import TrainConfig, TrialResult
+from batchscale.errors import InputError
+
+VERIFY_NOTE = "verify re-run"  # in the notes of a trial's result re-run by :meth:`BatchSearch.verify_round`
 
 
 def optimizer_momentum(config: StepsSweepConfig, optimizer: str) -> float:
@@ -133,9 +136,16 @@ class BatchSearch:
             points = [Point(p.learning_rate, optimizer_momentum(c, self.optimizer)) for p in points]
         return points
 
-    def round_for(self, points: Sequence[Point]) -> Round:
-        """Trial configs for ``points`` x seeds (points already tried are left out)."""
+    def round_for(self, points: Sequence[Point], phase: str = "window") -> Round:
+        """Trial configs for ``points`` x seeds (points already tried are left out).
+
+        How its trials stop early when the sweep prunes: with ``verify_pruned`` (the default) only where
+        they can no longer matter (exact): once the batch size has a best point each trial gets its seed's
+        :meth:`limits` as a step bound, and inside the round the engine applies the same rule to the
+        round's own results (``median_seeds``), so nothing needs verifying; without ``verify_pruned``,
+        the engine's pruning rule (``prune``; faster, may stop the eventual winner) and the bounds."""
         new = [p for p in dict.fromkeys(points) if p not in self.results]
+        limits = self.limits()
         self.tried.extend(new)
         for p in new:
             self.results[p] = {}
@@ -144,7 +154,33 @@ class BatchSearch:
             for p in new
             for seed in self.config.seeds
         ]
-        return Round(tuple(configs))
+        exact = self.config.prune and self.config.verify_pruned
+        return Round(tuple(configs), prune=not exact, bounds=self.bounds_of(configs, limits), phase=phase,
+                     median_seeds=len(self.config.seeds) if exact else None)
+
+    def limits(self) -> dict[int, float] | None:
+        """Per seed, the steps a trial of that seed must not exceed to change the answer (None before the
+        batch size has a best point).
+
+        limit_s = max(k S, S_s): S the best point's median steps, S_s seed s's own best steps (inf when it
+        reached nothing), k = 1 for an odd number of seeds and 2 for an even one. A point whose median is
+        at most S has its middle seed(s) at or below k S (even n: (b + c) / 2 <= S with b >= 0 gives
+        c <= 2 S), and a seed's own best is at most S_s; so replacing any trial's steps above its limit by
+        "did not reach" changes neither the batch size's winner nor any seed's own best rate. The limits
+        only fall as results come in.
+        """
+        best, _, _ = self.summary()
+        if best is None:
+            return None
+        scale = 1 if len(self.config.seeds) % 2 else 2
+        own = self.seed_best_steps()
+        return {seed: max(scale * best.steps, own[seed]) for seed in self.config.seeds}
+
+    def bounds_of(self, configs: Sequence[TrainConfig], limits: Mapping[int, float] | None) -> dict[str, int]:
+        """Step bounds of ``configs`` (trial id -> ceil(limit of its seed)); none without pruning."""
+        if limits is None or not self.config.prune:
+            return {}
+        return {t.trial_id(): math.ceil(limits[t.seed]) for t in configs if math.isfinite(limits[t.seed])}
 
     def retry_round(self) -> Round:
         """The pruned trials again. When nothing reached the target, the trials they were pruned against
@@ -152,40 +188,42 @@ class BatchSearch:
         The first retry keeps pruning (the failed leaders are no longer in the stack); a second one, for
         pruning by early noise, turns it off."""
         self.retries += 1
-        return Round(tuple(t.config for t in self.pruned()), prune=self.retries == 1, redo_pruned=True)
+        return Round(tuple(t.config for t in self.pruned()), prune=self.retries == 1, redo_pruned=True,
+                     phase="retry")
 
     def pruned(self) -> list[TrialResult]:
         """The current results that are ``pruned``."""
         return [t for ts in self.results.values() for t in ts.values() if t.status == "pruned"]
 
-    def verify_round(self, best_steps: int) -> Round:
-        """The pruned trials that could still win, trained again without pruning.
+    def verify_round(self) -> Round:
+        """The pruned trials that could still win, trained again without the pruning rule.
 
         Pruning compares early, noisy metrics, so it can stop the trial that would have been fastest.
-        A trial of seed s can still win when it was pruned before step max(S, S_s), S the best point's
-        (median) steps and S_s seed s's own best steps (any step when seed s reached nothing yet); later,
-        it has already lost. The limits only fall as results come in, so a trial passed over once never
-        needs a re-run later. It is re-run as it was (same trial, same budget) without pruning, so its
-        result is the one an unpruned sweep gets, and neither the batch size's optimum nor any seed's own
-        best rate depends on pruning. (Same trial ids: a resumed sweep finds the re-runs and asks for
-        nothing new.)
+        A trial of seed s can still matter when it was pruned before its seed's limit (:meth:`limits`:
+        max(k S, S_s)); later, it has already lost. The limits only fall as results come in, so a trial
+        passed over once never needs a re-run later. It is re-run as it was (same trial, same budget)
+        without the pruning rule, bounded by its limit (it stops once it cannot matter), so whenever its
+        result can matter it is the one an unpruned sweep gets: neither the batch size's optimum nor any
+        seed's own best rate depends on pruning. Its result's notes say ``verify re-run`` (counted as the
+        row's ``n_verified``). (Same trial ids: a resumed sweep finds the re-runs and asks for nothing
+        new.)
         """
-        own = self.seed_best_steps()
-        limits = {seed: max(best_steps, own[seed]) for seed in self.config.seeds}
+        limits = self.limits() or {}
         configs = [
             t.config
             for t in self.pruned()
             if t.config.trial_id() not in self.verified
-            and (t.stop_step is None or t.stop_step < limits[t.config.seed])
+            and (t.stop_step is None or t.stop_step < limits.get(t.config.seed, math.inf))
         ]
         self.verified.update(t.config.trial_id() for t in self.pruned())
-        return Round(tuple(configs), prune=False, redo_pruned=True)
+        return Round(tuple(configs), prune=False, redo_pruned=True, bounds=self.bounds_of(configs, limits),
+                     phase="verify", notes=(VERIFY_NOTE,))
 
     def complete_round(self, best: Outcome) -> Round:
         """The best point's pruned seeds trained again without pruning, so that its per-seed steps are the
         ones an unpruned sweep reports. (The median cannot move: such a seed is slower than it.)"""
         stopped = [t.config for t in self.results[best.point].values() if t.status == "pruned"]
-        return Round(tuple(stopped), prune=False, redo_pruned=True)
+        return Round(tuple(stopped), prune=False, redo_pruned=True, phase="complete")
 
     def seed_best_steps(self) -> dict[int, float]:
         """Each seed's fewest steps to the target over the points tried (inf if it reached nothing)."""
@@ -227,6 +265,10 @@ class BatchSearch:
     def _result_lists(self) -> dict[Point, list[TrialResult]]:
         return {p: list(trials.values()) for p, trials in self.results.items()}
 
+    def count_noted(self, note: str) -> int:
+        """Trials at this batch size whose result carries ``note``."""
+        return sum(1 for trials in self.results.values() for t in trials.values() if note in t.notes)
+
     def count(self, status: str) -> int:
         """Trials with ``status`` at this batch size."""
         return sum(1 for trials in self.results.values() for t in trials.values() if t.status == status)
@@ -241,7 +283,7 @@ def steps_chain(config: StepsSweepConfig, optimizer: str) -> Chain:
         best, edges = yield from settle(search, search.round_for(search.initial_points()))
         while edges and search.extensions < config.max_extensions:
             search.extensions += 1
-            round_ = search.round_for(search.extension_points(edges))
+            round_ = search.round_for(search.extension_points(edges), phase="extension")
             if not round_.configs:
                 break
             best, edges = yield from settle(search, round_)
@@ -271,7 +313,7 @@ def settle(search: BatchSearch, round_: Round) -> Settle:
             continue
         if (config.verify_pruned and best is not None
                 and any(t.config.trial_id() not in search.verified for t in search.pruned())):
-            round_ = search.verify_round(int(math.ceil(best.steps)))
+            round_ = search.verify_round()
             if round_.configs:
                 continue
         if config.verify_pruned and best is not None and best.point not in search.completed:
@@ -299,7 +341,7 @@ def refine(search: BatchSearch, best: Outcome) -> Generator[Round, dict[str, Tri
         lr, momentum = best.point.learning_rate, best.point.momentum
         points = [Point(round_sig(lr / factor), momentum), Point(round_sig(lr * factor), momentum)]
         before = best.steps
-        round_ = search.round_for(points)
+        round_ = search.round_for(points, phase=f"refine-{search.refine_levels}")
         if round_.configs:
             settled, _ = yield from settle(search, round_)
             best = settled if settled is not None else best
@@ -328,8 +370,8 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
     row: dict[str, Any] = {
         "optimizer": search.optimizer,
         "batch_size": search.batch_size,
-        "steps": None if best is None else int(best.steps) if best.steps.is_integer() else best.steps,
-        "examples": None if best is None else best.steps * search.batch_size,
+        "steps": None if best is None else count_or_float(best.steps),
+        "examples": None if best is None else count_or_float(best.steps * search.batch_size),
         "learning_rate": None if best is None else best.point.learning_rate,
         "momentum": None if best is None else best.point.momentum,
         "status": STATUS_FOUND if best is not None else STATUS_UNREACHABLE,
@@ -337,7 +379,7 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
         "n_reached": search.count("complete"),
         "n_diverged": search.count("diverged"),
         "n_pruned": search.count("pruned"),
-        "n_verified": len(search.verified),
+        "n_verified": search.count_noted(VERIFY_NOTE),
         "at_edge": bool(edges),
         "edge": ",".join(edges),
         "lr_min": min(p.learning_rate for p in search.tried),
@@ -352,6 +394,12 @@ def _steps_row(search: BatchSearch) -> dict[str, Any]:
         **seed_fields(search, best),
     }
     return row
+
+
+def count_or_float(x: float) -> int | float:
+    """``x`` as an int when it is a whole number (a count), else as it is (a median of an even number of
+    seeds can end in .5)."""
+    return int(x) if float(x).is_integer() else x
 
 
 def seed_fields(search: BatchSearch, best: Outcome | None) -> dict[str, Any]:
@@ -382,11 +430,38 @@ def seed_fields(search: BatchSearch, best: Outcome | None) -> dict[str, Any]:
 
 def reference_trials(config: StepsSweepConfig) -> list[TrainConfig]:
     """The reference run's trials of ``--target auto`` (:mod:`.target`): first optimizer, smallest batch
-    size, first window x seeds, ``max_steps`` each, no target."""
-    optimizer, batch_size = config.optimizers[0], config.batch_sizes[0]
-    search = BatchSearch(config, optimizer, batch_size, config.max_steps, center=0.0, first=True)
-    return [replace(trial_config(config, optimizer, batch_size, point, seed, config.max_steps), target=None)
+    size, first window x seeds, :meth:`StepsSweepConfig.reference_budget` steps each, no target."""
+    optimizer, batch_size, budget = config.optimizers[0], config.batch_sizes[0], config.reference_budget()
+    search = BatchSearch(config, optimizer, batch_size, budget, center=0.0, first=True)
+    return [replace(trial_config(config, optimizer, batch_size, point, seed, budget), target=None)
             for point in search.initial_points() for seed in config.seeds]
+
+
+def probe_trials(config: StepsSweepConfig) -> list[TrainConfig]:
+    """One trial per seed that only looks at step 0: first optimizer, smallest batch size, the first
+    window's lowest rate, ``max_steps`` 1 (see :func:`probe_chain`)."""
+    optimizer, batch_size = config.optimizers[0], config.batch_sizes[0]
+    search = BatchSearch(config, optimizer, batch_size, 1, center=0.0, first=True)
+    point = min(search.initial_points(), key=lambda p: p.learning_rate)
+    return [trial_config(config, optimizer, batch_size, point, seed, 1) for seed in config.seeds]
+
+
+def probe_chain(config: StepsSweepConfig, trials: Sequence[TrainConfig]) -> Chain:
+    """Refuse a target the untrained model already meets: the metric at step 0 depends only on the seed
+    (the initial weights), so every trial of that seed would report 0 steps at every batch size and rate.
+    One round of :func:`probe_trials` (evaluated at step 0, at most one update each); :class:`InputError`
+    naming the seed and its initial metric when one meets the target at step 0."""
+    results = yield Round(tuple(trials), prune=False, phase="probe")
+    for trial in trials:
+        result = results[trial.trial_id()]
+        if result.status == "complete" and result.steps == 0:
+            initial = result.history[0][1] if result.history and result.history[0][1] is not None else None
+            initial_text = "?" if initial is None else f"{initial:.4g}"
+            raise InputError(
+                f"the target ({config.target_metric} <= {config.target:g}) is met at step 0, before any "
+                f"training (seed {trial.seed}: initial {config.target_metric} {initial_text}), so every "
+                "batch size would need 0 steps; choose a harder target (a lower --target, or --target auto)")
+    return []
 
 
 def steps_sweep_chains(config: StepsSweepConfig) -> dict[str, Chain]:
@@ -417,6 +492,9 @@ def run_steps_sweep(
     with opened(store, executor) as (store, executor):
         config, auto, first = resolve_target(config, reference_trials(config), store=store,
                                              executor=executor, threads=threads, progress=progress)
+        _, probed = run_chains({"probe": probe_chain(config, probe_trials(config))}, store=store,
+                               executor=executor, threads=threads, progress=progress)
+        first = probed if first is None else first.plus(probed)
         rows, stats = run_chains(
             steps_sweep_chains(config), store=store, executor=executor, threads=threads,
             prune=config.prune, progress=progress,
@@ -425,6 +503,5 @@ def run_steps_sweep(
     if auto is not None:
         out = [{**row, "auto_target": auto.to_dict()} for row in out]
     if first is not None:
-        stats = RunStats(stats.trained + first.trained, stats.reused + first.reused,
-                         stats.wall_time + first.wall_time, stats.session)
+        stats = stats.plus(first)
     return out, stats

@@ -3,8 +3,9 @@
 A target too easy (reached by every rate at once) or too close to the best metric the model reaches
 (reached only by chance) gives a steps-to-target curve of noise. The reference run measures the range:
 the first optimizer of the sweep at its smallest batch size trains the first window of learning rates
-(the rates ``lr_range`` gives at the first batch size) for every seed, each trial for ``max_steps``
-updates without a target. With M0 the initial metric (step 0, median over the trials) and M* the best
+(the rates ``lr_range`` gives at the first batch size) for every seed, each trial for
+``StepsSweepConfig.reference_budget()`` updates (``--target-budget``, by default max_steps // 10) without
+a target. With M0 the initial metric (step 0, median over the trials) and M* the best
 final metric (over the rates, of the median over seeds),
 
     target = M0 - fraction x (M0 - M*),
@@ -38,7 +39,8 @@ class AutoTarget:
 
     ``target`` = ``initial_metric`` - ``fraction`` x (``initial_metric`` - ``best_metric``) (4
     significant digits); ``gap`` = target - best_metric and ``relative_gap`` = gap / (initial - best),
-    how close the target sits to the best reached (1 - fraction before rounding).
+    how close the target sits to the best reached (1 - fraction before rounding). ``max_steps``: the
+    steps each reference trial trained (the budget M* is the best within: ``--target-budget``).
     """
 
     target: float
@@ -75,7 +77,8 @@ class AutoTarget:
         return (f"target auto: {self.metric} {self.target:.4g}, {self.fraction:g} of the way from the "
                 f"initial {self.initial_metric:.4g} to the best {self.best_metric:.4g} reached by "
                 f"{self.optimizer} at B={self.batch_size} (lr {self.best_learning_rate:.3g}, median of "
-                f"{len(self.seeds)} seed(s), {self.max_steps} steps); the target sits {self.gap:.3g} "
+                f"{len(self.seeds)} seed(s), {self.max_steps} steps each: --target-budget); the target "
+                f"sits {self.gap:.3g} "
                 f"({self.relative_gap:.0%} of that range) above the best")
 
 
@@ -93,20 +96,21 @@ def choose_target(config: StepsSweepConfig, results: Sequence[TrialResult]) -> A
     if not (math.isfinite(best) and best < initial):
         raise InputError(
             f"--target auto: no learning rate of the reference run improved on the initial "
-            f"{config.target_metric} {initial:.4g} within {config.max_steps} steps; raise --max-steps or "
-            "move --lr-range")
+            f"{config.target_metric} {initial:.4g} within {config.reference_budget()} steps; raise "
+            "--target-budget or move --lr-range")
     fraction = float(config.target_fraction)
     return AutoTarget(
         target=round_sig(initial - fraction * (initial - best)), fraction=fraction,
         metric=config.target_metric, initial_metric=initial, best_metric=best, best_learning_rate=best_lr,
         optimizer=config.optimizers[0], batch_size=config.batch_sizes[0],
-        learning_rates=tuple(sorted(by_rate)), seeds=tuple(config.seeds), max_steps=config.max_steps)
+        learning_rates=tuple(sorted(by_rate)), seeds=tuple(config.seeds),
+        max_steps=config.reference_budget())
 
 
 def reference_chain(config: StepsSweepConfig, trials: Sequence[TrainConfig]) -> Chain:
     """One round, the reference ``trials`` (:func:`batchscale.empirical.sweep.steps.reference_trials`)
-    trained to ``max_steps`` (no pruning); returns one row, the choice."""
-    results = yield Round(tuple(trials), prune=False)
+    trained to their budget (no pruning); returns one row, the choice."""
+    results = yield Round(tuple(trials), prune=False, phase="reference")
     return [choose_target(config, [results[t.trial_id()] for t in trials]).to_dict()]
 
 
