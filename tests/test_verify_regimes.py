@@ -126,3 +126,14 @@ def test_a_db_that_cannot_be_written_is_refused_before_any_training(tmp_path):
     result = CliRunner().invoke(cli, ["verify", "regimes", "--quick", "--db", str(blocker / "runs.sqlite")])
     assert result.exit_code == 2, result.output
     assert "Error" in result.output and "Traceback" not in result.output
+
+
+def test_sweep_config_resolves_auto_device_like_sweep_steps():
+    # `verify --device auto` (the CLI default) and `--device cpu` must store the same trial ids, as
+    # `sweep steps` resolves the device before its trials are named (no GPU here: auto is the CPU).
+    from batchscale.verify.registry import resolve
+    from batchscale.verify.steps_sweep import sweep_config
+
+    auto = sweep_config(resolve(device="auto", quick=True))
+    cpu = sweep_config(resolve(device="cpu", quick=True))
+    assert auto.device == "cpu" and auto == cpu

@@ -56,7 +56,10 @@ class SweepResult:
 
 def sweep_config(opts: Options) -> Any:
     """The :class:`StepsSweepConfig` of ``opts``: the quick sweep under ``--quick``, else the headline one;
-    ``--workload``/``-W`` replace the workload, ``--seed``/``--seeds`` the seeds."""
+    ``--workload``/``-W`` replace the workload, ``--seed``/``--seeds`` the seeds. The device is resolved
+    (``auto`` -> ``cpu`` or ``cuda``) as ``sweep steps`` does, so both store the same trial ids and share
+    trials."""
+    from batchscale.empirical.device import resolve_device
     from batchscale.empirical.sweep import StepsSweepConfig
 
     settings: dict[str, Any] = dict(QUICK if opts.quick else FULL)
@@ -67,7 +70,8 @@ def sweep_config(opts: Options) -> Any:
         settings["workload_options"] = tuple(dict(opts.workload_options).items())
     seeds = tuple(opts.seed_list(SEEDS))
     return StepsSweepConfig(
-        optimizers=("sgd", "momentum"), momentum=0.9, seeds=seeds, device=opts.device, **settings
+        optimizers=("sgd", "momentum"), momentum=0.9, seeds=seeds, device=str(resolve_device(opts.device)),
+        **settings
     )
 
 
