@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from batchscale.verify import nqm_transfer
-from batchscale.verify.nqm_transfer import build_model, measuring_point, predict, reference_run, transfer_rows
+from batchscale.verify.nqm_transfer import (
+    build_model,
+    joined,
+    measuring_point,
+    predict,
+    reference_run,
+    transfer_rows,
+)
 from batchscale.verify.registry import resolve
 from batchscale.verify.steps_sweep import curves_of
 
@@ -78,6 +85,18 @@ def test_a_too_noisy_sweep_is_inconclusive_never_pass(truth):
     rows = transfer_rows(model_curves(noise_model="isotropic"), noisy, {}, "synthetic", 3)
     assert "inconclusive" in verdicts(rows, "critical_batch")
     assert "pass" not in verdicts(rows, "critical_batch")
+
+
+def test_the_prediction_seed_range_joins_the_measured_interval(truth, network):
+    p, span = joined((30.0, 60.0), [20.0, 80.0])
+    assert p == pytest.approx(40.0) and span == pytest.approx((15.0, 120.0))  # ratio [30/80, 60/20] x 40
+    assert joined((30.0, 60.0), [40.0]) == (40.0, (30.0, 60.0))
+    # the right model from three seeds of the spectra, one of them 3x off: too spread to decide
+    wide = model_curves(noise_factor=3.0)
+    rows = transfer_rows({n: [truth[n], truth[n], wide[n]] for n in truth}, network, {}, "synthetic", 5)
+    assert "pass" not in verdicts(rows, "critical_batch")
+    same = transfer_rows({n: [truth[n]] * 3 for n in truth}, network, {}, "synthetic", 5)
+    assert verdicts(same, "critical_batch") == ["pass", "pass"]
 
 
 def test_measuring_point_is_the_nearest_reached_sgd_batch():

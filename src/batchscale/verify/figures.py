@@ -37,8 +37,10 @@ def plot_nqm_transfer(path: str, curves: dict) -> None:
             "steps_low": _nan(c["measured_low"]), "steps_high": _nan(c["measured_high"]),
             "learning_rate": _nan(c["measured_learning_rate"]),
         }
-        series[f"{name}: NQM of its spectra"] = {
+        series[f"{name}: NQM of its spectra (median, range over seeds)"] = {
             "batch_size": c["batch_size"], "steps": _nan(c["model_steps"]),
+            "steps_low": _nan(c.get("model_low", c["model_steps"])),
+            "steps_high": _nan(c.get("model_high", c["model_steps"])),
             "learning_rate": _nan(c["model_learning_rate"]),
         }
     title = "nqm-transfer: the network's steps vs the NQM built from its spectra"

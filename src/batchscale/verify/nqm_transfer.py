@@ -1,7 +1,7 @@
 r"""``nqm-transfer``: the noisy quadratic model built from the network's own spectra predicts its steps curve.
 
 Measured: the seeded sweep of :mod:`batchscale.verify.steps_sweep` (shared with ``regimes`` and
-``noise-scale``, same store). Predicted: one plain-SGD reference run (seed ``--seed``) at a small batch
+``noise-scale``, same store). Predicted: per seed of the sweep, one plain-SGD reference run at a small batch
 (16 under ``--quick``, else 32; the sweep's best rate there) for the sweep's steps to the target there,
 S_ref. On the training examples (all of them, at most ``CAP``):
 
@@ -12,9 +12,11 @@ S_ref. On the training examples (all of them, at most ``CAP``):
   top-k Hessian eigenpairs (Lanczos), the bulk (stochastic Lanczos quadrature), noise along the top
   eigenvectors and tr(Sigma).
 
-The model (:func:`batchscale.theory.nqm_transfer.transfer_spectrum`, its choices stated there) starts at
-:math:`L_0 - L_*` and its target is :math:`L_T - L_*`; its tuned steps at the sweep's batch sizes (SGD, and
-heavy ball at the sweep's momentum with the rate tuned) are analysed like the measured curve. Rows:
+Each seed's model (:func:`batchscale.theory.nqm_transfer.transfer_spectrum`, its choices stated there)
+starts at :math:`L_0 - L_*` and its target is :math:`L_T - L_*`; its tuned steps at the sweep's batch sizes
+(SGD, and heavy ball at the sweep's momentum with the rate tuned) are analysed like the measured curve.
+Rows (the prediction is the geometric mean over the seeds of the spectra; the interval judged joins the
+measured one with the prediction's seed range, :func:`joined`):
 
 - ``critical_batch`` (per optimizer): the model's McCandlish :math:`B_{crit} = E_{min}/S_{min}` (the
   verdict's definition; the others printed beside it) against the sweep's, with the sweep's seed-bootstrap
@@ -149,35 +151,61 @@ def _critical_text(analysis: Any) -> str:
     return ", ".join(f"{name} {est.text()}" for name, est in analysis.critical.items())
 
 
+def joined(ci: tuple[float, float], predictions: Sequence[float]) -> tuple[float, tuple[float, float]]:
+    r"""(geometric mean p of the per-seed ``predictions``, the interval judged against the band around p).
+
+    The measured interval [lo, hi] joined with the prediction's seed range [p_min, p_max] as the ratio
+    interval [lo/p_max, hi/p_min] (as ``noise-scale`` joins B_simple's seeds with B_crit's interval),
+    scaled by p: judging it against [p/t, p t] is judging the ratio against [1/t, t]. With one seed it is
+    the measured interval."""
+    values = np.asarray([v for v in predictions if math.isfinite(v) and v > 0], dtype=float)
+    if values.size == 0:
+        return math.nan, ci
+    p = float(np.exp(np.mean(np.log(values))))
+    return p, (ci[0] * p / float(values.max()), ci[1] * p / float(values.min()))
+
+
+def _per_seed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def transfer_rows(predicted: Mapping[str, Any], measured: Mapping[str, Any], config: dict[str, Any],
                   workload: str, n_seeds: int, *, seed: int = 0) -> list[Row]:
-    """The claim's rows: ``predicted[optimizer]`` a :class:`PredictedCurve`, ``measured[optimizer]`` a
-    :class:`batchscale.verify.steps_sweep.Curve`."""
+    """The claim's rows: ``predicted[optimizer]`` a :class:`PredictedCurve` or a list of them (one per
+    seed of the spectra), ``measured[optimizer]`` a :class:`batchscale.verify.steps_sweep.Curve`."""
     rows: list[Row] = []
     for name, curve in measured.items():
-        model = predicted[name].analysis
-        est, guess = curve.analysis.critical["mccandlish"], model.critical["mccandlish"]
+        models = [m.analysis for m in _per_seed(predicted[name])]
+        est = curve.analysis.critical["mccandlish"]
+        guesses = [math.nan if m.critical["mccandlish"].value is None else m.critical["mccandlish"].value
+                   for m in models]
         value = math.nan if est.value is None else est.value
         ci = (0.0 if est.low is None else est.low, math.inf if est.high is None else est.high)
-        scale = (f"S_min model {model.s_min.value:.4g} vs measured {curve.analysis.s_min.value:.4g}"
-                 if model.s_min.value is not None and curve.analysis.s_min.value is not None else "")
+        guess, span = joined(ci, guesses)
+        scale = ", ".join(f"{m.s_min.value:.4g}" for m in models if m.s_min.value is not None)
         rows.append(make_row(
-            CLAIM, "critical_batch", workload, math.nan if guess.value is None else guess.value, value,
-            ci=ci, n_seeds=n_seeds, config=config,
-            note=f"{name}, verdict uses mccandlish; model: {_critical_text(model)}; measured: "
-            f"{_critical_text(curve.analysis)}; {scale}",
+            CLAIM, "critical_batch", workload, guess, value, ci=span, n_seeds=n_seeds, config=config,
+            note=f"{name}, verdict uses mccandlish; model per seed of the spectra "
+            f"{', '.join(f'{g:.4g}' for g in guesses)} (geometric mean predicted; interval: the sweep's "
+            f"[{ci[0]:.4g}, {ci[1]:.4g}] joined with that range); model seed {seed}: "
+            f"{_critical_text(models[0])}; measured: {_critical_text(curve.analysis)}; S_min model {scale} "
+            f"vs measured {curve.analysis.s_min.text()}",
         ))
     for name, curve in measured.items():
-        model = predicted[name]
-        fit = model.analysis.fit
-        steps = dict(zip(model.batch_sizes, model.steps, strict=True))
+        models = _per_seed(predicted[name])
+        shapes = []
+        for m in models:
+            fit = m.analysis.fit
+            shapes.append({b: (s / fit.s_min if fit is not None else math.nan)
+                           for b, s in zip(m.batch_sizes, m.steps, strict=True)})
         for b, (ratio, ci, seeds) in shape_interval(curve, seed=seed).items():
-            guess = steps.get(b, math.nan) / fit.s_min if fit is not None else math.nan
+            guesses = [shape.get(b, math.nan) for shape in shapes]
+            guess, span = joined(ci, guesses)
             rows.append(make_row(
-                CLAIM, "steps_shape", workload, guess if math.isfinite(guess) else math.nan, ratio, ci=ci,
-                n_seeds=seeds, config=config,
-                note=f"{name}, B={b}: S(B)/S_min, each curve over its own fitted S_min; model steps "
-                f"{steps.get(b, math.nan):.4g}",
+                CLAIM, "steps_shape", workload, guess, ratio, ci=span, n_seeds=seeds, config=config,
+                note=f"{name}, B={b}: S(B)/S_min, each curve over its own fitted S_min; model per seed "
+                f"{', '.join(f'{g:.4g}' for g in guesses)}; measured interval [{ci[0]:.4g}, {ci[1]:.4g}] "
+                "joined with the model's seed range",
             ))
     return rows
 
@@ -192,53 +220,70 @@ def _median(values: Sequence[float | None]) -> float | None:
     return float(np.median(finite)) if finite else None
 
 
-def planted_critical(measured: Mapping[str, Any], batch_sizes: Sequence[int], momentum: float) -> dict:
-    """What the planted wrong models predict on this network (McCandlish B_crit per optimizer): shown
-    beside the rows, so the distance between the right and the nearest wrong model is on record."""
-    out = {}
+def planted_critical(references: Sequence[Mapping[str, Any]], batch_sizes: Sequence[int],
+                     momentum: float) -> dict:
+    """What the planted wrong models predict on this network (McCandlish B_crit per optimizer and seed of
+    the spectra): on record beside the rows, so the distance to the nearest wrong model is known."""
+    out: dict[str, dict[str, list]] = {}
     plants = {"isotropic_noise": {"noise_model": "isotropic"}, "noise_x10": {"noise_factor": 10.0}}
     for label, planted in plants.items():
-        model, target = build_model(measured, **planted)
-        curves = predict(model, target, batch_sizes, measured["n_train"], momentum)
-        out[label] = {name: c.analysis.critical["mccandlish"].value for name, c in curves.items()}
+        out[label] = {"sgd": [], "momentum": []}
+        for ref in references:
+            model, target = build_model(ref, **planted)
+            curves = predict(model, target, batch_sizes, ref["n_train"], momentum)
+            for name, c in curves.items():
+                out[label][name].append(c.analysis.critical["mccandlish"].value)
     return out
 
 
 def curves_config(predicted: Mapping[str, Any], measured: Mapping[str, Any]) -> dict[str, Any]:
-    """Both curves per optimizer, as plain lists (for the figure and the JSON config)."""
+    """Both curves per optimizer, as plain lists (for the figure and the JSON config); the model's steps
+    and rate are the medians over the seeds of the spectra, with the seeds' range."""
     out = {}
     for name, curve in measured.items():
         a = curve.analysis
+        models = _per_seed(predicted[name])
+        steps = np.asarray([m.steps for m in models], dtype=float)  # (seeds, n)
+        rates = np.asarray([m.learning_rates for m in models], dtype=float)  # (seeds, n)
         out[name] = {
             "batch_size": list(curve.batch_sizes),
             "measured_steps": _finite(a.steps),
             "measured_low": _finite(a.steps_low),
             "measured_high": _finite(a.steps_high),
             "measured_learning_rate": [_median(r) for r in curve.seed_learning_rates],
-            "model_steps": _finite(predicted[name].steps),
-            "model_learning_rate": _finite(predicted[name].learning_rates),
+            "model_steps": _finite(np.median(steps, axis=0)),
+            "model_low": _finite(steps.min(axis=0)),
+            "model_high": _finite(steps.max(axis=0)),
+            "model_learning_rate": _finite(np.median(rates, axis=0)),
         }
     return out
 
 
 def run(opts: Options) -> list[Row]:
+    from dataclasses import replace
+
     from batchscale.verify.steps_sweep import run_sweep
 
     sweep = run_sweep(opts)
     workload = str(sweep.config["workload"])
-    measured = reference_run(opts, sweep)
-    if measured is None:
+    references = [reference_run(replace(opts, seed=s), sweep) for s in opts.seed_list(sweep.n_seeds)]
+    if not references or any(r is None for r in references):
         config = opts.config(CLAIM, workload, sweep=sweep.config, store=sweep.store)
         return [make_row(CLAIM, "critical_batch", workload, math.nan, math.nan, n_seeds=0, config=config,
                          note="no reference run: SGD reached the target at no batch size, or diverged")]
-    model, target = build_model(measured)
     batch_sizes = sweep.curves["sgd"].batch_sizes
-    opts.say(f"nqm-transfer: model of {model.spectrum.bins} bins, initial loss "
-             f"{model.spectrum.initial_loss():.4g}, target {target:.4g}")
-    predicted = predict(model, target, batch_sizes, measured["n_train"], float(sweep.config["momentum"]))
     momentum = float(sweep.config["momentum"])
-    config = opts.config(CLAIM, workload, sweep=sweep.config, store=sweep.store, reference=measured,
-                         model=model.summary(), model_target=target,
-                         curves=curves_config(predicted, sweep.curves),
-                         planted=planted_critical(measured, batch_sizes, momentum))
+    predicted: dict[str, list] = {"sgd": [], "momentum": []}
+    models, targets = [], []
+    for ref in references:
+        model, target = build_model(ref)
+        opts.say(f"nqm-transfer: seed {ref['seed']}: model of {model.spectrum.bins} bins, initial loss "
+                 f"{model.spectrum.initial_loss():.4g}, target {target:.4g}")
+        for name, curve in predict(model, target, batch_sizes, ref["n_train"], momentum).items():
+            predicted[name].append(curve)
+        models.append(model.summary())
+        targets.append(target)
+    config = opts.config(CLAIM, workload, sweep=sweep.config, store=sweep.store, reference=references,
+                         model=models, model_target=targets, curves=curves_config(predicted, sweep.curves),
+                         planted=planted_critical(references, batch_sizes, momentum))
     return transfer_rows(predicted, sweep.curves, config, workload, sweep.n_seeds, seed=opts.seed)
