@@ -544,3 +544,54 @@ def _is_power_of_two(values: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log2(np.where(values > 0, values, np.nan))
     return np.isfinite(logs) & (logs == np.round(logs))
+
+
+class ForestRow(NamedTuple):
+    """One row of :func:`plot_forest`: a label, the value and its interval on the common axis, a colour
+    and whether the marker is hollow (a row that is not evidence)."""
+
+    label: str
+    value: float
+    low: float
+    high: float
+    colour: str
+    hollow: bool = False
+
+
+def plot_forest(
+    path: str | Path, rows: Sequence[ForestRow], *, xlabel: str, title: str = "", limit: float = 4.0,
+    band: tuple[float, float] = (-1.0, 1.0), legend: Sequence[tuple[str, str]] = (),
+) -> None:
+    """A forest plot: one line per row (top to bottom in the given order), its value as a marker and its
+    interval as a bar, the shared acceptance ``band`` shaded. Values beyond +-``limit`` are drawn at the
+    edge as a triangle pointing outwards (their bar cut there); ``legend`` gives (colour, text) pairs."""
+    path = _checked_path(path)
+    require(len(rows) > 0, "no rows to plot")
+    plt = _pyplot()
+    height = 1.2 + 0.24 * len(rows)
+    fig, ax = plt.subplots(figsize=(9.0, height))
+    ax.axvspan(*band, color="#e3efe3", zorder=0, label="accepted (declared tolerance)")
+    ax.axvline(0.0, color="#7a7a7a", lw=0.8, zorder=1)
+    for i, row in enumerate(rows):
+        y = len(rows) - 1 - i
+        low, high = (max(-limit, min(limit, v)) for v in (row.low, row.high))
+        if not (math.isnan(row.low) or math.isnan(row.high)) and row.low != row.high:
+            ax.plot([low, high], [y, y], color=row.colour, lw=1.6, zorder=2)
+        value = max(-limit, min(limit, row.value))
+        marker = ">" if row.value > limit else "<" if row.value < -limit else "o"
+        face = "white" if row.hollow else row.colour
+        ax.plot([value], [y], marker=marker, ms=6, mfc=face, mec=row.colour, ls="", zorder=3)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r.label for r in reversed(rows)], fontsize=7.5)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlim(-limit - 0.3, limit + 0.3)
+    ax.set_xlabel(xlabel)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=t) for c, t in legend]
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="#e3efe3", label="accepted (declared tolerance)"))
+    below = 0.62 / max(height - 1.2, 0.3)  # the legend ~0.6 inch under the axes, below the x label
+    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -below),
+              ncol=len(handles), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
