@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import pytest
 from click.testing import CliRunner
 
 from batchscale.cli.main import cli
@@ -47,18 +49,19 @@ def test_unknown_claim_and_bad_options_exit_2():
         assert "Traceback" not in result.output
 
 
-def not_built() -> str:
-    """A registered claim that is not built yet (skip when every claim is built)."""
-    import pytest
-
+@pytest.fixture
+def not_built(monkeypatch) -> str:
+    """A registered claim that is not built yet: the first still unbuilt one, else `sharpness` registered
+    again with a ``needs`` (every claim is built now; the not-built path must keep working)."""
     names = [n for n, c in CLAIMS.items() if not c.real]
-    if not names:
-        pytest.skip("every claim is built")
-    return names[0]
+    if names:
+        return names[0]
+    monkeypatch.setitem(CLAIMS, "sharpness", replace(CLAIMS["sharpness"], needs="a planted missing part"))
+    return "sharpness"
 
 
-def test_a_claim_not_built_exits_1_with_json_rows():
-    result = invoke(not_built(), "--format", "json")
+def test_a_claim_not_built_exits_1_with_json_rows(not_built):
+    result = invoke(not_built, "--format", "json")
     assert result.exit_code == 1
     rows = json.loads(result.stdout)
     assert [r["verdict"] for r in rows] == ["inconclusive"]
@@ -89,13 +92,13 @@ def test_passing_claim_exits_0_and_writes_csv():
         assert column in header
 
 
-def test_report_keeps_hand_written_blocks(tmp_path):
+def test_report_keeps_hand_written_blocks(tmp_path, not_built):
     report = tmp_path / "claims.md"
     report.write_text(
         "<!-- claim:accounting -->\nOur own words.\n<!-- /claim:accounting -->\n"
         "<!-- results:saddle -->\nold saddle rows\n<!-- /results:saddle -->\n"
     )
-    name = not_built()
+    name = not_built
     result = invoke(name, "--report", str(report))
     assert result.exit_code == 1
     text = report.read_text()

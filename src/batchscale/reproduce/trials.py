@@ -114,15 +114,11 @@ def measured_beside_store(options: Options, name: str, settings: dict[str, Any],
     resumed one) reads it instead of training again. The key hashes ``settings``, the package's source
     (every ``.py`` file) and the package versions, so any change of code or settings measures again; an
     unreadable or foreign file is measured again and replaced."""
-    import hashlib
     import json
-    import os
 
-    from batchscale.verify.registry import package_versions
-    from batchscale.verify.reuse import source_digest
+    from batchscale.verify.reuse import digest_key, write_atomically
 
-    what = {"name": name, "settings": settings, "source": source_digest(), "versions": package_versions()}
-    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    key = digest_key({"name": name, "settings": settings})
     path = Path(options.store).parent / MEASURED_FOLDER / f"{name}-{key}.json"
     try:
         data = json.loads(path.read_text())
@@ -132,12 +128,6 @@ def measured_beside_store(options: Options, name: str, settings: dict[str, Any],
     except (OSError, ValueError, AttributeError):
         pass
     value = compute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps({"format": MEASURED_FORMAT, "key": key, "settings": settings,
+    write_atomically(path, json.dumps({"format": MEASURED_FORMAT, "key": key, "settings": settings,
                                        "value": value}, default=str))
-        os.replace(partial, path)
-    except OSError:
-        pass
     return value

@@ -49,9 +49,16 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+def digest_key(what: dict[str, Any]) -> str:
+    """24 hex digits of the sha256 of ``what`` together with the package's source digest and the package
+    versions: the key of anything measured once and reused while code, settings and versions stay."""
+    full = {**what, "source": source_digest(), "versions": package_versions()}
+    return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
 def key(claim: str, opts: Options) -> str:
     """The hash of what ``claim``'s rows depend on (its options, the package source, the versions)."""
-    what = {
+    return digest_key({
         "claim": claim,
         "workload": opts.workload,
         "workload_options": sorted((str(k), repr(v)) for k, v in dict(opts.workload_options).items()),
@@ -59,10 +66,7 @@ def key(claim: str, opts: Options) -> str:
         "seeds": opts.seeds,
         "quick": opts.quick,
         "device": opts.device,
-        "source": source_digest(),
-        "versions": package_versions(),
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
+    })
 
 
 def path_of(claim: str, opts: Options) -> Path:
@@ -97,19 +101,25 @@ def load(path: Path) -> list[Row] | None:
         return None
 
 
-def save(path: Path, rows: list[Row]) -> bool:
-    """Write ``rows`` to ``path`` atomically (Python's JSON, which keeps NaN and infinities); False (and
-    nothing written) when the folder is not writable."""
+def write_atomically(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` through a temporary file and a rename (its folder created); False (and
+    nothing written) when that is not possible."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"format": FORMAT, "version": VERSION,
-                           "rows": [r.as_dict() for r in rows]}, indent=1, default=_scalar)
         partial = path.with_suffix(f".{os.getpid()}.partial")
         partial.write_text(text)
         os.replace(partial, path)
         return True
     except OSError:
         return False
+
+
+def save(path: Path, rows: list[Row]) -> bool:
+    """Write ``rows`` to ``path`` atomically (Python's JSON, which keeps NaN and infinities); False (and
+    nothing written) when the folder is not writable."""
+    text = json.dumps({"format": FORMAT, "version": VERSION, "rows": [r.as_dict() for r in rows]},
+                      indent=1, default=_scalar)
+    return write_atomically(path, text)
 
 
 def claim_rows(claim: str, opts: Options, *, rerun: bool = False) -> list[Row]:
