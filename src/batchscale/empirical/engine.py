@@ -28,7 +28,7 @@ from batchscale.progress import counter
 
 BATCHED_MAX_BATCH = 4096  # "auto" stacks a group when its batch size is at most this (docs/perf-training.md)
 MAX_COPIES = 32  # larger groups are split into stacks of at most this many copies ...
-STACK_MAX_ROWS = 32_768  # ... and of at most this many examples per step (copies x batch size): memory
+STACK_MAX_ROWS = 24_576  # ... and of at most this many examples per step (copies x batch size): cache
 STRATEGIES: tuple[str, ...] = ("auto", "batched", "sequential")
 
 
