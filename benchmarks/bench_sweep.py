@@ -25,7 +25,10 @@ stopped seeds; the sweep's own count) and the steps per optimizer and batch size
 trial's final row, so a trial trained twice counts once there). ``--batch-sizes`` restricts the sweep
 (e.g. 1,2,4 for the expensive end); extra sweep options go after ``--``.
 
-    .venv/bin/python benchmarks/bench_sweep.py --headline [--n-seeds-list 1,3] [--batch-sizes 1,2,4]
+    .venv/bin/python benchmarks/bench_sweep.py --headline [--n-seeds-list 1,3] [--keep DIR]
+
+``--keep DIR`` keeps each run's store as ``DIR/headline-<n>-seeds.sqlite`` (e.g. to print the run's table
+again, reusing every trial, with ``batchscale sweep steps --db ...``).
 
 ``--replay DB``: the optimizer steps the exact stopping rule (3 seeds) would train at each (optimizer,
 batch size) of a store filled by an earlier sweep, replayed over the recorded evaluation histories,
@@ -97,9 +100,14 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def headline_run(n_seeds: int, extra: list[str], folder: Path, src: Path) -> dict:
-    """One headline sweep on a fresh store: wall, CPU, load, phases, steps per (optimizer, batch size)."""
+def headline_run(n_seeds: int, extra: list[str], folder: Path, src: Path, keep: Path | None = None) -> dict:
+    """One headline sweep on a fresh store: wall, CPU, load, phases, steps per (optimizer, batch size).
+    ``keep``: a folder to write the store to (refused when the store already exists: it must be fresh)."""
     db = folder / f"headline-{n_seeds}-{time.monotonic_ns()}.sqlite"
+    if keep is not None:
+        db = keep / f"headline-{n_seeds}-seeds.sqlite"
+        if db.exists():
+            raise SystemExit(f"{db} exists: the headline must run on a fresh store")
     command = [sys.executable, "-c", RUNNER, "sweep", "steps", "--n-seeds", str(n_seeds), "--db", str(db),
                "--format", "json", *extra]
     env = dict(os.environ, PYTHONPATH=str(src))
@@ -129,7 +137,8 @@ def headline(args: argparse.Namespace, extra: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(v) for v in args.n_seeds_list.split(",")):
             options = [*extra, *(["--batch-sizes", args.batch_sizes] if args.batch_sizes else [])]
-            runs.append(headline_run(n, options, Path(tmp), Path(args.src)))
+            keep = None if args.keep is None else Path(args.keep)
+            runs.append(headline_run(n, options, Path(tmp), Path(args.src), keep))
             r = runs[-1]
             print(f"{n} seed(s): {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, load {r['load']:.1f}",
                   file=sys.stderr, flush=True)
@@ -235,6 +244,7 @@ def main() -> None:
     parser.add_argument("--replay", default=None, help="a store: replay the exact stopping rule over it")
     parser.add_argument("--n-seeds-list", default="1,3", help="--headline: seed counts to run")
     parser.add_argument("--batch-sizes", default=None, help="--headline: restrict the batch sizes")
+    parser.add_argument("--keep", default=None, help="--headline: a folder to keep each run's store in")
     parser.add_argument("--seeds", default="0", help="comma list of seeds (one quick sweep each)")
     parser.add_argument("--variants", default="verify,no-prune,prune-only")
     parser.add_argument("--rounds", type=int, default=1)
