@@ -77,6 +77,22 @@ def test_a_stale_block_is_reported_by_check(tmp_path, monkeypatch):
     assert gen.main(["--check", str(doc)]) == 0
 
 
+def test_workdir_keeps_what_earlier_runs_left(tmp_path):
+    """--workdir DIR: blocks run in DIR, so a file an earlier run left there (e.g. a filled store) is seen;
+    a DIR holding a real docs/ folder is refused (it would be shadowed by the link)."""
+    doc, work = tmp_path / "x.md", tmp_path / "work"
+    doc.write_text("<!-- generated -->\n```\n$ cat left.txt\nold\n```\n<!-- end generated -->\n")
+    work.mkdir()
+    (work / "left.txt").write_text("from the timed run\n")
+    assert gen.main(["--workdir", str(work), str(doc)]) == 0
+    assert "$ cat left.txt\nfrom the timed run\n" in doc.read_text()
+    assert gen.main(["--workdir", str(work), "--check", str(doc)]) == 0  # again: the old link is replaced
+    assert gen.main(["--workdir", str(work), str(doc)]) == 0  # after a check's copy, too
+    (tmp_path / "repo" / "docs").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="real directory"):
+        gen.main(["--workdir", str(tmp_path / "repo"), str(doc)])
+
+
 def test_commands_run_this_checkouts_cli_and_see_docs():
     work = gen.make_workdir()
     where = gen.run_command(f"{sys.executable} -c 'import batchscale; print(batchscale.__file__)'", work)
