@@ -180,10 +180,13 @@ class NoiseScaleFit:
     * ``*_err``: the one-sigma error, the half-width of the 68.3% interval,
       :math:`p \cdot t_{n-2}(0.8413)\, se` (delta method to linear scale).
 
-    With ``n_bootstrap`` > 0 a residual bootstrap (log residuals, rescaled by :math:`\sqrt{n/(n-2)}`,
-    added to the fitted curve and refitted) gives percentile intervals ``*_boot_low``/``*_boot_high`` at
-    ``level`` and the robust one-sigma width ``*_boot`` = (84.1th - 15.9th percentile) / 2, which does
-    not blow up when a few resamples run off to the fit's bounds (unlike a standard deviation).
+    With ``n_bootstrap`` > 0 a residual bootstrap (log residuals, rescaled by :math:`\sqrt{n/(n-2)}` and
+    by :func:`t_inflation` for the level at hand, added to the fitted curve and refitted:
+    :func:`residual_bootstrap`) gives percentile intervals ``*_boot_low``/``*_boot_high`` at ``level``
+    and the robust one-sigma width ``*_boot`` = (84.1th - 15.9th percentile) / 2 (of the same resamples
+    scaled for 68.3%), which does not blow up when a few resamples run off to the fit's bounds (unlike a
+    standard deviation). Without the t scaling the percentile intervals are normal-theory ones and
+    under-cover like the ``+-`` errors did (tests/test_theory_regimes_coverage.py).
     ``rms_log_residual`` is the root-mean-square of log(S_meas/S_fit).
     """
 
@@ -379,7 +382,7 @@ def residual_bootstrap(
     With ``level`` they are further scaled by :func:`t_inflation` (level, n_pts - 2), so that the
     ``level`` percentile interval of the refitted curves matches the Student-t interval of the fit (the
     noise level is estimated from n_pts - 2 residuals); without it the percentile intervals are the
-    normal-theory ones and cover 86-91% instead of 95% on 6-11 points
+    normal-theory ones and cover 86-92% instead of 95% on 6-11 points
     (tests/test_theory_regimes_coverage.py).
     """
     fitted = np.log(fit.predict_steps(batch_sizes))  # (points,)
@@ -400,13 +403,17 @@ def _with_bootstrap(
 ) -> NoiseScaleFit:
     from dataclasses import replace
 
-    draws = residual_bootstrap(fit, b, s, n, np.random.default_rng(seed))  # (n, points)
-    params = np.exp(fit_log_curves(np.log(b), draws, progress))  # (n, 2): S_min, B_crit
-    quantities = {"s_min": params[:, 0], "b_crit": params[:, 1], "e_min": params[:, 0] * params[:, 1]}
     changes: dict[str, Any] = {"n_bootstrap": n}
-    for name, d in quantities.items():
-        low, high = percentile_interval(d, fit.level)
-        s_lo, s_hi = percentile_interval(d, ONE_SIGMA)
-        changes.update({f"{name}_boot_low": low, f"{name}_boot_high": high})
-        changes[f"{name}_boot"] = (s_hi - s_lo) / 2
+    # the same resamples twice, residuals scaled for each level: t_inflation depends on the level
+    for k, level in enumerate((fit.level, ONE_SIGMA)):
+        draws = residual_bootstrap(fit, b, s, n, np.random.default_rng(seed), level=level)  # (n, points)
+        step = None if progress is None else (lambda done, _total, k=k: progress((k * n + done) // 2, n))
+        params = np.exp(fit_log_curves(np.log(b), draws, step))  # (n, 2): S_min, B_crit
+        quantities = {"s_min": params[:, 0], "b_crit": params[:, 1], "e_min": params[:, 0] * params[:, 1]}
+        for name, d in quantities.items():
+            low, high = percentile_interval(d, level)
+            if k == 0:
+                changes.update({f"{name}_boot_low": low, f"{name}_boot_high": high})
+            else:
+                changes[f"{name}_boot"] = (high - low) / 2
     return replace(fit, **changes)

@@ -323,14 +323,14 @@ def analyze_steps_curve(
          that pool (:func:`_seed_bootstrap`). Resampling each point's own :math:`k_i` seeds instead
          gets the spread of a median wrong by a factor that depends on :math:`k_i`: for normal noise the
          bootstrap variance of the median is 0.50x the true one for 2 seeds (the intervals covered
-         69-75%), 1.20x for 3 and 1.35x for 5 (98%).
+         67-76%), 1.20x for 3 and 1.35x for 5 (97-98.5%).
        * ``residuals`` (one seed per point): the fit's log residuals, centred, rescaled by
          :math:`\sqrt{n/(n-2)}` and resampled onto the fitted curve
          (:func:`batchscale.theory.noise_scale.residual_bootstrap`).
 
        Both resample a noise level that was itself estimated, from :math:`\nu` = n - 2 residuals or
        :math:`\sum (k_i - 1)` seed deviations, and a percentile interval treats it as known, i.e. it is
-       the normal interval :math:`\pm z\,se`, too narrow for small :math:`\nu` (86-91% instead of
+       the normal interval :math:`\pm z\,se`, too narrow for small :math:`\nu` (86-92% instead of
        95% on 6-11 points with one seed). The resampled deviations are therefore scaled by
        :math:`t_\nu/z` (:func:`batchscale.theory.noise_scale.t_inflation`), which makes the interval
        the Student-t one, the one the plain fit's own intervals use and that covers at its level.
