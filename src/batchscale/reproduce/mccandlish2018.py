@@ -18,8 +18,9 @@ Measured, on one workload (``digits-mlp`` by default), plain SGD:
    :math:`(S/S_{min} - 1)(E/E_{min} - 1) = 1`, McCandlish et al. eq. 2.11; seed bootstrap intervals); the
    hyperbola is judged by ``batchscale verify noise-scale``'s ``tradeoff_product`` rows (same code and
    declared tolerance).
-3. **B_crit against the target**: a joint seed bootstrap (:func:`joint_log_b_crit`: the same resampled
-   seeds for every target, each target's curve refitted) gives the interval of
+3. **B_crit against the target**: a joint seed bootstrap (:func:`joint_log_b_crit`: the calibrated
+   resampling of ``analyze_steps_curve``, its draws shared by every target, each target's curve
+   refitted) gives the interval of
    :math:`\log B_{crit}(\text{hardest}) - \log B_{crit}(\text{easiest})`; rising is reproduced when it
    lies above 0.
 4. **B_simple and B_noise along training** (:func:`noise_along_training`): per seed a plain-SGD run at the
@@ -127,23 +128,20 @@ def seed_steps(best: Mapping[tuple[float, int, int], Mapping[str, Any]], target:
 
 def joint_log_b_crit(batch_sizes: Sequence[int], steps: np.ndarray, n_bootstrap: int = N_BOOTSTRAP,
                      seed: int = 0) -> np.ndarray:
-    r"""(n_bootstrap, T) :math:`\log B_{crit}` of every target on seed-bootstrap resamples that share the
-    resampled seeds across targets: ``steps`` (T, n, K) per target, batch size and seed (inf = missed).
-    Each resample draws K seeds with replacement per batch size, takes each target's seed medians and
-    refits :math:`S = S_{min}(1 + B_{crit}/B)` (:func:`batchscale.theory.noise_scale.fit_log_curves`)."""
+    r"""(n_bootstrap, T) :math:`\log B_{crit}` of every target on joint seed-bootstrap resamples:
+    ``steps`` (T, n, K) per target, batch size and seed (inf = missed). Each resample's seed-median curves
+    come from :func:`batchscale.theory.regimes.seed_bootstrap_curves` (pooled within-point deviations,
+    t-scaled to the 95% level of :func:`rising_row`), with the same draws at every target (a seed's
+    deviations at two targets come from the same run); each target's curve is refitted to
+    :math:`S = S_{min}(1 + B_{crit}/B)` (:func:`batchscale.theory.noise_scale.fit_log_curves`)."""
     from batchscale.theory.noise_scale import fit_log_curves
+    from batchscale.theory.regimes import seed_bootstrap_curves
 
     steps = np.asarray(steps, dtype=float)  # (T, n, K)
-    n_targets, n, k = steps.shape
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, k, size=(n_bootstrap, n, k))  # (R, n, K)
-    drawn = np.take_along_axis(steps[:, None, :, :], pick[None], axis=3)  # (T, R, n, K)
-    medians = np.median(drawn, axis=3)  # (T, R, n); inf when most drawn seeds missed
-    log_s = np.where(np.isfinite(medians), np.log(np.where(np.isfinite(medians), medians, 1.0)), np.nan)
-    out = np.empty((n_bootstrap, n_targets))
-    for t in range(n_targets):
-        out[:, t] = fit_log_curves(np.log(np.asarray(batch_sizes, dtype=float)), log_s[t])[:, 1]
-    return out
+    curves = seed_bootstrap_curves(steps, n_bootstrap, np.random.default_rng(seed), 0.95)  # (T, R, n)
+    log_s = np.where(np.isfinite(curves), curves, np.nan)  # (T, R, n): a median that missed is no point
+    log_b = np.log(np.asarray(batch_sizes, dtype=float))
+    return np.stack([fit_log_curves(log_b, log_s[t])[:, 1] for t in range(steps.shape[0])], axis=1)
 
 
 def rising_row(targets: Sequence[float], b_crit: Sequence[float | None], draws: np.ndarray,

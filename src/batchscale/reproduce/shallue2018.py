@@ -169,17 +169,21 @@ def critical_ratio_row(where: str, name: str, mom: Any, sgd: Any, direction: str
 
 def median_ratio_interval(a: Sequence[float | None], b: Sequence[float | None], seed: int = 0,
                           n: int = N_BOOTSTRAP) -> tuple[float, float, float]:
-    """median(a)/median(b) over the seeds that reached the target, with a percentile bootstrap interval
-    (each side's seeds resampled with replacement); nan when a side has none."""
+    """median(a)/median(b) over the seeds that reached the target, with a percentile bootstrap interval at
+    :data:`LEVEL`: the two sides as a two-point seed matrix resampled by
+    :func:`batchscale.theory.regimes.seed_bootstrap_curves` (pooled log deviations, t-scaled; each side's
+    own seeds resampled would make 2-seed intervals too narrow); nan when a side has none."""
+    from batchscale.theory.regimes import seed_bootstrap_curves
+
     x = np.array([v for v in a if v is not None and math.isfinite(v)], dtype=float)
     y = np.array([v for v in b if v is not None and math.isfinite(v)], dtype=float)
     if x.size == 0 or y.size == 0:
         return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    bx = np.median(rng.choice(x, size=(n, x.size)), axis=1)  # (n,)
-    by = np.median(rng.choice(y, size=(n, y.size)), axis=1)  # (n,)
+    matrix = np.full((2, max(x.size, y.size)), np.nan)  # (2, seeds)
+    matrix[0, : x.size], matrix[1, : y.size] = x, y
+    curves = seed_bootstrap_curves(matrix, n, np.random.default_rng(seed), LEVEL)  # (n, 2) log medians
     tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(bx / by, [tail, 100 - tail])
+    low, high = np.exp(np.percentile(curves[:, 0] - curves[:, 1], [tail, 100 - tail]))
     return float(np.median(x) / np.median(y)), float(low), float(high)
 
 

@@ -78,7 +78,8 @@ def tradeoff_products(batch_sizes: np.ndarray, steps: np.ndarray, s_min: np.ndar
 def tradeoff_rows(curve: Any, config: dict[str, Any], workload: str, *, exponent: float = 1.0,
                   seed: int = 0, n_bootstrap: int = N_BOOTSTRAP) -> list[Row]:
     """One row per batch size that every seed reached: the product on the seed-median curve against the
-    fit, and its bootstrap standard error (seeds resampled per point, the curve refitted)."""
+    fit, and its bootstrap standard error (:func:`batchscale.verify.steps_sweep.seed_bootstrap`: the seeds'
+    pooled deviations resampled, calibrated so that +-1.96 of it is the 95% interval; the curve refitted)."""
     from batchscale.verify.steps_sweep import seed_bootstrap
 
     fit = curve.analysis.fit

@@ -97,19 +97,25 @@ def curves_of(rows: list[dict[str, Any]], optimizers: tuple[str, ...], seed: int
     return out
 
 
-def seed_bootstrap(batch_sizes: Any, matrix: list[Any], n_bootstrap: int, seed: int) -> tuple[Any, Any]:
-    """Per resample (``n_bootstrap``, generator ``seed``), each point's seeds (``matrix[i]``, an array)
-    drawn with replacement: the seed-median steps (K, n) and the curve refitted to them, (S_min, B_crit)
-    per resample (K, 2) (:func:`batchscale.theory.noise_scale.fit_log_curves`)."""
+def seed_bootstrap(batch_sizes: Any, matrix: list[Any], n_bootstrap: int, seed: int,
+                   level: float = 0.95) -> tuple[Any, Any]:
+    """Per resample (``n_bootstrap``, generator ``seed``) of the seeds (``matrix[i]``: point i's per-seed
+    steps, an array), calibrated to ``level``
+    (:func:`batchscale.theory.regimes.seed_bootstrap_curves`: pooled within-point deviations, t-scaled):
+    the seed-median steps (K, n) and the curve refitted to them, (S_min, B_crit) per resample (K, 2)
+    (:func:`batchscale.theory.noise_scale.fit_log_curves`). A standard error from these draws is the one
+    whose +-1.96 interval is the 95% one."""
     import numpy as np
 
     from batchscale.theory.noise_scale import fit_log_curves
+    from batchscale.theory.regimes import seed_bootstrap_curves
 
-    rng = np.random.default_rng(seed)
-    draws = np.stack([np.median(m[rng.integers(0, m.size, size=(n_bootstrap, m.size))], axis=1)
-                      for m in matrix], axis=1)  # (K, n)
-    params = np.exp(fit_log_curves(np.log(np.asarray(batch_sizes, dtype=float)), np.log(draws)))  # (K, 2)
-    return draws, params
+    padded = np.full((len(matrix), max(np.size(m) for m in matrix)), np.nan)  # (n, seeds)
+    for i, m in enumerate(matrix):
+        padded[i, : np.size(m)] = m
+    log_draws = seed_bootstrap_curves(padded, n_bootstrap, np.random.default_rng(seed), level)  # (K, n)
+    params = np.exp(fit_log_curves(np.log(np.asarray(batch_sizes, dtype=float)), log_draws))  # (K, 2)
+    return np.exp(log_draws), params
 
 
 def run_sweep(opts: Options) -> SweepResult:

@@ -33,7 +33,6 @@ from batchscale.theory.regimes.analysis import (  # noqa: F401
     _medians,
     _quantiles,
     _ratio_estimate,
-    _seed_bootstrap,
     _seed_matrix,
     _zhang_estimate,
     analyze_steps_curve,
@@ -41,6 +40,7 @@ from batchscale.theory.regimes.analysis import (  # noqa: F401
     fitted_speedup,
     label_speedup,
     model_regimes,
+    seed_bootstrap_curves,
     speedup_thresholds,
 )
 from batchscale.theory.regimes.curve import (  # noqa: F401

@@ -235,37 +235,70 @@ def _medians(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def _seed_bootstrap(matrix: np.ndarray, n: int, rng: np.random.Generator, level: float) -> np.ndarray:
-    r"""(n, points) resampled log seed-median curves (see :func:`analyze_steps_curve`, step 2).
+def seed_bootstrap_curves(matrix: np.ndarray, n: int, rng: np.random.Generator,
+                          level: float = DEFAULT_LEVEL) -> np.ndarray:
+    r"""Resampled log seed-median curves, calibrated to ``level``: (n, points) for ``matrix`` (points,
+    seeds), or (T, n, points) for (T, points, seeds), the same seeds measured at T targets (a joint
+    bootstrap). Per-seed steps: inf = that seed missed, nan = no such seed (the same cells at every target).
 
-    Points where no seed missed: the observed log median plus ``t_inflation(level, dof)`` times the median
-    of that point's number of draws from the pooled within-point deviations :math:`\sqrt{k_i/(k_i-1)}
-    (\log S_{ij} - \overline{\log S_i})` of every such point with :math:`k_i \ge 2` seeds,
-    dof = :math:`\sum (k_i - 1)`. Points where a seed missed resample their own seeds (a miss cannot be
-    shifted), unscaled.
+    Points where no seed missed: the observed log median plus :math:`t_\nu/z` (``t_inflation(level, nu)``)
+    times the median of that point's :math:`k_i` draws from the pooled within-point deviations
+    :math:`\sqrt{k_i/(k_i-1)}(\log S_{ij} - \overline{\log S_i})` of every such point with
+    :math:`k_i \ge 2` seeds, :math:`\nu = \sum (k_i - 1)` over those points. Points where a seed missed
+    resample their own seeds (a miss cannot be shifted), unscaled. Resampling every point's own seeds
+    instead gets the variance of a median wrong by a factor that depends on k (normal noise: 0.50x for
+    2 seeds, 1.20x for 3, 1.35x for 5; see :func:`analyze_steps_curve`).
+
+    Joint (T targets): the draws are shared across targets the way seeds are. Each draw is one integer d
+    on [0, L), L the least common multiple of the targets' pool sizes :math:`P_t`, and picks cell
+    :math:`\lfloor d P_t / L \rfloor` of target t's pool (cells in (point, seed) order): the same seed of
+    the same point at every target whose pool holds the same cells, a uniform draw at each target in any
+    case. Points that fall back to their own seeds draw the same seed indices at every target.
     """
     from batchscale.theory.noise_scale import t_inflation
 
-    logs = np.log(matrix)  # (points, seeds): nan = no such seed, inf = missed
-    count = np.sum(~np.isnan(logs), axis=1)  # (points,)
-    clean = ~np.any(np.isinf(logs), axis=1)  # (points,) no seed missed
-    pooled = clean & (count > 1)
-    out = np.empty((n, matrix.shape[0]))
-    if pooled.any():
-        rows = logs[pooled]  # (pooled points, seeds)
+    values = np.asarray(matrix, dtype=float)
+    joint = values.ndim == 3
+    require(values.ndim in (2, 3), f"matrix must be (points, seeds) or (targets, points, seeds), got shape "
+            f"{values.shape}")
+    m3 = values if joint else values[None]  # (T, points, seeds)
+    present = ~np.isnan(m3[0])  # (points, seeds): which seeds exist
+    require(bool(np.all(~np.isnan(m3) == present[None])), "every target needs the same seeds per point")
+    logs = np.log(m3)  # (T, points, seeds): nan = no such seed, inf = missed
+    count = np.sum(present, axis=1)  # (points,)
+    clean = ~np.any(np.isinf(logs), axis=2)  # (T, points) no seed missed
+    pools: list[np.ndarray | None] = []
+    scales: list[float] = []
+    for t in range(m3.shape[0]):
+        pooled = clean[t] & (count > 1)  # (points,)
+        if not pooled.any():
+            pools.append(None)
+            scales.append(math.nan)
+            continue
+        rows = logs[t][pooled]  # (pooled points, seeds)
         deviations = (rows - np.nanmean(rows, axis=1, keepdims=True)) * np.sqrt(
             count[pooled] / (count[pooled] - 1))[:, None]  # (pooled points, seeds)
-        pool = deviations[~np.isnan(deviations)]  # (sum k_i,)
-        scale = t_inflation(level, int(np.sum(count[pooled] - 1)))
-    centre = np.log(_medians(matrix))  # (points,)
-    for i, row in enumerate(matrix):
-        values = row[~np.isnan(row)]  # (seeds,)
-        if pooled.any() and clean[i]:
-            draws = pool[rng.integers(0, pool.size, size=(n, values.size))]  # (n, seeds)
-            out[:, i] = centre[i] + scale * np.median(draws, axis=1)
-        else:
-            out[:, i] = np.log(np.median(values[rng.integers(0, values.size, size=(n, values.size))], axis=1))
-    return out
+        pools.append(deviations[~np.isnan(deviations)])  # (sum k_i,) in (point, seed) order
+        scales.append(t_inflation(level, int(np.sum(count[pooled] - 1))))
+    sizes = [p.size for p in pools if p is not None]
+    span = min(math.lcm(*sizes), 2**40) if sizes else 1
+    centre = np.log(np.stack([_medians(m) for m in m3]))  # (T, points)
+    out = np.empty((m3.shape[0], n, m3.shape[1]))
+    for i in range(m3.shape[1]):
+        k = int(count[i])
+        from_pool = [pools[t] is not None and bool(clean[t, i]) for t in range(m3.shape[0])]
+        if any(from_pool):
+            d = rng.integers(0, span, size=(n, k))  # (n, seeds)
+        if not all(from_pool):
+            pick = rng.integers(0, k, size=(n, k))  # (n, seeds)
+        for t, pool in enumerate(pools):
+            if from_pool[t]:
+                draws = pool[d * pool.size // span]  # (n, seeds)
+                out[t, :, i] = centre[t, i] + scales[t] * np.median(draws, axis=1)
+            else:
+                own = m3[t, i][present[i]]  # (seeds,)
+                out[t, :, i] = np.log(np.median(own[pick], axis=1))
+    return out if joint else out[0]
 
 
 def _quantiles(draws: np.ndarray, level: float) -> tuple[float, float]:
@@ -320,7 +353,7 @@ def analyze_steps_curve(
          times :math:`\sqrt{k_i/(k_i-1)}` (a mean of :math:`k_i` seeds was taken out), are pooled over
          the points (the fit weighs every point equally in log, i.e. it assumes one relative noise
          level); each resampled point is its observed median plus the median of :math:`k_i` draws from
-         that pool (:func:`_seed_bootstrap`). Resampling each point's own :math:`k_i` seeds instead
+         that pool (:func:`seed_bootstrap_curves`). Resampling each point's own :math:`k_i` seeds instead
          gets the spread of a median wrong by a factor that depends on :math:`k_i`: for normal noise the
          bootstrap variance of the median is 0.50x the true one for 2 seeds (the intervals covered
          67-76%), 1.20x for 3 and 1.35x for 5 (97-98.5%).
@@ -408,7 +441,7 @@ def analyze_steps_curve(
         curves, method = np.log(median)[None, :], "none"
         data_curves = curves
     elif several:
-        curves, method = _seed_bootstrap(matrix, n_bootstrap, rng, level), "seeds"
+        curves, method = seed_bootstrap_curves(matrix, n_bootstrap, rng, level), "seeds"
         data_curves = curves
     else:
         curves = np.full((n_bootstrap, b.size), np.inf)
