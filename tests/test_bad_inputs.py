@@ -212,6 +212,7 @@ CASES = [
     pytest.param([*GRID, "--lrs", "0.1,,1"], EXIT_INPUT, (), id="grid-lrs-empty-item"),
     pytest.param([*SWEEP, "--lr-factor", "1e200"], EXIT_INPUT, (), id="lr-factor-1e200"),
     pytest.param([*SWEEP, "--lr-factor", "1"], EXIT_INPUT, (), id="lr-factor-1"),
+    pytest.param([*SWEEP, "--later-lrs", "1"], EXIT_INPUT, (), id="later-lrs-1"),
     pytest.param([*SWEEP, "--lr-range", "1:0.1"], EXIT_INPUT, (), id="lr-range-inverted"),
     pytest.param([*SWEEP, "--lr-range", "0:1"], EXIT_INPUT, (), id="lr-range-zero"),
     pytest.param([*SWEEP, "--n-seeds", "0"], EXIT_INPUT, (), id="n-seeds-0"),

@@ -115,6 +115,43 @@ def test_later_windows_centre_on_a_linear_scaling_guess_with_eight_rates():
     assert {t.max_steps for t in second} == {math.ceil(2.0 * min(synthetic(t).steps or 1e9 for t in first))}
 
 
+def test_later_learning_rates_narrow_later_windows_to_their_middle_rates():
+    """--later-lrs 4: a later window is the middle 4 rates of the 8-rate one (same lattice, same centre);
+    the first window keeps its 8; on the synthetic curve (one minimum) every row's answer is the 8-rate
+    search's, for fewer trials; to_dict leaves the field out at its default (old sweep JSON unchanged)."""
+    base = StepsSweepConfig(workload="synthetic", batch_sizes=BATCHES, optimizers=("sgd",), max_extensions=8)
+    narrow = replace(base, later_learning_rates=4)
+    assert "later_learning_rates" not in base.to_dict() and narrow.to_dict()["later_learning_rates"] == 4
+
+    def windows(config):  # the first two rounds, without refinement or extensions: the two windows
+        chain = steps_chain(replace(config, refine_levels=0, max_extensions=0), "sgd")
+        first = next(chain).configs
+        return first, chain.send({t.trial_id(): synthetic(t) for t in first}).configs
+
+    first8, second8 = windows(base)
+    first4, second4 = windows(narrow)
+    assert first4 == first8
+    rates8, rates4 = sorted({t.learning_rate for t in second8}), sorted({t.learning_rate for t in second4})
+    assert len(rates4) == 4 and all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(rates4, rates8[2:6]))
+    rows8, asked8 = drive(steps_chain(base, "sgd"))
+    rows4, asked4 = drive(steps_chain(narrow, "sgd"))
+    key = ("batch_size", "steps", "learning_rate", "seed_steps")
+    assert [[r[k] for k in key] for r in rows4] == [[r[k] for k in key] for r in rows8]
+    assert asked4 < asked8
+    # the best rate far from the guess: extensions still reach it (the optimum moves x 8 at B = 8)
+    shifted = drive(steps_chain(replace(narrow, batch_sizes=(4, 8)), "sgd"), objective=jumping)[0]
+    assert not shifted[-1]["at_edge"] and 1 / 1.5 < shifted[-1]["learning_rate"] / (8 * optimal_lr(8)) < 1.5
+    with pytest.raises(InputError, match="later windows"):
+        replace(base, later_learning_rates=1).validate()
+
+
+def jumping(trial):
+    """:func:`synthetic` with the optimal rate 8x higher at B >= 8 than linear scaling predicts."""
+    if trial.batch_size < 8:
+        return synthetic(trial)
+    return replace(synthetic(replace(trial, learning_rate=trial.learning_rate / 8)), config=trial)
+
+
 def test_trials_pruned_against_a_trial_that_later_diverged_are_retried():
     """(The engine's pruning rule runs only without verification: ``verify_pruned=False``.)"""
     config = StepsSweepConfig(workload="synthetic", batch_sizes=(1,), optimizers=("sgd",), max_extensions=0,

@@ -168,6 +168,10 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
               "auto = grid, or quasi-random with --tune-momentum.")
 @click.option("--lrs", "n_learning_rates", type=click.IntRange(min=1), default=8, show_default=True,
               help="Learning rates per batch size (per window).")
+@click.option("--later-lrs", "later_learning_rates", type=click.IntRange(min=2), default=None,
+              help="Learning rates in the window of every batch size after the first [default: --lrs]. "
+              "Fewer is cheaper; a window is still extended past an edge holding the best rate, so the "
+              "answer changes only where steps vs rate has two minima (docs/sweep.md measures it).")
 @click.option("--lr-factor", type=FiniteFloat(min=1, min_open=True, max=100), default=2.0, show_default=True,
               help="Ratio of neighbouring learning rates in a window.")
 @click.option("--lr-range", type=Range(), default="0.002:0.25", show_default=True,
@@ -231,7 +235,8 @@ def _n_train(workload: str, options: Mapping[str, Any], data_seed: int) -> int:
 @plot_option
 @format_option()
 def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_momentum, momentum_range, search,
-          n_learning_rates, lr_factor, lr_range, max_extensions, refine_levels, refine_tolerance, n_seeds,
+          n_learning_rates, later_learning_rates, lr_factor, lr_range, max_extensions, refine_levels,
+          refine_tolerance, n_seeds,
           target, target_fraction, target_budget, target_metric, max_steps,
           budget_factor, no_prune, verify_pruned, eval_subset, loss_form, warmup_fraction, decay,
           weight_decay, critical_fraction, out_dir,
@@ -270,6 +275,7 @@ def steps(workload, workload_option, batch_sizes, optimizers, momentum, tune_mom
         one_minus_momentum_range=momentum_range,
         search=search,
         n_learning_rates=n_learning_rates,
+        later_learning_rates=later_learning_rates,
         lr_factor=lr_factor,
         lr_range=lr_range,
         max_extensions=max_extensions,

@@ -15,7 +15,8 @@ DECAYS = ("none", "linear", "cosine")
 # Recipe and auto-target fields: left out of :meth:`StepsSweepConfig.to_dict` at these defaults, so a
 # sweep without them writes the same JSON as before they existed.
 OPTIONAL_DEFAULTS: dict[str, Any] = {"warmup_fraction": 0.0, "decay": "none", "weight_decay": 0.0,
-                                     "target_fraction": None, "target_budget": None}
+                                     "target_fraction": None, "target_budget": None,
+                                     "later_learning_rates": None}
 TARGET_BUDGET_SHARE = 10  # --target auto's reference trials train max_steps // this by default
 STATUS_FOUND = "complete"
 STATUS_UNREACHABLE = "unreachable"
@@ -35,6 +36,11 @@ class StepsSweepConfig:
         search: ``grid`` (rates ``lr_factor`` apart), ``quasi-random`` (scrambled Halton points in
             log space) or ``auto`` (grid, or quasi-random when the momentum is tuned).
         n_learning_rates: trials per batch size and seed in one window (>= 2).
+        later_learning_rates: trials per seed in the window of every batch size after the first (None:
+            ``n_learning_rates``). The first window must find the optimum without a guess; later ones
+            are centred on the linear-scaling guess and extended past an edge holding the best rate, so a
+            narrower one finds the same best rate whenever the steps-vs-rate curve has one minimum over
+            the wider window (a search shortcut: it can change the answer where that curve has two).
         lr_factor: ratio of neighbouring rates in a grid window, and the unit of window widths.
         lr_range: (low, high) rates searched at the first batch size; for ``momentum``/``nesterov`` they
             are multiplied by 1 - momentum (the same effective step lr / (1 - momentum); 0.1 when tuned).
@@ -77,6 +83,7 @@ class StepsSweepConfig:
     one_minus_momentum_range: tuple[float, float] = (0.01, 0.5)
     search: str = "auto"
     n_learning_rates: int = 8
+    later_learning_rates: int | None = None
     lr_factor: float = 2.0
     lr_range: tuple[float, float] = (0.002, 0.25)
     max_extensions: int = 3
@@ -100,6 +107,12 @@ class StepsSweepConfig:
     weight_decay: float = 0.0
     target_fraction: float | None = None
     target_budget: int | None = None
+
+    def window_size(self, first: bool) -> int:
+        """Trials per seed in the window of the first batch size (``first``) or of a later one."""
+        if first or self.later_learning_rates is None:
+            return self.n_learning_rates
+        return self.later_learning_rates
 
     def reference_budget(self) -> int:
         """The steps of each ``--target auto`` reference trial: ``target_budget``, by default
@@ -154,6 +167,8 @@ class StepsSweepConfig:
         if self.tune_momentum:
             _check_range("1 - momentum range", self.one_minus_momentum_range, upper=1.0)
         require(self.n_learning_rates >= 2, f"need at least 2 learning rates, got {self.n_learning_rates}")
+        require(self.later_learning_rates is None or self.later_learning_rates >= 2,
+                f"need at least 2 learning rates in later windows, got {self.later_learning_rates}")
         require(self.lr_factor > 1, f"the learning-rate factor must be > 1, got {self.lr_factor}")
         require(self.max_extensions >= 0, f"max extensions must be >= 0, got {self.max_extensions}")
         require(self.refine_levels >= 0, f"refinement levels must be >= 0, got {self.refine_levels}")

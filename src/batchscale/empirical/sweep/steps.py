@@ -91,21 +91,23 @@ class BatchSearch:
         return self.config.tune_momentum and self.optimizer != "sgd"
 
     def initial_points(self) -> list[Point]:
-        """The first window: ``lr_range`` at the first batch size, else centred on ``center``."""
+        """The first window: ``lr_range`` at the first batch size, else centred on ``center``
+        (:meth:`StepsSweepConfig.window_size` rates)."""
         c = self.config
+        n = c.window_size(self.first)  # later windows: ``later_learning_rates`` when set
         if self.first:
             low, high = c.lr_range
             if self.optimizer in ("momentum", "nesterov"):  # same effective step lr / (1 - momentum)
                 scale = 1.0 - (c.momentum if not self.tune_momentum else 0.9)
                 low, high = low * scale, high * scale
         else:
-            half = c.lr_factor ** ((c.n_learning_rates - 1) / 2)
+            half = c.lr_factor ** ((n - 1) / 2)
             low, high = self.center / half, self.center * half
         if c.resolved_search() == "grid":
             momentum = optimizer_momentum(c, self.optimizer)
-            return [Point(lr, momentum) for lr in log_grid(low, high, c.n_learning_rates)]
+            return [Point(lr, momentum) for lr in log_grid(low, high, n)]
         mom_bounds = c.one_minus_momentum_range if self.tune_momentum else None
-        points = quasi_random_points((low, high), mom_bounds, c.n_learning_rates, seed=self.batch_size)
+        points = quasi_random_points((low, high), mom_bounds, n, seed=self.batch_size)
         if not self.tune_momentum:
             points = [Point(p.learning_rate, optimizer_momentum(c, self.optimizer)) for p in points]
         return points
