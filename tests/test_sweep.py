@@ -132,7 +132,8 @@ def test_later_learning_rates_narrow_later_windows_to_their_middle_rates():
     first4, second4 = windows(narrow)
     assert first4 == first8
     rates8, rates4 = sorted({t.learning_rate for t in second8}), sorted({t.learning_rate for t in second4})
-    assert len(rates4) == 4 and all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(rates4, rates8[2:6]))
+    assert len(rates4) == 4
+    assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(rates4, rates8[2:6], strict=True))
     rows8, asked8 = drive(steps_chain(base, "sgd"))
     rows4, asked4 = drive(steps_chain(narrow, "sgd"))
     key = ("batch_size", "steps", "learning_rate", "seed_steps")
