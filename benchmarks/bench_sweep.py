@@ -6,7 +6,9 @@ Variants, each run on a fresh store per seed (so nothing is reused) through the 
   within the best trial's steps);
 - ``no-prune``: ``--no-prune`` (every trial trained to the target or its budget);
 - ``prune-only``: ``--no-verify-pruned`` (the old default: the pruning rule's answer);
-- ``3-seeds``: the default with ``--n-seeds 3`` against ``--n-seeds 1`` (stacked seeds).
+- ``3-seeds``: the default with ``--n-seeds 3`` against ``--n-seeds 1`` (stacked seeds);
+- ``later-4``: 3 seeds with ``--later-lrs 4`` (4 rates in every window after the first), against
+  ``3-seeds`` when listed after it (``--variants 3-seeds,later-4``: the first variant is the reference).
 
 Rounds alternate the order of the variants so that all see the same machine load. The table gives the
 median wall time, trials trained, the ratio to the first variant, and how many (optimizer, batch size)
@@ -68,6 +70,7 @@ VARIANTS: dict[str, list[str]] = {
     "prune-only": ["--n-seeds", "1", "--no-verify-pruned"],
     "1-seed": ["--n-seeds", "1"],
     "3-seeds": ["--n-seeds", "3"],
+    "later-4": ["--n-seeds", "3", "--later-lrs", "4"],
 }
 
 
