@@ -173,14 +173,13 @@ def median_ratio_interval(a: Sequence[float | None], b: Sequence[float | None], 
     :data:`LEVEL`: the two sides as a two-point seed matrix resampled by
     :func:`batchscale.theory.regimes.seed_bootstrap_curves` (pooled log deviations, t-scaled; each side's
     own seeds resampled would make 2-seed intervals too narrow); nan when a side has none."""
-    from batchscale.theory.regimes import seed_bootstrap_curves
+    from batchscale.theory.regimes import padded_seed_matrix, seed_bootstrap_curves
 
     x = np.array([v for v in a if v is not None and math.isfinite(v)], dtype=float)
     y = np.array([v for v in b if v is not None and math.isfinite(v)], dtype=float)
     if x.size == 0 or y.size == 0:
         return math.nan, math.nan, math.nan
-    matrix = np.full((2, max(x.size, y.size)), np.nan)  # (2, seeds)
-    matrix[0, : x.size], matrix[1, : y.size] = x, y
+    matrix = padded_seed_matrix([x, y])  # (2, seeds)
     curves = seed_bootstrap_curves(matrix, n, np.random.default_rng(seed), LEVEL)  # (n, 2) log medians
     tail = (1 - LEVEL) / 2 * 100
     low, high = np.exp(np.percentile(curves[:, 0] - curves[:, 1], [tail, 100 - tail]))

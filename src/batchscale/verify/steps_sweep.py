@@ -108,11 +108,9 @@ def seed_bootstrap(batch_sizes: Any, matrix: list[Any], n_bootstrap: int, seed: 
     import numpy as np
 
     from batchscale.theory.noise_scale import fit_log_curves
-    from batchscale.theory.regimes import seed_bootstrap_curves
+    from batchscale.theory.regimes import padded_seed_matrix, seed_bootstrap_curves
 
-    padded = np.full((len(matrix), max(np.size(m) for m in matrix)), np.nan)  # (n, seeds)
-    for i, m in enumerate(matrix):
-        padded[i, : np.size(m)] = m
+    padded = padded_seed_matrix(matrix)  # (n, seeds)
     log_draws = seed_bootstrap_curves(padded, n_bootstrap, np.random.default_rng(seed), level)  # (K, n)
     params = np.exp(fit_log_curves(np.log(np.asarray(batch_sizes, dtype=float)), log_draws))  # (K, 2)
     return np.exp(log_draws), params

@@ -40,6 +40,7 @@ from batchscale.theory.regimes.analysis import (  # noqa: F401
     fitted_speedup,
     label_speedup,
     model_regimes,
+    padded_seed_matrix,
     seed_bootstrap_curves,
     speedup_thresholds,
 )

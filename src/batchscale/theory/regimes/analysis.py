@@ -206,6 +206,15 @@ def model_regimes(
     return tuple(label_speedup(float(x), float(x), perfect, flat) for x in g)
 
 
+def padded_seed_matrix(rows: Sequence) -> np.ndarray:
+    """(points, most seeds) float matrix of per-point seed values of ragged lengths, nan where a point
+    has fewer seeds (the "no such seed" of :func:`seed_bootstrap_curves`)."""
+    matrix = np.full((len(rows), max(np.size(r) for r in rows)), np.nan)
+    for i, row in enumerate(rows):
+        matrix[i, : np.size(row)] = row
+    return matrix
+
+
 def _seed_matrix(batch_sizes: Sequence, seed_steps: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Sorted batch sizes (n,) and per-seed steps (n, max seeds): inf = missed, nan = no such seed."""
     require(len(batch_sizes) == len(seed_steps), f"{len(batch_sizes)} batch sizes but {len(seed_steps)} "
@@ -218,10 +227,7 @@ def _seed_matrix(batch_sizes: Sequence, seed_steps: Sequence) -> tuple[np.ndarra
         bad = [v for v in values if math.isnan(v) or v <= 0]
         require(not bad, f"per-seed steps must be > 0 (None/inf = missed), got {bad[:1]}")
         lists.append(values)
-    width = max(len(v) for v in lists)
-    matrix = np.full((len(lists), width), np.nan)
-    for i, values in enumerate(lists):
-        matrix[i, : len(values)] = values
+    matrix = padded_seed_matrix(lists)
     b, _ = _checked_curve(batch_sizes, np.ones(len(lists)))
     order = np.argsort(np.asarray(batch_sizes, dtype=float))
     return b, matrix[order]
